@@ -1,0 +1,1 @@
+return ModelCompiler.Runtime.Hosting.ModelHost.Run<Stories260K.Stories260KEngine>(args);

@@ -1,0 +1,49 @@
+using System;
+using System.Collections.Generic;
+
+namespace ModelCompiler.Runtime.Weights;
+
+/// <summary>Element type of a stored tensor.</summary>
+public enum WeightDType
+{
+    /// <summary>IEEE 32-bit float.</summary>
+    F32,
+    /// <summary>IEEE 16-bit float.</summary>
+    F16,
+    /// <summary>bfloat16.</summary>
+    BF16,
+}
+
+/// <summary>
+/// A tensor as stored in a weight file: its checkpoint name, element type, shape (outermost first) and
+/// the address of its bytes, which stay valid while the owning <see cref="IWeightSource"/> is alive.
+/// </summary>
+public sealed record WeightTensor(string Name, WeightDType DType, long[] Shape, nint Data, long SizeInBytes)
+{
+    /// <summary>Number of elements.</summary>
+    public long NumElements
+    {
+        get
+        {
+            long n = 1;
+            foreach (var d in Shape) n *= d;
+            return n;
+        }
+    }
+}
+
+/// <summary>
+/// Every weight format (llama2.c, later GGUF and safetensors) behind one interface: named tensors
+/// over memory-mapped bytes.
+/// </summary>
+public interface IWeightSource : IDisposable
+{
+    /// <summary>What was opened, for messages (format and path).</summary>
+    string Description { get; }
+
+    /// <summary>All tensors of the file.</summary>
+    IReadOnlyCollection<WeightTensor> Tensors { get; }
+
+    /// <summary>Looks a tensor up by its checkpoint name.</summary>
+    bool TryGetTensor(string name, out WeightTensor tensor);
+}
