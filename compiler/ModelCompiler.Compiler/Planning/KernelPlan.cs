@@ -1,0 +1,179 @@
+using System.Collections.Generic;
+using System.Globalization;
+using System.Text;
+using ModelCompiler.Compiler.Description;
+using ModelCompiler.Compiler.Graph;
+
+namespace ModelCompiler.Compiler.Planning;
+
+/// <summary>
+/// An activation buffer <c>[maxBatchTokens, Width]</c> f32 in the arena. Several graph values share one
+/// buffer when a kernel updates in place (a residual add fused into a projection). The memory planner
+/// sets <see cref="OffsetInFloats"/>.
+/// </summary>
+internal sealed class Buffer(string name, int width)
+{
+    public string Name { get; } = name;
+    public int Width { get; } = width;
+    public int OffsetInFloats { get; set; } = -1;
+    public override string ToString() => $"{Name} [T, {Width}]";
+}
+
+/// <summary>Columns <c>[ColumnOffset, ColumnOffset + Width)</c> of a buffer (row stride = the buffer's width).</summary>
+internal sealed record View(Buffer Buffer, int ColumnOffset, int Width);
+
+/// <summary>
+/// A weight the plan reads. Block weights (<see cref="PerLayer"/>) have one table entry per layer, named
+/// <c>layers.{i}.{Name}</c>; their checkpoint sources carry a <c>{layer}</c> placeholder. Several sources
+/// are concatenated along rows at load time (q|k|v, gate|up).
+/// </summary>
+internal sealed record WeightRef(string Name, int[] Shape, string[] Sources, bool PerLayer)
+{
+    /// <summary>Index in the global part of the table, or the slot within a layer's weights.</summary>
+    public int Slot { get; set; } = -1;
+    public string ShapeText => "[" + string.Join(", ", Shape) + "]";
+}
+
+/// <summary>
+/// One kernel of the plan: a target-independent description of work that an emitter turns into a call
+/// (C#) or a kernel (CUDA). <see cref="Fuses"/> names the graph ops it replaces.
+/// </summary>
+internal abstract record KernelStep
+{
+    public IReadOnlyList<string> Fuses { get; init; } = System.Array.Empty<string>();
+
+    /// <summary>Short kind name used in kernel names.</summary>
+    public abstract string KindName { get; }
+
+    /// <summary>Shapes and dtypes of what it reads and writes, for comments.</summary>
+    public abstract string Signature();
+
+    /// <summary>A stable name derived from the kernel's content (kind, shapes, fused ops), for both emitters.</summary>
+    public string KernelName()
+    {
+        var text = KindName + "|" + Signature() + "|" + string.Join(",", Fuses);
+        uint hash = 2166136261;
+        foreach (byte b in Encoding.UTF8.GetBytes(text)) { hash ^= b; hash *= 16777619; }
+        return KindName + "_" + hash.ToString("x8", CultureInfo.InvariantCulture);
+    }
+}
+
+/// <summary>Token embedding lookup into the residual stream.</summary>
+internal sealed record EmbeddingStep(Buffer Output, WeightRef Table, int Dim) : KernelStep
+{
+    public override string KindName => "embedding";
+    public override string Signature() => $"token ids [T] i32, {Table.Name} {Table.ShapeText} f32 -> {Output.Name} [T, {Dim}] f32";
+}
+
+/// <summary>RMSNorm on its own (when nothing could absorb it).</summary>
+internal sealed record RmsNormStep(Buffer Input, WeightRef Norm, Buffer Output, int Width) : KernelStep
+{
+    public override string KindName => "rmsnorm";
+    public override string Signature() => $"{Input.Name} [T, {Width}] f32, {Norm.Name} {Norm.ShapeText} f32 -> {Output.Name} [T, {Width}] f32";
+}
+
+/// <summary>
+/// A projection <c>y = x Wᵀ</c>, optionally with the preceding RMSNorm folded into its input
+/// (<see cref="Norm"/>, using <see cref="Normalized"/> as scratch) and optionally accumulating into its
+/// output (<see cref="AddToOutput"/>: the residual add fused, output updated in place).
+/// </summary>
+internal sealed record LinearStep(Buffer Input, WeightRef Weight, Buffer Output, int InDim, int OutDim,
+    WeightRef? Norm, Buffer? Normalized, bool AddToOutput) : KernelStep
+{
+    public override string KindName => (Norm is null ? "" : "rmsnorm_") + "linear" + (AddToOutput ? "_residual" : "");
+    public override string Signature() =>
+        $"{Input.Name} [T, {InDim}] f32{(Norm is null ? "" : $", {Norm.Name} {Norm.ShapeText} f32")}, {Weight.Name} {Weight.ShapeText} f32 -> " +
+        $"{Output.Name} [T, {OutDim}] f32{(AddToOutput ? " (+=)" : "")}";
+}
+
+/// <summary>
+/// RMSNorm, the q|k|v projection as one matrix, rotary embedding of q and k, and the write of k and v
+/// into the paged KV cache, in one kernel. Only q is read afterwards (from <see cref="Qkv"/>).
+/// </summary>
+internal sealed record QkvStep(Buffer Input, WeightRef Norm, WeightRef Wqkv, Buffer Qkv, Buffer Normalized, int Dim, int QDim, int KvDim) : KernelStep
+{
+    public override string KindName => "rmsnorm_qkv_rope_kvwrite";
+    public override string Signature() =>
+        $"{Input.Name} [T, {Dim}] f32, {Norm.Name} {Norm.ShapeText} f32, {Wqkv.Name} {Wqkv.ShapeText} f32 -> {Qkv.Name} [T, {QDim + 2 * KvDim}] f32, K/V cache [blocks, blockSize, {KvDim}] f32";
+}
+
+/// <summary>Rotary embedding on its own, in place on a whole buffer.</summary>
+internal sealed record RopeStep(Buffer Buffer, int Width) : KernelStep
+{
+    public override string KindName => "rope";
+    public override string Signature() => $"{Buffer.Name} [T, {Width}] f32 (in place)";
+}
+
+/// <summary>
+/// Causal grouped-query attention over the paged KV cache. When <see cref="Keys"/> and
+/// <see cref="Values"/> are set, this step's keys and values are written to the cache first; when null,
+/// the QKV kernel's epilogue already wrote them.
+/// </summary>
+internal sealed record AttentionStep(View Queries, View? Keys, View? Values, Buffer Output, int QDim) : KernelStep
+{
+    public override string KindName => Keys is null ? "paged_attention" : "kvwrite_paged_attention";
+    public override string Signature() =>
+        $"q {Queries.Buffer.Name}[:, {Queries.ColumnOffset}:{Queries.ColumnOffset + Queries.Width}] f32, K/V cache f32 -> {Output.Name} [T, {QDim}] f32";
+}
+
+/// <summary><c>silu(gate) · up</c> over the two halves of one gate|up projection.</summary>
+internal sealed record SwiGluStep(Buffer GateUp, Buffer Output, int Hidden) : KernelStep
+{
+    public override string KindName => "swiglu";
+    public override string Signature() => $"{GateUp.Name} [T, {2 * Hidden}] f32 -> {Output.Name} [T, {Hidden}] f32";
+}
+
+/// <summary>An elementwise op on its own (add, mul, silu).</summary>
+internal sealed record ElementwiseStep(OpKind Op, Buffer A, Buffer? B, Buffer Output, int Width) : KernelStep
+{
+    public override string KindName => OpNames.Of(Op);
+    public override string Signature() => $"{A.Name}{(B is null ? "" : ", " + B.Name)} [T, {Width}] f32 -> {Output.Name} [T, {Width}] f32";
+}
+
+/// <summary>Copies a buffer (a block whose output is not its input's buffer hands the residual stream on).</summary>
+internal sealed record CopyStep(Buffer Source, Buffer Destination, int Width) : KernelStep
+{
+    public override string KindName => "copy";
+    public override string Signature() => $"{Source.Name} [T, {Width}] f32 -> {Destination.Name} [T, {Width}] f32";
+}
+
+/// <summary>Final RMSNorm and LM head on the rows that need logits.</summary>
+internal sealed record LogitsStep(Buffer Input, Buffer Gathered, Buffer Normalized, WeightRef Norm, WeightRef Head, int Dim, int VocabSize) : KernelStep
+{
+    public override string KindName => "final_norm_lm_head";
+    public override string Signature() =>
+        $"{Input.Name} rows [numLogits, {Dim}] f32, {Norm.Name} {Norm.ShapeText} f32, {Head.Name} {Head.ShapeText} f32 -> logits [numLogits, {VocabSize}] f32";
+}
+
+/// <summary>
+/// The whole forward pass as kernels: a prologue, the block's kernels run once per layer, an epilogue;
+/// the weight binding table; and the arena layout. Independent of the target language.
+/// </summary>
+internal sealed record KernelPlan(
+    ModelDescription Model,
+    IReadOnlyList<KernelStep> Prologue,
+    IReadOnlyList<KernelStep> Block,
+    IReadOnlyList<KernelStep> Epilogue,
+    IReadOnlyList<WeightRef> GlobalWeightsBefore,
+    IReadOnlyList<WeightRef> LayerWeights,
+    IReadOnlyList<WeightRef> GlobalWeightsAfter,
+    IReadOnlyList<Buffer> Buffers,
+    int ArenaSizeInFloats,
+    int ResidualBufferIndex)
+{
+    /// <summary>Index of a weight in the binding table (layer is ignored for global weights).</summary>
+    public int TableIndex(WeightRef weight, int layer)
+    {
+        int before = GlobalWeightsBefore.Count;
+        if (!weight.PerLayer)
+        {
+            for (int i = 0; i < GlobalWeightsBefore.Count; i++) if (ReferenceEquals(GlobalWeightsBefore[i], weight)) return i;
+            for (int i = 0; i < GlobalWeightsAfter.Count; i++)
+                if (ReferenceEquals(GlobalWeightsAfter[i], weight)) return before + Model.Hyper.NumLayers * LayerWeights.Count + i;
+            throw new System.InvalidOperationException($"weight {weight.Name} is not in the table");
+        }
+        return before + layer * LayerWeights.Count + weight.Slot;
+    }
+
+    public int TotalWeights => GlobalWeightsBefore.Count + Model.Hyper.NumLayers * LayerWeights.Count + GlobalWeightsAfter.Count;
+}
