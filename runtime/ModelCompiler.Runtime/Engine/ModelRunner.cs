@@ -1,0 +1,61 @@
+using System;
+using ModelCompiler.Runtime.KvCache;
+using ModelCompiler.Runtime.Weights;
+
+namespace ModelCompiler.Runtime.Engine;
+
+/// <summary>
+/// A compiled model ready to run: its bound weights, the KV pool, the activation arena and the logits
+/// buffer. It runs forward passes over batches; which sequence owns which KV blocks is decided outside
+/// (by a <see cref="BlockManager"/> and, later, the scheduler).
+/// </summary>
+public sealed class ModelRunner : IDisposable
+{
+    private readonly float[] _arena;
+    private readonly float[] _logits;
+
+    /// <summary>Binds <paramref name="source"/> to <paramref name="model"/>'s weight table (the runner owns the source from here on).</summary>
+    public ModelRunner(CompiledModel model, IWeightSource source)
+    {
+        Model = model;
+        var c = model.Config;
+        try
+        {
+            Weights = WeightBinder.Bind(model.WeightSpecs, source);
+        }
+        catch
+        {
+            source.Dispose();
+            throw;
+        }
+        KvCache = new PagedKvCache(c.NumLayers, c.NumKvBlocks, c.KvBlockSize, c.KvDim);
+        Blocks = new BlockManager(c.NumKvBlocks, c.KvBlockSize);
+        _arena = new float[model.ArenaSizeInFloats];
+        _logits = new float[(long)c.MaxBatchTokens * c.VocabSize];
+    }
+
+    /// <summary>The compiled model.</summary>
+    public CompiledModel Model { get; }
+    /// <summary>The model's configuration.</summary>
+    public ModelConfig Config => Model.Config;
+    /// <summary>The bound weights.</summary>
+    public ModelWeights Weights { get; }
+    /// <summary>The KV pool.</summary>
+    public PagedKvCache KvCache { get; }
+    /// <summary>Which blocks of the pool each sequence owns.</summary>
+    public BlockManager Blocks { get; }
+
+    /// <summary>A batch sized for this model.</summary>
+    public ForwardBatch CreateBatch() =>
+        new(Config.MaxBatchTokens, Config.MaxSequences, Config.MaxBlocksPerSequence, Config.KvBlockSize);
+
+    /// <summary>Runs <paramref name="batch"/>; returns its logits <c>[batch.NumLogits, VocabSize]</c>, valid until the next call.</summary>
+    public ReadOnlySpan<float> Forward(ForwardBatch batch)
+    {
+        Model.Forward(batch, Weights, KvCache, _arena, _logits);
+        return _logits.AsSpan(0, batch.NumLogits * Config.VocabSize);
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => Weights.Dispose();
+}

@@ -1,0 +1,91 @@
+using System;
+using System.CommandLine;
+using System.Globalization;
+using System.IO;
+using System.Text;
+using ModelCompiler.Runtime.Engine;
+using ModelCompiler.Runtime.Sampling;
+using ModelCompiler.Runtime.Tokenization;
+using ModelCompiler.Runtime.Weights;
+
+namespace ModelCompiler.Runtime.Hosting;
+
+/// <summary>The <c>generate</c> command: prompt in, prompt and continuation out.</summary>
+internal static class GenerateCommand
+{
+    public static Command Create(CompiledModel engine)
+    {
+        var config = engine.Config;
+        var prompt = new Option<string>("--prompt") { Description = "Text to continue.", DefaultValueFactory = _ => "" };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "Most tokens to generate.", DefaultValueFactory = _ => 256 };
+        var temperature = new Option<float>("--temperature") { Description = "Sampling temperature; 0 is greedy.", DefaultValueFactory = _ => 0.8f };
+        var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens; 0 disables.", DefaultValueFactory = _ => 0 };
+        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling probability mass; 1 disables.", DefaultValueFactory = _ => 0.9f };
+        var seed = new Option<ulong?>("--seed") { Description = "Random seed (default: from the clock)." };
+        var weights = new Option<string>("--weights") { Description = $"Weights file ({config.WeightFormat}); default: {config.WeightsPath} in the shared folder." };
+        var tokenizer = new Option<string>("--tokenizer") { Description = $"Tokenizer file ({config.TokenizerFormat}); default: {config.TokenizerPath} in the shared folder." };
+
+        var command = new Command("generate", "Generate text from a prompt; prints the prompt and its continuation to stdout.")
+        {
+            prompt, maxTokens, temperature, topK, topP, seed, weights, tokenizer,
+        };
+        command.SetAction(result =>
+        {
+            int numTokens = result.GetValue(maxTokens);
+            if (numTokens <= 0) return Fail($"--max-tokens must be positive, got {numTokens}");
+            SamplingOptions options;
+            try
+            {
+                options = new SamplingOptions(result.GetValue(temperature), result.GetValue(topK), result.GetValue(topP),
+                    result.GetValue(seed) ?? (ulong)DateTime.UtcNow.Ticks);
+            }
+            catch (ArgumentOutOfRangeException e)
+            {
+                return Fail(e.Message.Split('\n')[0].Trim());
+            }
+            string weightsPath = result.GetValue(weights) ?? SharedPaths.Resolve(config.WeightsPath);
+            string tokenizerPath = result.GetValue(tokenizer) ?? SharedPaths.Resolve(config.TokenizerPath);
+            return Run(engine, result.GetValue(prompt) ?? "", numTokens, options, weightsPath, tokenizerPath);
+        });
+        return command;
+    }
+
+    private static int Fail(string message)
+    {
+        Console.Error.WriteLine("error: " + message);
+        return ModelHost.UsageOrInputError;
+    }
+
+    private static int Run(CompiledModel engine, string prompt, int maxTokens, SamplingOptions options, string weightsPath, string tokenizerPath)
+    {
+        var config = engine.Config;
+        var tokenizer = Llama2cTokenizer.Load(tokenizerPath, config.VocabSize);
+        var checkpoint = Llama2cCheckpoint.Open(weightsPath);
+        checkpoint.CheckAgainst(config);
+        using var runner = new ModelRunner(engine, checkpoint);
+        var generator = new TextGenerator(runner);
+        int[] promptTokens = tokenizer.Encode(prompt, addBos: true);
+        if (promptTokens.Length >= config.MaxSeqLen)
+            return Fail($"the prompt is {promptTokens.Length} tokens long; the context holds {config.MaxSeqLen}");
+
+        var stdout = new StreamWriter(Console.OpenStandardOutput(), new UTF8Encoding(false)) { AutoFlush = false };
+        stdout.Write(prompt);
+        stdout.Flush();
+        var detokenizer = new StreamingDetokenizer(tokenizer, promptTokens[^1]);
+        var stats = generator.Generate(promptTokens, maxTokens, new Sampler(config.VocabSize, options), token =>
+        {
+            if (token == TextGenerator.Bos || token == TextGenerator.Eos) return;
+            stdout.Write(detokenizer.Push(token));
+            stdout.Flush();
+        });
+        stdout.Write(detokenizer.Flush());
+        stdout.Write('\n');
+        stdout.Flush();
+
+        var ci = CultureInfo.InvariantCulture;
+        Console.Error.WriteLine(string.Format(ci,
+            "prompt tokens: {0}, generated tokens: {1}, time to first token: {2:F1} ms, decode: {3:F1} tokens/s, seed: {4}",
+            stats.NumPromptTokens, stats.NumGeneratedTokens, stats.TimeToFirstToken.TotalMilliseconds, stats.DecodeTokensPerSecond, options.Seed));
+        return 0;
+    }
+}
