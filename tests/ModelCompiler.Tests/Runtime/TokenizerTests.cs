@@ -37,6 +37,18 @@ public sealed class TokenizerTests : IDisposable
     }
 
     [Fact]
+    public void Encodes_a_longer_text_like_llama2c()
+    {
+        // Ids from a separate Python transcription of run.c's encode() over the same file; they are also
+        // the ids SentencePiece gives with the Llama 2 model (',' 29892, '.' 29889, '\n' as <0x0A> = 13).
+        const string text = "Once upon a time, there was a little girl named Lily.\nShe liked to play outside.";
+        int[] expected = [1, 9038, 2501, 263, 931, 29892, 727, 471, 263, 2217, 7826, 4257, 365, 2354, 29889, 13, 13468, 23289, 304, 1708, 5377, 29889];
+        Assert.Equal(expected, Llama2.Encode(text, addBos: true));
+        // A code point the vocabulary lacks (U+1F389) falls back to its four bytes after the lone " " 29871.
+        Assert.Equal(new[] { 29871, 0xF0 + 3, 0x9F + 3, 0x8E + 3, 0x89 + 3 }, Llama2.Encode("🎉", addBos: false));
+    }
+
+    [Fact]
     public void Encodes_stories_prompt_with_tok512_into_whole_words()
     {
         // ' Once' 403, ' upon' 407, ' a' 261, ' time' 378 are single pieces of tok512.bin.
