@@ -1,0 +1,148 @@
+using ModelCompiler.Runtime.Sampling;
+using Xunit;
+
+namespace ModelCompiler.Tests.Runtime;
+
+public sealed class SamplerTests
+{
+    // Logits whose softmax at T = 1 is exactly (0.1, 0.2, 0.3, 0.4).
+    private static readonly float[] s_fourWay = [MathF.Log(0.1f), MathF.Log(0.2f), MathF.Log(0.3f), MathF.Log(0.4f)];
+
+    [Fact]
+    public void Greedy_picks_the_first_largest_logit()
+    {
+        var sampler = new Sampler(4, new SamplingOptions());
+        Assert.Equal(1, sampler.Sample([0.1f, 3f, -1f, 3f]));
+        Assert.Equal(0, sampler.Sample([5f, 3f, -1f, 3f]));
+        Assert.Equal(3, sampler.Sample([-5f, -3f, -1f, 0f]));
+    }
+
+    [Fact]
+    public void Same_seed_gives_the_same_tokens_and_another_seed_differs()
+    {
+        float[] logits = RandomLogits(new Random(1), 50);
+        int[] Run(ulong seed)
+        {
+            var sampler = new Sampler(50, new SamplingOptions(Temperature: 1f, TopK: 20, TopP: 0.95f, Seed: seed));
+            return Enumerable.Range(0, 200).Select(_ => sampler.Sample(logits)).ToArray();
+        }
+        Assert.Equal(Run(42), Run(42));
+        Assert.NotEqual(Run(42), Run(43));
+    }
+
+    [Fact]
+    public void Top_k_of_one_and_a_tiny_top_p_are_greedy()
+    {
+        var random = new Random(2);
+        var topK1 = new Sampler(300, new SamplingOptions(Temperature: 1.5f, TopK: 1, Seed: 5));
+        var tinyP = new Sampler(300, new SamplingOptions(Temperature: 0.8f, TopP: 1e-6f, Seed: 6));
+        for (int trial = 0; trial < 100; trial++)
+        {
+            float[] logits = RandomLogits(random, 300);
+            int argmax = Array.IndexOf(logits, logits.Max());
+            Assert.Equal(argmax, topK1.Sample(logits));
+            Assert.Equal(argmax, tinyP.Sample(logits));
+        }
+    }
+
+    [Fact]
+    public void Frequencies_at_temperature_one_match_the_softmax()
+    {
+        AssertFrequencies(new SamplingOptions(Temperature: 1f, Seed: 11), [0.1, 0.2, 0.3, 0.4]);
+    }
+
+    [Fact]
+    public void Temperature_two_flattens_to_the_square_root()
+    {
+        // softmax(log p / 2) is proportional to sqrt(p).
+        double[] root = [Math.Sqrt(0.1), Math.Sqrt(0.2), Math.Sqrt(0.3), Math.Sqrt(0.4)];
+        AssertFrequencies(new SamplingOptions(Temperature: 2f, Seed: 12), root.Select(r => r / root.Sum()).ToArray());
+    }
+
+    [Fact]
+    public void Top_k_keeps_the_k_most_likely_renormalised()
+    {
+        AssertFrequencies(new SamplingOptions(Temperature: 1f, TopK: 2, Seed: 13), [0, 0, 3.0 / 7, 4.0 / 7]);
+    }
+
+    [Fact]
+    public void Top_p_keeps_the_smallest_set_reaching_p()
+    {
+        // Sorted 0.4, 0.3, 0.2, 0.1: 0.4 + 0.3 = 0.7 is the first sum to reach 0.5.
+        AssertFrequencies(new SamplingOptions(Temperature: 1f, TopP: 0.5f, Seed: 14), [0, 0, 3.0 / 7, 4.0 / 7]);
+        // 0.4 alone reaches 0.35.
+        AssertFrequencies(new SamplingOptions(Temperature: 1f, TopP: 0.35f, Seed: 15), [0, 0, 0, 1]);
+    }
+
+    [Fact]
+    public void Top_p_over_a_large_vocabulary_never_leaves_the_nucleus()
+    {
+        // Token 7 holds about 0.73 of the mass and token 8 about 0.27 less the tail; p = 0.9 needs both.
+        float[] logits = new float[1000];
+        logits[7] = 10f;
+        logits[8] = 9f;
+        var sampler = new Sampler(1000, new SamplingOptions(Temperature: 1f, TopP: 0.9f, Seed: 16));
+        var seen = Enumerable.Range(0, 2000).Select(_ => sampler.Sample(logits)).ToHashSet();
+        Assert.Equal(new HashSet<int> { 7, 8 }, seen);
+    }
+
+    [Fact]
+    public void Sampling_allocates_nothing_per_call()
+    {
+        float[] logits = RandomLogits(new Random(3), 32000);
+        var sampler = new Sampler(32000, new SamplingOptions(Temperature: 0.9f, TopK: 40, TopP: 0.9f, Seed: 1));
+        sampler.Sample(logits);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 20; i++) sampler.Sample(logits);
+        Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
+    }
+
+    [Fact]
+    public void Invalid_options_are_rejected_naming_the_option()
+    {
+        Assert.Equal("Temperature", Assert.Throws<ArgumentOutOfRangeException>(() => new SamplingOptions(Temperature: -0.5f)).ParamName);
+        Assert.Equal("Temperature", Assert.Throws<ArgumentOutOfRangeException>(() => new SamplingOptions(Temperature: float.NaN)).ParamName);
+        Assert.Equal("Temperature", Assert.Throws<ArgumentOutOfRangeException>(() => new SamplingOptions(Temperature: float.PositiveInfinity)).ParamName);
+        Assert.Equal("TopK", Assert.Throws<ArgumentOutOfRangeException>(() => new SamplingOptions(TopK: -1)).ParamName);
+        Assert.Equal("TopP", Assert.Throws<ArgumentOutOfRangeException>(() => new SamplingOptions(TopP: 0f)).ParamName);
+        Assert.Equal("TopP", Assert.Throws<ArgumentOutOfRangeException>(() => new SamplingOptions(TopP: 1.01f)).ParamName);
+        Assert.Equal("TopP", Assert.Throws<ArgumentOutOfRangeException>(() => new SamplingOptions() with { TopP = float.NaN }).ParamName);
+        Assert.Throws<ArgumentException>(() => new Sampler(4, new SamplingOptions()).Sample(new float[3]));
+    }
+
+    [Fact]
+    public void SplitMix64_matches_the_reference_sequence()
+    {
+        // First outputs for seed 0 of the reference C implementation (Vigna, splitmix64.c).
+        var random = new SplitMix64(0);
+        Assert.Equal(0xE220A8397B1DCDAFUL, random.NextUInt64());
+        Assert.Equal(0x6E789E6AA1B965F4UL, random.NextUInt64());
+        Assert.Equal(0x06C45D188009454FUL, random.NextUInt64());
+    }
+
+    // Chi-square goodness of fit over 20,000 draws. The seed is fixed, so the test is deterministic; the
+    // bound (3 degrees of freedom, p ≈ 1e-4) only guards against a wrong distribution, not bad luck.
+    private static void AssertFrequencies(SamplingOptions options, double[] expected)
+    {
+        const int numDraws = 20_000;
+        var sampler = new Sampler(4, options);
+        var counts = new int[4];
+        for (int i = 0; i < numDraws; i++) counts[sampler.Sample(s_fourWay)]++;
+
+        double chiSquare = 0;
+        for (int i = 0; i < 4; i++)
+        {
+            if (expected[i] == 0)
+            {
+                Assert.Equal(0, counts[i]);
+                continue;
+            }
+            double e = expected[i] * numDraws;
+            chiSquare += (counts[i] - e) * (counts[i] - e) / e;
+        }
+        Assert.True(chiSquare < 21.1, $"chi-square {chiSquare:F1} for counts [{string.Join(", ", counts)}]");
+    }
+
+    private static float[] RandomLogits(Random random, int count) =>
+        Enumerable.Range(0, count).Select(_ => (float)(random.NextDouble() * 8 - 4)).ToArray();
+}
