@@ -22,6 +22,7 @@ public class AttentionKernelTests
 
     [Theory]
     [InlineData(6, 2, 10, 4)]   // grouped-query: groups of 3 heads
+    [InlineData(6, 2, 6, 4)]    // head width below every vector size
     [InlineData(4, 1, 17, 3)]   // multi-query, odd head width
     [InlineData(3, 3, 33, 5)]   // multi-head, odd head width
     [InlineData(2, 2, 64, 16)]  // one block covers every sequence's first tokens
