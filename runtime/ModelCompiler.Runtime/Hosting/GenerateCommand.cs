@@ -1,8 +1,6 @@
 using System;
 using System.CommandLine;
 using System.Globalization;
-using System.IO;
-using System.Text;
 using ModelCompiler.Runtime.Engine;
 using ModelCompiler.Runtime.Sampling;
 using ModelCompiler.Runtime.Tokenization;
@@ -68,7 +66,8 @@ internal static class GenerateCommand
         if (promptTokens.Length >= config.MaxSeqLen)
             return Fail($"the prompt is {promptTokens.Length} tokens long; the context holds {config.MaxSeqLen}");
 
-        var stdout = new StreamWriter(Console.OpenStandardOutput(), new UTF8Encoding(false)) { AutoFlush = false };
+        // Console.Out (UTF-8 on Linux) rather than the raw stream, so tests can capture it.
+        var stdout = Console.Out;
         stdout.Write(prompt);
         stdout.Flush();
         var detokenizer = new StreamingDetokenizer(tokenizer, promptTokens[^1]);
