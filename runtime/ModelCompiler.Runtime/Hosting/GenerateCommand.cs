@@ -57,10 +57,18 @@ internal static class GenerateCommand
     private static int Run(CompiledModel engine, string prompt, int maxTokens, SamplingOptions options, string weightsPath, string tokenizerPath)
     {
         var config = engine.Config;
-        var tokenizer = Llama2cTokenizer.Load(tokenizerPath, config.VocabSize);
         var checkpoint = Llama2cCheckpoint.Open(weightsPath);
-        checkpoint.CheckAgainst(config);
+        try
+        {
+            checkpoint.CheckAgainst(config);
+        }
+        catch
+        {
+            checkpoint.Dispose();
+            throw;
+        }
         using var runner = new ModelRunner(engine, checkpoint);
+        var tokenizer = Llama2cTokenizer.Load(tokenizerPath, config.VocabSize);
         var generator = new TextGenerator(runner);
         int[] promptTokens = tokenizer.Encode(prompt, addBos: true);
         if (promptTokens.Length >= config.MaxSeqLen)
