@@ -8,20 +8,21 @@ namespace ModelCompiler.Runtime.Kernels;
 public static partial class CpuKernels
 {
     /// <summary>Copies the embedding row of every token: <c>x[t, :] = table[tokenIds[t], :]</c>.</summary>
-    /// <param name="table"><c>[vocab, dim]</c> embedding matrix.</param>
+    /// <param name="table"><c>[vocab, dim]</c> embedding matrix in any stored type.</param>
     /// <param name="tokenIds"><c>[numTokens]</c> token ids.</param>
     /// <param name="numTokens">Number of tokens.</param>
     /// <param name="x"><c>[numTokens, dim]</c> output.</param>
     /// <param name="dim">Embedding width.</param>
-    public static void Embedding(ReadOnlySpan<float> table, ReadOnlySpan<int> tokenIds, int numTokens, Span<float> x, int dim)
+    public static void Embedding(WeightMatrix table, ReadOnlySpan<int> tokenIds, int numTokens, Span<float> x, int dim)
     {
-        int vocabSize = table.Length / dim;
+        if (table.Cols != dim) throw new ArgumentException($"The embedding table is [{table.Rows}, {table.Cols}], not [vocab, {dim}].", nameof(table));
+        int vocabSize = table.Rows;
         for (int t = 0; t < numTokens; t++)
         {
             int token = tokenIds[t];
             // A bad id would otherwise read a neighbouring row or throw a bare slicing error.
             if ((uint)token >= (uint)vocabSize) throw new ArgumentOutOfRangeException(nameof(tokenIds), $"Token id {token} at index {t} is outside the vocabulary of {vocabSize}.");
-            table.Slice(token * dim, dim).CopyTo(x.Slice(t * dim, dim));
+            Quantization.WeightConversion.Decode(table.Row(token), table.DType, x.Slice(t * dim, dim));
         }
     }
 

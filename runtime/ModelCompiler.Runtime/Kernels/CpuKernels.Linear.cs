@@ -29,24 +29,12 @@ public static partial class CpuKernels
     /// <summary>Linear projection without bias: <c>y = x Wᵀ</c>, i.e. <c>y[t, o] = Σ_i x[t, i] w[o, i]</c>.</summary>
     /// <param name="x"><c>[numTokens, inDim]</c> input.</param>
     /// <param name="numTokens">Number of rows of x.</param>
-    /// <param name="w"><c>[outDim, inDim]</c> weight (PyTorch's nn.Linear layout).</param>
+    /// <param name="w"><c>[outDim, inDim]</c> weight (PyTorch's nn.Linear layout) in any stored type.</param>
     /// <param name="y"><c>[numTokens, outDim]</c> output; must not overlap x.</param>
     /// <param name="inDim">Input width.</param>
     /// <param name="outDim">Output width.</param>
-    public static void Linear(ReadOnlySpan<float> x, int numTokens, ReadOnlySpan<float> w, Span<float> y, int inDim, int outDim)
-    {
-        x = x.Slice(0, numTokens * inDim);
-        w = w.Slice(0, outDim * inDim);
-        y = y.Slice(0, numTokens * outDim);
-        // Weight row outer, tokens inner: a weight row is read from memory once per call and reused from
-        // L1 for every token, which is what matters when the weights are far larger than the activations.
-        for (int o = 0; o < outDim; o++)
-        {
-            var weightRow = w.Slice(o * inDim, inDim);
-            for (int t = 0; t < numTokens; t++)
-                y[t * outDim + o] = Dot(weightRow, x.Slice(t * inDim, inDim));
-        }
-    }
+    public static void Linear(ReadOnlySpan<float> x, int numTokens, WeightMatrix w, Span<float> y, int inDim, int outDim) =>
+        Project(x, numTokens, w, y, inDim, outDim, accumulate: false);
 
     /// <summary>Fused <c>Linear(RmsNorm(x))</c>: normalizes into <paramref name="normalized"/>, then projects.</summary>
     /// <param name="x"><c>[numTokens, inDim]</c> input (the residual stream).</param>
@@ -58,7 +46,7 @@ public static partial class CpuKernels
     /// <param name="inDim">Input width.</param>
     /// <param name="outDim">Output width.</param>
     /// <param name="normalized"><c>[numTokens, inDim]</c> scratch; holds the normalized rows afterwards.</param>
-    public static void RmsNormLinear(ReadOnlySpan<float> x, int numTokens, ReadOnlySpan<float> normWeight, float eps, ReadOnlySpan<float> w, Span<float> y, int inDim, int outDim, Span<float> normalized)
+    public static void RmsNormLinear(ReadOnlySpan<float> x, int numTokens, ReadOnlySpan<float> normWeight, float eps, WeightMatrix w, Span<float> y, int inDim, int outDim, Span<float> normalized)
     {
         RmsNorm(x, numTokens, inDim, normWeight, eps, normalized);
         Linear(normalized, numTokens, w, y, inDim, outDim);
@@ -71,16 +59,44 @@ public static partial class CpuKernels
     /// <param name="residual"><c>[numTokens, outDim]</c> residual stream, updated in place; must not overlap x.</param>
     /// <param name="inDim">Input width.</param>
     /// <param name="outDim">Output width.</param>
-    public static void LinearAddResidual(ReadOnlySpan<float> x, int numTokens, ReadOnlySpan<float> w, Span<float> residual, int inDim, int outDim)
+    public static void LinearAddResidual(ReadOnlySpan<float> x, int numTokens, WeightMatrix w, Span<float> residual, int inDim, int outDim) =>
+        Project(x, numTokens, w, residual, inDim, outDim, accumulate: true);
+
+    // y (+)= x Wᵀ. Weight row outer, tokens inner: a weight row is read from memory once per call and
+    // reused from L1 for every token, which is what matters when the weights are far larger than the
+    // activations. Rows not stored as f32 are decoded into a row buffer first (the reference path for
+    // f16/bf16/q8_0/q4_0).
+    private static void Project(ReadOnlySpan<float> x, int numTokens, WeightMatrix w, Span<float> y, int inDim, int outDim, bool accumulate)
     {
+        if (w.Rows != outDim || w.Cols != inDim)
+            throw new ArgumentException($"The weight is [{w.Rows}, {w.Cols}]; the projection needs [{outDim}, {inDim}].", nameof(w));
         x = x.Slice(0, numTokens * inDim);
-        w = w.Slice(0, outDim * inDim);
-        residual = residual.Slice(0, numTokens * outDim);
-        for (int o = 0; o < outDim; o++)
+        y = y.Slice(0, numTokens * outDim);
+        bool isF32 = w.DType == Weights.WeightDType.F32;
+        var all = isF32 ? w.AsFloats() : default;
+        float[]? rented = isF32 ? null : System.Buffers.ArrayPool<float>.Shared.Rent(inDim);
+        try
         {
-            var weightRow = w.Slice(o * inDim, inDim);
-            for (int t = 0; t < numTokens; t++)
-                residual[t * outDim + o] += Dot(weightRow, x.Slice(t * inDim, inDim));
+            for (int o = 0; o < outDim; o++)
+            {
+                ReadOnlySpan<float> weightRow;
+                if (isF32) weightRow = all.Slice(o * inDim, inDim);
+                else
+                {
+                    Quantization.WeightConversion.Decode(w.Row(o), w.DType, rented.AsSpan(0, inDim));
+                    weightRow = rented.AsSpan(0, inDim);
+                }
+                for (int t = 0; t < numTokens; t++)
+                {
+                    float value = Dot(weightRow, x.Slice(t * inDim, inDim));
+                    if (accumulate) y[t * outDim + o] += value;
+                    else y[t * outDim + o] = value;
+                }
+            }
+        }
+        finally
+        {
+            if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
         }
     }
 

@@ -92,7 +92,7 @@ public class AttentionKernelTests
         var wqkv = RandomFloats(random, qkvDim * dim, 0.3f);
         var qkv = new float[numTokens * qkvDim];
         var normalized = new float[numTokens * dim];
-        CpuKernels.RmsNormQkvRopeKvWrite(x, numTokens, normWeight, eps, wqkv, qkv, normalized, dim, numHeads, numKvHeads, headDim, batch, cache, Layer, theta, style);
+        CpuKernels.RmsNormQkvRopeKvWrite(x, numTokens, normWeight, eps, TestMatrix.F32(wqkv, dim), qkv, normalized, dim, numHeads, numKvHeads, headDim, batch, cache, Layer, theta, style);
 
         var expected = CpuKernelsTests.NaiveLinear(CpuKernelsTests.NaiveRmsNorm(x, numTokens, dim, normWeight, eps), numTokens, wqkv, dim, qkvDim);
         for (int t = 0; t < numTokens; t++)

@@ -21,12 +21,12 @@ public class CpuKernelsTests
         var table = RandomFloats(new Random(1), vocab * dim);
         int[] tokens = [3, 0, 10, 3];
         var x = new float[tokens.Length * dim];
-        CpuKernels.Embedding(table, tokens, tokens.Length, x, dim);
+        CpuKernels.Embedding(TestMatrix.F32(table, dim), tokens, tokens.Length, x, dim);
         for (int t = 0; t < tokens.Length; t++)
             Assert.Equal(table.AsSpan(tokens[t] * dim, dim).ToArray(), x.AsSpan(t * dim, dim).ToArray());
 
-        Assert.Throws<ArgumentOutOfRangeException>(() => CpuKernels.Embedding(table, [vocab], 1, x, dim));
-        Assert.Throws<ArgumentOutOfRangeException>(() => CpuKernels.Embedding(table, [-1], 1, x, dim));
+        Assert.Throws<ArgumentOutOfRangeException>(() => CpuKernels.Embedding(TestMatrix.F32(table, dim), [vocab], 1, x, dim));
+        Assert.Throws<ArgumentOutOfRangeException>(() => CpuKernels.Embedding(TestMatrix.F32(table, dim), [-1], 1, x, dim));
     }
 
     [Fact]
@@ -73,13 +73,13 @@ public class CpuKernelsTests
         var expected = NaiveLinear(x, numTokens, w, inDim, outDim);
 
         var y = new float[numTokens * outDim];
-        CpuKernels.Linear(x, numTokens, w, y, inDim, outDim);
+        CpuKernels.Linear(x, numTokens, TestMatrix.F32(w, inDim), y, inDim, outDim);
         AssertClose(expected, y, what: "linear");
 
         var residual = RandomFloats(random, numTokens * outDim);
         var expectedResidual = new double[residual.Length];
         for (int i = 0; i < residual.Length; i++) expectedResidual[i] = residual[i] + expected[i];
-        CpuKernels.LinearAddResidual(x, numTokens, w, residual, inDim, outDim);
+        CpuKernels.LinearAddResidual(x, numTokens, TestMatrix.F32(w, inDim), residual, inDim, outDim);
         AssertClose(expectedResidual, residual, what: "linear + residual");
     }
 
@@ -95,7 +95,7 @@ public class CpuKernelsTests
         var w = RandomFloats(random, outDim * inDim);
         var normalized = new float[numTokens * inDim];
         var y = new float[numTokens * outDim];
-        CpuKernels.RmsNormLinear(x, numTokens, normWeight, eps, w, y, inDim, outDim, normalized);
+        CpuKernels.RmsNormLinear(x, numTokens, normWeight, eps, TestMatrix.F32(w, inDim), y, inDim, outDim, normalized);
 
         var expectedNormalized = NaiveRmsNorm(x, numTokens, inDim, normWeight, eps);
         AssertClose(expectedNormalized, normalized, what: "normalized");

@@ -30,42 +30,42 @@ internal static class KernelForwardPass
         var lastRows = new float[batch.NumLogits * dim];// [numLogits, dim]
         var lastNormalized = new float[batch.NumLogits * dim];
 
-        CpuKernels.Embedding(model.TokenEmbedding, batch.TokenIds, numTokens, x, dim);
+        CpuKernels.Embedding(TestMatrix.F32(model.TokenEmbedding, dim), batch.TokenIds, numTokens, x, dim);
         for (int l = 0; l < c.NumLayers; l++)
         {
             if (l % 2 == 0)
             {
-                CpuKernels.RmsNormQkvRopeKvWrite(x, numTokens, model.AttentionNorm[l], c.NormEps, model.Wqkv[l], qkv, normalized, dim, c.NumHeads, c.NumKvHeads, headDim, batch, cache, l, c.RopeTheta, c.RopeStyle);
+                CpuKernels.RmsNormQkvRopeKvWrite(x, numTokens, model.AttentionNorm[l], c.NormEps, TestMatrix.F32(model.Wqkv[l], dim), qkv, normalized, dim, c.NumHeads, c.NumKvHeads, headDim, batch, cache, l, c.RopeTheta, c.RopeStyle);
                 CpuKernels.PagedAttention(qkv, qkvDim, 0, batch, cache, l, c.NumHeads, c.NumKvHeads, headDim, attention);
-                CpuKernels.LinearAddResidual(attention, numTokens, model.Wo[l], x, qDim, dim);
+                CpuKernels.LinearAddResidual(attention, numTokens, TestMatrix.F32(model.Wo[l], qDim), x, qDim, dim);
 
-                CpuKernels.RmsNormLinear(x, numTokens, model.FfnNorm[l], c.NormEps, model.WGateUp[l], gateUp, dim, 2 * hidden, normalized);
+                CpuKernels.RmsNormLinear(x, numTokens, model.FfnNorm[l], c.NormEps, TestMatrix.F32(model.WGateUp[l], dim), gateUp, dim, 2 * hidden, normalized);
                 CpuKernels.SwiGlu(gateUp, numTokens, hidden, gate);
-                CpuKernels.LinearAddResidual(gate, numTokens, model.W2[l], x, hidden, dim);
+                CpuKernels.LinearAddResidual(gate, numTokens, TestMatrix.F32(model.W2[l], hidden), x, hidden, dim);
             }
             else
             {
                 CpuKernels.RmsNorm(x, numTokens, dim, model.AttentionNorm[l], c.NormEps, normalized);
-                CpuKernels.Linear(normalized, numTokens, model.Wq[l], q, dim, qDim);
-                CpuKernels.Linear(normalized, numTokens, model.Wk[l], k, dim, kvDim);
-                CpuKernels.Linear(normalized, numTokens, model.Wv[l], v, dim, kvDim);
+                CpuKernels.Linear(normalized, numTokens, TestMatrix.F32(model.Wq[l], dim), q, dim, qDim);
+                CpuKernels.Linear(normalized, numTokens, TestMatrix.F32(model.Wk[l], dim), k, dim, kvDim);
+                CpuKernels.Linear(normalized, numTokens, TestMatrix.F32(model.Wv[l], dim), v, dim, kvDim);
                 CpuKernels.Rope(q, qDim, 0, c.NumHeads, headDim, batch, c.RopeTheta, c.RopeStyle);
                 CpuKernels.Rope(k, kvDim, 0, c.NumKvHeads, headDim, batch, c.RopeTheta, c.RopeStyle);
                 CpuKernels.KvWrite(k, kvDim, 0, v, kvDim, 0, batch, cache, l);
                 CpuKernels.PagedAttention(q, qDim, 0, batch, cache, l, c.NumHeads, c.NumKvHeads, headDim, attention);
-                CpuKernels.Linear(attention, numTokens, model.Wo[l], projected, qDim, dim);
+                CpuKernels.Linear(attention, numTokens, TestMatrix.F32(model.Wo[l], qDim), projected, qDim, dim);
                 CpuKernels.Add(x, projected, x, numTokens * dim);
 
                 CpuKernels.RmsNorm(x, numTokens, dim, model.FfnNorm[l], c.NormEps, normalized);
-                CpuKernels.Linear(normalized, numTokens, model.W1[l], gate, dim, hidden);
-                CpuKernels.Linear(normalized, numTokens, model.W3[l], up, dim, hidden);
+                CpuKernels.Linear(normalized, numTokens, TestMatrix.F32(model.W1[l], dim), gate, dim, hidden);
+                CpuKernels.Linear(normalized, numTokens, TestMatrix.F32(model.W3[l], dim), up, dim, hidden);
                 CpuKernels.Silu(gate, gate, numTokens * hidden);
                 CpuKernels.Mul(gate, up, gate, numTokens * hidden);
-                CpuKernels.Linear(gate, numTokens, model.W2[l], projected, hidden, dim);
+                CpuKernels.Linear(gate, numTokens, TestMatrix.F32(model.W2[l], hidden), projected, hidden, dim);
                 CpuKernels.Add(x, projected, x, numTokens * dim);
             }
         }
         CpuKernels.GatherRows(x, batch.LogitsTokenIndices, batch.NumLogits, lastRows, dim);
-        CpuKernels.RmsNormLinear(lastRows, batch.NumLogits, model.FinalNorm, c.NormEps, model.Output, logits, dim, c.VocabSize, lastNormalized);
+        CpuKernels.RmsNormLinear(lastRows, batch.NumLogits, model.FinalNorm, c.NormEps, TestMatrix.F32(model.Output, dim), logits, dim, c.VocabSize, lastNormalized);
     }
 }
