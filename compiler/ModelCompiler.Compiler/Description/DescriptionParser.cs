@@ -17,7 +17,7 @@ internal static class DescriptionParser
     public const int MaxDimension = 1 << 20;
 
     public static readonly string[] Architectures = { "llama", "custom" };
-    public static readonly string[] WeightFormats = { "llama2c" };
+    public static readonly string[] WeightFormats = { "llama2c", "gguf", "safetensors" };
     public static readonly string[] TokenizerFormats = { "llama2c" };
     public static readonly string[] DTypes = { "f32", "f16", "bf16", "q8_0", "q4_0" };
     public static readonly string[] RopeStyles = { "interleaved", "half" };

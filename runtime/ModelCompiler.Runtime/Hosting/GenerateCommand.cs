@@ -57,16 +57,8 @@ internal static class GenerateCommand
     private static int Run(CompiledModel engine, string prompt, int maxTokens, SamplingOptions options, string weightsPath, string tokenizerPath)
     {
         var config = engine.Config;
-        var checkpoint = Llama2cCheckpoint.Open(weightsPath);
-        try
-        {
-            checkpoint.CheckAgainst(config);
-        }
-        catch
-        {
-            checkpoint.Dispose();
-            throw;
-        }
+        var checkpoint = WeightFiles.OpenChecked(weightsPath, config, out var notes);
+        foreach (var note in notes) Console.Error.WriteLine("note: " + note);
         using var runner = new ModelRunner(engine, checkpoint);
         var tokenizer = Llama2cTokenizer.Load(tokenizerPath, config.VocabSize);
         var generator = new TextGenerator(runner);
