@@ -256,6 +256,31 @@ public sealed class DiagnosticTests
         AssertAt(d, text, OffsetOf(text, replace, replace.IndexOf(':') + 2));
     }
 
+    [Fact]
+    public void MC0011_activation_arena_too_large_without_a_runtime_object()
+    {
+        // 512 tokens (the default) × a 2^20-wide model: buffer offsets would overflow int in the engine.
+        string text = Edit(Stories260K, "\"dim\": 64,", "\"dim\": 1048576,");
+        text = Edit(text, "\"hiddenDim\": 172,", "\"hiddenDim\": 1048576,");
+        int runtime = OffsetOf(text, ",\n  \"runtime\"");
+        text = text.Substring(0, runtime) + "\n}\n";
+        var d = Expect(text, "MC0011");
+        AssertMessage(d, "'runtime.maxBatchTokens' is 512", "2^31 floats");
+        AssertAt(d, text, OffsetOf(text, "\"hyperparameters\": {", "\"hyperparameters\": ".Length));
+    }
+
+    [Fact]
+    public void MC0011_activation_arena_too_large_for_a_wide_custom_op()
+    {
+        // dim and hiddenDim are small; only the explicit graph's 2^20-wide projection makes the arena overflow.
+        string text = Edit(TinyExplicit, "\"maxBatchTokens\": 32,", "\"maxBatchTokens\": 65536,");
+        text = Edit(text, "\"outFeatures\": 80, \"output\": \"up\"", "\"outFeatures\": 1048576, \"output\": \"up\"");
+        text = Edit(text, "\"outFeatures\": 80, \"output\": \"gate\"", "\"outFeatures\": 1048576, \"output\": \"gate\"");
+        var d = Expect(text, "MC0011");
+        AssertMessage(d, "'runtime.maxBatchTokens' is 65536", "2^31 floats");
+        AssertAt(d, text, OffsetOf(text, "65536,"));
+    }
+
     // ---------------------------------------------------------------- MC0012–MC0017: explicit graphs
 
     private const string AttnResidualAdd = "{ \"op\": \"add\", \"inputs\": [\"x\", \"attn_out\"], \"output\": \"x_attn\" }";
