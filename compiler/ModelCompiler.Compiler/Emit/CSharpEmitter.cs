@@ -178,6 +178,9 @@ internal sealed class CSharpEmitter
 
     private string W(WeightRef w) => w.PerLayer ? $"weights[w + {Int(w.Slot)}]" : $"weights[{Int(_plan.TableIndex(w, 0))}]";
 
+    /// <summary>A matrix weight, read in its stored type (f32, f16, bf16, q8_0, q4_0).</summary>
+    private string M(WeightRef w) => w.PerLayer ? $"weights.Matrix(w + {Int(w.Slot)})" : $"weights.Matrix({Int(_plan.TableIndex(w, 0))})";
+
     private const string K = "global::ModelCompiler.Runtime.Kernels.CpuKernels";
 
     private void Comment(KernelStep step)
@@ -195,22 +198,22 @@ internal sealed class CSharpEmitter
         switch (step)
         {
             case EmbeddingStep s:
-                _w.Line($"{K}.Embedding({W(s.Table)}, batch.TokenIds, numTokens, {B(s.Output)}, {Int(s.Dim)});");
+                _w.Line($"{K}.Embedding({M(s.Table)}, batch.TokenIds, numTokens, {B(s.Output)}, {Int(s.Dim)});");
                 break;
             case RmsNormStep s:
                 _w.Line($"{K}.RmsNorm({B(s.Input)}, numTokens, {Int(s.Width)}, {W(s.Norm)}, {eps}, {B(s.Output)});");
                 break;
             case LinearStep { Norm: not null } s:
-                _w.Line($"{K}.RmsNormLinear({B(s.Input)}, numTokens, {W(s.Norm)}, {eps}, {W(s.Weight)}, {B(s.Output)}, {Int(s.InDim)}, {Int(s.OutDim)}, {B(s.Normalized!)});");
+                _w.Line($"{K}.RmsNormLinear({B(s.Input)}, numTokens, {W(s.Norm)}, {eps}, {M(s.Weight)}, {B(s.Output)}, {Int(s.InDim)}, {Int(s.OutDim)}, {B(s.Normalized!)});");
                 break;
             case LinearStep { AddToOutput: true } s:
-                _w.Line($"{K}.LinearAddResidual({B(s.Input)}, numTokens, {W(s.Weight)}, {B(s.Output)}, {Int(s.InDim)}, {Int(s.OutDim)});");
+                _w.Line($"{K}.LinearAddResidual({B(s.Input)}, numTokens, {M(s.Weight)}, {B(s.Output)}, {Int(s.InDim)}, {Int(s.OutDim)});");
                 break;
             case LinearStep s:
-                _w.Line($"{K}.Linear({B(s.Input)}, numTokens, {W(s.Weight)}, {B(s.Output)}, {Int(s.InDim)}, {Int(s.OutDim)});");
+                _w.Line($"{K}.Linear({B(s.Input)}, numTokens, {M(s.Weight)}, {B(s.Output)}, {Int(s.InDim)}, {Int(s.OutDim)});");
                 break;
             case QkvStep s:
-                _w.Line($"{K}.RmsNormQkvRopeKvWrite({B(s.Input)}, numTokens, {W(s.Norm)}, {eps}, {W(s.Wqkv)}, {B(s.Qkv)}, {B(s.Normalized)}, " +
+                _w.Line($"{K}.RmsNormQkvRopeKvWrite({B(s.Input)}, numTokens, {W(s.Norm)}, {eps}, {M(s.Wqkv)}, {B(s.Qkv)}, {B(s.Normalized)}, " +
                         $"{Int(s.Dim)}, {Int(_h.NumHeads)}, {Int(_h.NumKvHeads)}, {Int(_h.HeadDim)}, batch, kvCache, {layer}, {rope});");
                 break;
             case RopeStep s:
@@ -235,7 +238,7 @@ internal sealed class CSharpEmitter
                 break;
             case LogitsStep s:
                 _w.Line($"{K}.GatherRows({B(s.Input)}, batch.LogitsTokenIndices, batch.NumLogits, {B(s.Gathered)}, {Int(s.Dim)});");
-                _w.Line($"{K}.RmsNormLinear({B(s.Gathered)}, batch.NumLogits, {W(s.Norm)}, {eps}, {W(s.Head)}, logits, {Int(s.Dim)}, {Int(s.VocabSize)}, {B(s.Normalized)});");
+                _w.Line($"{K}.RmsNormLinear({B(s.Gathered)}, batch.NumLogits, {W(s.Norm)}, {eps}, {M(s.Head)}, logits, {Int(s.Dim)}, {Int(s.VocabSize)}, {B(s.Normalized)});");
                 break;
         }
     }

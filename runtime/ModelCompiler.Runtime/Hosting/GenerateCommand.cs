@@ -1,8 +1,6 @@
 using System;
 using System.CommandLine;
 using System.Globalization;
-using System.IO;
-using System.Text;
 using ModelCompiler.Runtime.Engine;
 using ModelCompiler.Runtime.Sampling;
 using ModelCompiler.Runtime.Tokenization;
@@ -59,16 +57,25 @@ internal static class GenerateCommand
     private static int Run(CompiledModel engine, string prompt, int maxTokens, SamplingOptions options, string weightsPath, string tokenizerPath)
     {
         var config = engine.Config;
-        var tokenizer = Llama2cTokenizer.Load(tokenizerPath, config.VocabSize);
         var checkpoint = Llama2cCheckpoint.Open(weightsPath);
-        checkpoint.CheckAgainst(config);
+        try
+        {
+            checkpoint.CheckAgainst(config);
+        }
+        catch
+        {
+            checkpoint.Dispose();
+            throw;
+        }
         using var runner = new ModelRunner(engine, checkpoint);
+        var tokenizer = Llama2cTokenizer.Load(tokenizerPath, config.VocabSize);
         var generator = new TextGenerator(runner);
         int[] promptTokens = tokenizer.Encode(prompt, addBos: true);
         if (promptTokens.Length >= config.MaxSeqLen)
             return Fail($"the prompt is {promptTokens.Length} tokens long; the context holds {config.MaxSeqLen}");
 
-        var stdout = new StreamWriter(Console.OpenStandardOutput(), new UTF8Encoding(false)) { AutoFlush = false };
+        // Console.Out (UTF-8 on Linux) rather than the raw stream, so tests can capture it.
+        var stdout = Console.Out;
         stdout.Write(prompt);
         stdout.Flush();
         var detokenizer = new StreamingDetokenizer(tokenizer, promptTokens[^1]);

@@ -30,7 +30,8 @@ public static class ModelHost
         }
         try
         {
-            return parsed.Invoke();
+            // Our own handler below turns expected failures into one line and exit code 2.
+            return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (ModelLoadException e)
         {

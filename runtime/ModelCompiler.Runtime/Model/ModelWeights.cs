@@ -1,19 +1,23 @@
 using System;
 using System.Collections.Generic;
 using System.Runtime.InteropServices;
+using ModelCompiler.Runtime.Weights;
 
 namespace ModelCompiler.Runtime;
 
 /// <summary>
-/// The weights of a compiled model, by binding-table index, as f32 spans. A weight stored in f32 as one
-/// checkpoint tensor points straight into the memory-mapped file; a fused or converted weight lives in
-/// native memory owned here. Spans stay valid until <see cref="Dispose"/>, and the source stays open
-/// as long as this object does.
+/// The weights of a compiled model, by binding-table index. Matrices keep their stored type
+/// (<see cref="Matrix"/>); vectors (norm weights) are always f32 (<see cref="this[int]"/>). A weight that is
+/// one checkpoint tensor in a type the kernels read points straight into the memory-mapped file; a fused
+/// or converted weight lives in native memory owned here. Everything stays valid until
+/// <see cref="Dispose"/>, and the source stays open as long as this object does.
 /// </summary>
 public sealed unsafe class ModelWeights : IDisposable
 {
     private readonly nint[] _pointers;
-    private readonly int[] _lengths;
+    private readonly WeightDType[] _dtypes;
+    private readonly int[] _rows;
+    private readonly int[] _cols;
     private readonly List<nint> _owned = new();
     private readonly IDisposable? _source;
 
@@ -21,31 +25,49 @@ public sealed unsafe class ModelWeights : IDisposable
     public ModelWeights(int count, IDisposable? source)
     {
         _pointers = new nint[count];
-        _lengths = new int[count];
+        _dtypes = new WeightDType[count];
+        _rows = new int[count];
+        _cols = new int[count];
         _source = source;
     }
 
     /// <summary>Number of weights.</summary>
     public int Count => _pointers.Length;
 
-    /// <summary>The weight at <paramref name="index"/> of the binding table.</summary>
-    public ReadOnlySpan<float> this[int index] => new((void*)_pointers[index], _lengths[index]);
-
-    /// <summary>Points weight <paramref name="index"/> at memory owned by someone else (the mapped file).</summary>
-    public void SetBorrowed(int index, nint data, int numElements)
+    /// <summary>The f32 weight at <paramref name="index"/> (a vector, or an f32 matrix flattened).</summary>
+    public ReadOnlySpan<float> this[int index]
     {
-        _pointers[index] = data;
-        _lengths[index] = numElements;
+        get
+        {
+            if (_dtypes[index] != WeightDType.F32)
+                throw new InvalidOperationException($"Weight {index} is {WeightDTypes.Name(_dtypes[index])}; read it with Matrix({index}).");
+            return new((void*)_pointers[index], checked(_rows[index] * _cols[index]));
+        }
     }
 
-    /// <summary>Allocates native memory for weight <paramref name="index"/> and returns it for filling.</summary>
-    public Span<float> Allocate(int index, int numElements)
+    /// <summary>The weight at <paramref name="index"/> as a matrix in its stored type.</summary>
+    public WeightMatrix Matrix(int index) => new(_pointers[index], _dtypes[index], _rows[index], _cols[index]);
+
+    /// <summary>The stored type of weight <paramref name="index"/>.</summary>
+    public WeightDType DType(int index) => _dtypes[index];
+
+    /// <summary>Points weight <paramref name="index"/> (<paramref name="rows"/> × <paramref name="cols"/>; rows = 1 for a vector) at memory owned by someone else (the mapped file).</summary>
+    public void SetBorrowed(int index, nint data, WeightDType dtype, int rows, int cols)
     {
-        nint p = (nint)NativeMemory.AlignedAlloc((nuint)numElements * sizeof(float), 64);
+        _pointers[index] = data;
+        _dtypes[index] = dtype;
+        _rows[index] = rows;
+        _cols[index] = cols;
+    }
+
+    /// <summary>Allocates 64-byte-aligned native memory for weight <paramref name="index"/> and returns its bytes for filling.</summary>
+    public Span<byte> Allocate(int index, WeightDType dtype, int rows, int cols)
+    {
+        long size = WeightDTypes.SizeInBytes(dtype, (long)rows * cols);
+        nint p = (nint)NativeMemory.AlignedAlloc((nuint)size, 64);
         _owned.Add(p);
-        _pointers[index] = p;
-        _lengths[index] = numElements;
-        return new Span<float>((void*)p, numElements);
+        SetBorrowed(index, p, dtype, rows, cols);
+        return new Span<byte>((void*)p, checked((int)size));
     }
 
     /// <inheritdoc />
@@ -54,7 +76,6 @@ public sealed unsafe class ModelWeights : IDisposable
         foreach (var p in _owned) NativeMemory.AlignedFree((void*)p);
         _owned.Clear();
         Array.Clear(_pointers);
-        Array.Clear(_lengths);
         _source?.Dispose();
     }
 }

@@ -3,17 +3,6 @@ using System.Collections.Generic;
 
 namespace ModelCompiler.Runtime.Weights;
 
-/// <summary>Element type of a stored tensor.</summary>
-public enum WeightDType
-{
-    /// <summary>IEEE 32-bit float.</summary>
-    F32,
-    /// <summary>IEEE 16-bit float.</summary>
-    F16,
-    /// <summary>bfloat16.</summary>
-    BF16,
-}
-
 /// <summary>
 /// A tensor as stored in a weight file: its checkpoint name, element type, shape (outermost first) and
 /// the address of its bytes, which stay valid while the owning <see cref="IWeightSource"/> is alive.

@@ -5,7 +5,7 @@ namespace ModelCompiler.Runtime.Weights;
 
 /// <summary>
 /// Binds a generated engine's weight table to the tensors of a weight file. A graph weight made of one
-/// f32 tensor points straight into the source's memory (zero copy); one made of several is fused at load
+/// tensor points straight into the source's memory (zero copy); one made of several is fused at load
 /// time by concatenating their rows in order (wq | wk | wv → wqkv).
 /// </summary>
 public static class WeightBinder
@@ -16,7 +16,7 @@ public static class WeightBinder
     /// borrowed weights point into the source's memory; on failure nothing has been allocated and the
     /// caller still owns the source.
     /// </summary>
-    /// <exception cref="ModelLoadException">A tensor is missing, is not f32, or has the wrong shape.</exception>
+    /// <exception cref="ModelLoadException">A tensor is missing, has the wrong shape, or fused pieces differ in type.</exception>
     /// <exception cref="ArgumentException">The specs themselves are inconsistent (an engine generator bug).</exception>
     public static ModelWeights Bind(IReadOnlyList<WeightSpec> specs, IWeightSource source)
     {
@@ -34,19 +34,34 @@ public static class WeightBinder
         foreach (var spec in specs)
         {
             var tensors = resolved[spec.Index];
-            if (tensors.Length == 1)
+            int rows = spec.Shape.Length == 1 ? 1 : spec.Shape[0];
+            int cols = spec.Shape[^1];
+            var dtype = tensors[0].DType;
+            // Vectors are widened to f32 (they are tiny and the kernels read them as floats); a matrix
+            // keeps its stored type. One tensor in a usable layout is borrowed; several are concatenated.
+            bool widen = spec.Shape.Length == 1 && dtype != WeightDType.F32;
+            if (tensors.Length == 1 && !widen)
             {
-                weights.SetBorrowed(spec.Index, tensors[0].Data, (int)tensors[0].NumElements);
+                weights.SetBorrowed(spec.Index, tensors[0].Data, dtype, rows, cols);
                 continue;
             }
-
-            var fused = weights.Allocate(spec.Index, (int)spec.NumElements);
+            var target = widen ? WeightDType.F32 : dtype;
+            var bytes = weights.Allocate(spec.Index, target, rows, cols);
             int offset = 0;
             foreach (var tensor in tensors)
             {
-                int numElements = (int)tensor.NumElements;
-                AsFloats(tensor).CopyTo(fused.Slice(offset, numElements));
-                offset += numElements;
+                var stored = Bytes(tensor);
+                if (widen)
+                {
+                    var floats = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes.Slice(offset));
+                    Quantization.WeightConversion.Decode(stored, tensor.DType, floats.Slice(0, (int)tensor.NumElements));
+                    offset += (int)tensor.NumElements * sizeof(float);
+                }
+                else
+                {
+                    stored.CopyTo(bytes.Slice(offset));
+                    offset += stored.Length;
+                }
             }
         }
         return weights;
@@ -67,14 +82,16 @@ public static class WeightBinder
             string name = spec.Sources[i];
             if (!source.TryGetTensor(name, out var tensor))
                 throw new ModelLoadException($"weights file {source.Description} has no tensor '{name}' (needed for graph weight '{spec.Name}')");
-            if (tensor.DType != WeightDType.F32)
-                throw new ModelLoadException($"weights file {source.Description}: tensor '{name}' is {tensor.DType}, but only F32 can be bound for now (needed for graph weight '{spec.Name}')");
+            if (i > 0 && tensor.DType != tensors[0].DType)
+                throw new ModelLoadException($"weights file {source.Description}: tensor '{name}' is {WeightDTypes.Name(tensor.DType)} but '{tensors[0].Name}' is {WeightDTypes.Name(tensors[0].DType)}; graph weight '{spec.Name}' concatenates them, so they must share a type");
 
             // A 1-D spec takes 1-D pieces [n_i]; a 2-D spec takes [rows_i, cols] pieces with its cols.
             bool shapeFits = tensor.Shape.Length == spec.Shape.Length
                 && (spec.Shape.Length == 1 || tensor.Shape[1] == spec.Shape[1]);
             if (!shapeFits)
                 throw new ModelLoadException($"weights file {source.Description}: tensor '{name}' has shape {Format(tensor.Shape)}, but graph weight '{spec.Name}' {Format(spec.Shape)} needs {ExpectedPiece(spec)}");
+            if (WeightDTypes.IsBlockQuantized(tensor.DType) && tensor.Shape[^1] % WeightDTypes.BlockSize(tensor.DType) != 0)
+                throw new ModelLoadException($"weights file {source.Description}: tensor '{name}' is {WeightDTypes.Name(tensor.DType)} with rows of {tensor.Shape[^1]} weights, not whole blocks of {WeightDTypes.BlockSize(tensor.DType)}");
             totalRows += tensor.Shape[0];
             tensors[i] = tensor;
         }
@@ -88,7 +105,7 @@ public static class WeightBinder
         return tensors;
     }
 
-    private static unsafe ReadOnlySpan<float> AsFloats(WeightTensor tensor) => new((void*)tensor.Data, (int)tensor.NumElements);
+    private static unsafe ReadOnlySpan<byte> Bytes(WeightTensor tensor) => new((void*)tensor.Data, checked((int)tensor.SizeInBytes));
 
     private static string ExpectedPiece(WeightSpec spec) => spec.Shape.Length == 1 ? "[n]" : $"[rows, {spec.Shape[1]}]";
 

@@ -96,11 +96,46 @@ public sealed class WeightBinderTests
     }
 
     [Fact]
-    public void Non_f32_tensors_are_refused_clearly()
+    public void Fused_pieces_of_different_types_are_refused_clearly()
     {
-        using var source = new FakeSource(new WeightTensor("h", WeightDType.F16, [2], 0, 4));
-        var e = Assert.Throws<ModelLoadException>(() => WeightBinder.Bind([new WeightSpec(0, "half", [2], ["h"])], source));
-        Assert.Contains("tensor 'h' is F16, but only F32 can be bound for now (needed for graph weight 'half')", e.Message);
+        using var source = new FakeSource(
+            new WeightTensor("a", WeightDType.F32, [1, 32], 0, 128),
+            new WeightTensor("b", WeightDType.Q8_0, [1, 32], 0, 34));
+        var e = Assert.Throws<ModelLoadException>(() => WeightBinder.Bind([new WeightSpec(0, "ab", [2, 32], ["a", "b"])], source));
+        Assert.Contains("tensor 'b' is q8_0 but 'a' is f32", e.Message);
+    }
+
+    [Fact]
+    public void Quantized_rows_that_are_not_whole_blocks_are_refused()
+    {
+        using var source = new FakeSource(new WeightTensor("q", WeightDType.Q4_0, [2, 48], 0, 2 * 18 * 2));
+        var e = Assert.Throws<ModelLoadException>(() => WeightBinder.Bind([new WeightSpec(0, "q", [2, 48], ["q"])], source));
+        Assert.Contains("rows of 48 weights, not whole blocks of 32", e.Message);
+    }
+
+    [Fact]
+    public unsafe void Quantized_matrices_keep_their_type_and_f16_vectors_are_widened_to_f32()
+    {
+        // Q8_0 block: f16 scale 0.5 (0x3800), then 32 int8 values -16..15; an f16 vector [1.5, -2].
+        var q8 = new byte[34];
+        q8[0] = 0x00; q8[1] = 0x38;
+        for (int j = 0; j < 32; j++) q8[2 + j] = (byte)(sbyte)(j - 16);
+        var f16 = new byte[] { 0x00, 0x3E, 0x00, 0xC0 };
+        fixed (byte* pq = q8)
+        fixed (byte* ph = f16)
+        {
+            using var source = new FakeSource(
+                new WeightTensor("m", WeightDType.Q8_0, [1, 32], (nint)pq, 34),
+                new WeightTensor("v", WeightDType.F16, [2], (nint)ph, 4));
+            using var weights = WeightBinder.Bind([new WeightSpec(0, "m", [1, 32], ["m"]), new WeightSpec(1, "v", [2], ["v"])], source);
+
+            var matrix = weights.Matrix(0);
+            Assert.Equal(WeightDType.Q8_0, matrix.DType);
+            Assert.Equal((nint)pq, matrix.Data); // borrowed, not copied
+            Assert.Equal((1, 32, 34), (matrix.Rows, matrix.Cols, matrix.RowSizeInBytes));
+            Assert.Equal(new float[] { 1.5f, -2f }, weights[1].ToArray());
+            Assert.Throws<InvalidOperationException>(() => weights[0].Length);
+        }
     }
 
     [Fact]

@@ -1,0 +1,186 @@
+using System;
+using ModelCompiler.Runtime.KvCache;
+
+namespace ModelCompiler.Runtime.Kernels;
+
+public static partial class CpuKernels
+{
+    // Floats of per-head running state kept on the stack by PagedAttention (16 KiB); a GQA group larger
+    // than this is processed in several passes over the context.
+    private const int MaxAttentionAccumulatorFloats = 4096;
+
+    /// <summary>
+    /// Writes every packed token's keys and values into its slot of the paged cache:
+    /// <c>cache.SlotOffset(layer, batch.BlockTable(batch.SequenceOfToken[t]), batch.Positions[t])</c>.
+    /// </summary>
+    /// <param name="k">Rows holding <c>[kvDim]</c> keys at <paramref name="kOffset"/> of each <paramref name="kRowStride"/>-float row.</param>
+    /// <param name="kRowStride">Floats between consecutive tokens' key rows.</param>
+    /// <param name="kOffset">Column of the first key element.</param>
+    /// <param name="v">Rows holding <c>[kvDim]</c> values, laid out like <paramref name="k"/>.</param>
+    /// <param name="vRowStride">Floats between consecutive tokens' value rows.</param>
+    /// <param name="vOffset">Column of the first value element.</param>
+    /// <param name="batch">The tokens, their sequences, positions and block tables.</param>
+    /// <param name="cache">The KV pool; its <see cref="PagedKvCache.KvDim"/> is the width written.</param>
+    /// <param name="layer">Layer whose slots are written.</param>
+    public static void KvWrite(ReadOnlySpan<float> k, int kRowStride, int kOffset, ReadOnlySpan<float> v, int vRowStride, int vOffset, ForwardBatch batch, PagedKvCache cache, int layer)
+    {
+        int kvDim = cache.KvDim;
+        for (int t = 0; t < batch.NumTokens; t++)
+        {
+            int slot = CacheSlot(batch, cache, layer, t);
+            k.Slice(t * kRowStride + kOffset, kvDim).CopyTo(cache.Keys.AsSpan(slot, kvDim));
+            v.Slice(t * vRowStride + vOffset, kvDim).CopyTo(cache.Values.AsSpan(slot, kvDim));
+        }
+    }
+
+    /// <summary>
+    /// The fused attention prologue: RMSNorm, one q|k|v projection, RoPE on q and k, and K/V written to the
+    /// paged cache, all for every packed token of <paramref name="batch"/>. qDim = numHeads * headDim and
+    /// kvDim = numKvHeads * headDim; a row of <paramref name="qkv"/> holds q at column 0, k at qDim and v at
+    /// qDim + kvDim, and keeps the rotated q (and k) for the attention that follows.
+    /// </summary>
+    /// <param name="x"><c>[numTokens, dim]</c> residual stream.</param>
+    /// <param name="numTokens">Number of tokens (must be <c>batch.NumTokens</c>).</param>
+    /// <param name="normWeight"><c>[dim]</c> attention RMSNorm gain.</param>
+    /// <param name="eps">RMSNorm epsilon.</param>
+    /// <param name="wqkv"><c>[qDim + 2 * kvDim, dim]</c> fused q, k, v projection weights.</param>
+    /// <param name="qkv"><c>[numTokens, qDim + 2 * kvDim]</c> output.</param>
+    /// <param name="normalized"><c>[numTokens, dim]</c> scratch.</param>
+    /// <param name="dim">Model width.</param>
+    /// <param name="numHeads">Query heads.</param>
+    /// <param name="numKvHeads">Key/value heads.</param>
+    /// <param name="headDim">Head width.</param>
+    /// <param name="batch">Positions, sequences and block tables of the tokens.</param>
+    /// <param name="cache">The KV pool.</param>
+    /// <param name="layer">Layer whose slots are written.</param>
+    /// <param name="theta">Rotary base.</param>
+    /// <param name="style">Rotary pairing.</param>
+    public static void RmsNormQkvRopeKvWrite(ReadOnlySpan<float> x, int numTokens, ReadOnlySpan<float> normWeight, float eps, WeightMatrix wqkv, Span<float> qkv, Span<float> normalized, int dim, int numHeads, int numKvHeads, int headDim, ForwardBatch batch, PagedKvCache cache, int layer, float theta, RopeStyle style)
+    {
+        if (numTokens != batch.NumTokens) throw new ArgumentException($"{numTokens} rows for a batch of {batch.NumTokens} tokens.", nameof(numTokens));
+        int qDim = numHeads * headDim;
+        int kvDim = numKvHeads * headDim;
+        if (kvDim != cache.KvDim) throw new ArgumentException($"{numKvHeads} KV heads of {headDim} do not match the cache's {cache.KvDim} floats per token.", nameof(numKvHeads));
+        int qkvDim = qDim + 2 * kvDim;
+
+        RmsNormLinear(x, numTokens, normWeight, eps, wqkv, qkv, dim, qkvDim, normalized);
+
+        // Epilogue per token: one set of angles serves the q and k heads, and the rotated k goes straight
+        // to its cache slot while the row is still in L1.
+        CheckRopeHeadDim(headDim);
+        int numPairs = headDim / 2;
+        Span<double> inverseFrequencies = stackalloc double[numPairs];
+        Span<float> cos = stackalloc float[numPairs];
+        Span<float> sin = stackalloc float[numPairs];
+        RopeInverseFrequencies(theta, headDim, inverseFrequencies);
+        for (int t = 0; t < numTokens; t++)
+        {
+            var row = qkv.Slice(t * qkvDim, qkvDim);
+            RopeAngles(batch.Positions[t], inverseFrequencies, cos, sin);
+            RotateHeads(row.Slice(0, qDim), numHeads, headDim, cos, sin, style);
+            RotateHeads(row.Slice(qDim, kvDim), numKvHeads, headDim, cos, sin, style);
+            int slot = CacheSlot(batch, cache, layer, t);
+            row.Slice(qDim, kvDim).CopyTo(cache.Keys.AsSpan(slot, kvDim));
+            row.Slice(qDim + kvDim, kvDim).CopyTo(cache.Values.AsSpan(slot, kvDim));
+        }
+    }
+
+    /// <summary>
+    /// Causal grouped-query attention over the paged cache. Token t of sequence s at position p attends
+    /// positions <c>[0, p]</c> of s through s's block table; the keys and values of all of them, this step's
+    /// included, must already be in the cache. Query head h reads KV head <c>h / (numHeads / numKvHeads)</c>;
+    /// scores are scaled by <c>1/sqrt(headDim)</c>. One pass per token with an online softmax (running max
+    /// and sum, the value sum rescaled when the max rises), so no buffer grows with the context.
+    /// </summary>
+    /// <param name="q">Rows holding <c>[numHeads, headDim]</c> queries at <paramref name="qOffset"/>.</param>
+    /// <param name="qRowStride">Floats between consecutive tokens' query rows.</param>
+    /// <param name="qOffset">Column of the first query element.</param>
+    /// <param name="batch">The tokens, their sequences, positions and block tables.</param>
+    /// <param name="cache">The KV pool.</param>
+    /// <param name="layer">Layer to read.</param>
+    /// <param name="numHeads">Query heads.</param>
+    /// <param name="numKvHeads">Key/value heads (divides numHeads).</param>
+    /// <param name="headDim">Head width.</param>
+    /// <param name="output"><c>[numTokens, numHeads * headDim]</c> attention output; must not overlap q.</param>
+    public static void PagedAttention(ReadOnlySpan<float> q, int qRowStride, int qOffset, ForwardBatch batch, PagedKvCache cache, int layer, int numHeads, int numKvHeads, int headDim, Span<float> output)
+    {
+        if (numKvHeads <= 0 || numHeads % numKvHeads != 0) throw new ArgumentException($"{numHeads} query heads cannot be grouped over {numKvHeads} KV heads.", nameof(numKvHeads));
+        if (numKvHeads * headDim != cache.KvDim) throw new ArgumentException($"{numKvHeads} KV heads of {headDim} do not match the cache's {cache.KvDim} floats per token.", nameof(numKvHeads));
+        if (headDim > MaxAttentionAccumulatorFloats) throw new ArgumentOutOfRangeException(nameof(headDim), $"Head width {headDim} is over {MaxAttentionAccumulatorFloats}.");
+
+        int groupSize = numHeads / numKvHeads;
+        int headsPerPass = Math.Min(groupSize, MaxAttentionAccumulatorFloats / headDim);
+        int qDim = numHeads * headDim;
+        int kvDim = cache.KvDim;
+        int blockSize = cache.BlockSize;
+        float scale = 1f / MathF.Sqrt(headDim);
+        float[] keys = cache.Keys;
+        float[] values = cache.Values;
+
+        // Running state of the query heads of one pass, all sharing one KV head so each key and value row
+        // is loaded once per pass: acc [headsPerPass, headDim], max and sum [headsPerPass].
+        Span<float> accumulators = stackalloc float[headsPerPass * headDim];
+        Span<float> runningMax = stackalloc float[headsPerPass];
+        Span<float> runningSum = stackalloc float[headsPerPass];
+
+        for (int t = 0; t < batch.NumTokens; t++)
+        {
+            int sequence = batch.SequenceOfToken[t];
+            var blockTable = batch.BlockTable(sequence);
+            int lastPosition = batch.Positions[t];
+            var queryRow = q.Slice(t * qRowStride + qOffset, qDim);
+            var outputRow = output.Slice(t * qDim, qDim);
+
+            for (int kvHead = 0; kvHead < numKvHeads; kvHead++)
+            {
+                for (int firstHead = kvHead * groupSize; firstHead < (kvHead + 1) * groupSize; firstHead += headsPerPass)
+                {
+                    int numPassHeads = Math.Min(headsPerPass, (kvHead + 1) * groupSize - firstHead);
+                    var passAccumulators = accumulators.Slice(0, numPassHeads * headDim);
+                    passAccumulators.Clear();
+                    runningMax.Fill(float.NegativeInfinity);
+                    runningSum.Clear();
+
+                    for (int position = 0; position <= lastPosition; position++)
+                    {
+                        int block = blockTable[position / blockSize];
+                        if (block < 0) throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {position}, which its block table does not cover.");
+                        int slot = ((layer * cache.NumBlocks + block) * blockSize + position % blockSize) * kvDim + kvHead * headDim;
+                        var key = new ReadOnlySpan<float>(keys, slot, headDim);
+                        var value = new ReadOnlySpan<float>(values, slot, headDim);
+
+                        for (int j = 0; j < numPassHeads; j++)
+                        {
+                            float score = Dot(queryRow.Slice((firstHead + j) * headDim, headDim), key) * scale;
+                            var headAccumulator = passAccumulators.Slice(j * headDim, headDim);
+                            if (score > runningMax[j])
+                            {
+                                // exp(-inf) = 0 on the first position, which also zeroes the (empty) sums.
+                                float correction = MathF.Exp(runningMax[j] - score);
+                                runningSum[j] *= correction;
+                                Scale(headAccumulator, correction, headAccumulator);
+                                runningMax[j] = score;
+                            }
+                            float weight = MathF.Exp(score - runningMax[j]);
+                            runningSum[j] += weight;
+                            MultiplyAdd(value, weight, headAccumulator);
+                        }
+                    }
+
+                    for (int j = 0; j < numPassHeads; j++)
+                        Scale(passAccumulators.Slice(j * headDim, headDim), 1f / runningSum[j], outputRow.Slice((firstHead + j) * headDim, headDim));
+                }
+            }
+        }
+    }
+
+    /// <summary>Offset in the cache of token t's slot; a block id of -1 (a table that is too short) is an error.</summary>
+    private static int CacheSlot(ForwardBatch batch, PagedKvCache cache, int layer, int t)
+    {
+        var blockTable = batch.BlockTable(batch.SequenceOfToken[t]);
+        int position = batch.Positions[t];
+        if (blockTable[position / cache.BlockSize] < 0)
+            throw new InvalidOperationException($"Token {t} at position {position} has no block in its sequence's table.");
+        return cache.SlotOffset(layer, blockTable, position);
+    }
+}

@@ -1,0 +1,121 @@
+using System;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace ModelCompiler.Runtime.Kernels;
+
+public static partial class CpuKernels
+{
+    /// <summary>RMSNorm of every row: <c>y[t, :] = x[t, :] / sqrt(mean(x[t, :]²) + eps) * weight</c>.</summary>
+    /// <param name="x"><c>[numTokens, dim]</c> input.</param>
+    /// <param name="numTokens">Number of rows.</param>
+    /// <param name="dim">Row width.</param>
+    /// <param name="weight"><c>[dim]</c> gain.</param>
+    /// <param name="eps">Added to the mean square before the square root.</param>
+    /// <param name="y"><c>[numTokens, dim]</c> output; may be <paramref name="x"/>.</param>
+    public static void RmsNorm(ReadOnlySpan<float> x, int numTokens, int dim, ReadOnlySpan<float> weight, float eps, Span<float> y)
+    {
+        weight = weight.Slice(0, dim);
+        for (int t = 0; t < numTokens; t++)
+        {
+            var row = x.Slice(t * dim, dim);
+            float meanSquare = Dot(row, row) / dim;
+            float inverseRms = 1f / MathF.Sqrt(meanSquare + eps);
+            ScaleByWeight(row, inverseRms, weight, y.Slice(t * dim, dim));
+        }
+    }
+
+    /// <summary>Linear projection without bias: <c>y = x Wᵀ</c>, i.e. <c>y[t, o] = Σ_i x[t, i] w[o, i]</c>.</summary>
+    /// <param name="x"><c>[numTokens, inDim]</c> input.</param>
+    /// <param name="numTokens">Number of rows of x.</param>
+    /// <param name="w"><c>[outDim, inDim]</c> weight (PyTorch's nn.Linear layout) in any stored type.</param>
+    /// <param name="y"><c>[numTokens, outDim]</c> output; must not overlap x.</param>
+    /// <param name="inDim">Input width.</param>
+    /// <param name="outDim">Output width.</param>
+    public static void Linear(ReadOnlySpan<float> x, int numTokens, WeightMatrix w, Span<float> y, int inDim, int outDim) =>
+        Project(x, numTokens, w, y, inDim, outDim, accumulate: false);
+
+    /// <summary>Fused <c>Linear(RmsNorm(x))</c>: normalizes into <paramref name="normalized"/>, then projects.</summary>
+    /// <param name="x"><c>[numTokens, inDim]</c> input (the residual stream).</param>
+    /// <param name="numTokens">Number of rows.</param>
+    /// <param name="normWeight"><c>[inDim]</c> RMSNorm gain.</param>
+    /// <param name="eps">RMSNorm epsilon.</param>
+    /// <param name="w"><c>[outDim, inDim]</c> projection weight.</param>
+    /// <param name="y"><c>[numTokens, outDim]</c> output.</param>
+    /// <param name="inDim">Input width.</param>
+    /// <param name="outDim">Output width.</param>
+    /// <param name="normalized"><c>[numTokens, inDim]</c> scratch; holds the normalized rows afterwards.</param>
+    public static void RmsNormLinear(ReadOnlySpan<float> x, int numTokens, ReadOnlySpan<float> normWeight, float eps, WeightMatrix w, Span<float> y, int inDim, int outDim, Span<float> normalized)
+    {
+        RmsNorm(x, numTokens, inDim, normWeight, eps, normalized);
+        Linear(normalized, numTokens, w, y, inDim, outDim);
+    }
+
+    /// <summary>Projection with the residual add fused in: <c>residual += x Wᵀ</c>.</summary>
+    /// <param name="x"><c>[numTokens, inDim]</c> input.</param>
+    /// <param name="numTokens">Number of rows.</param>
+    /// <param name="w"><c>[outDim, inDim]</c> weight.</param>
+    /// <param name="residual"><c>[numTokens, outDim]</c> residual stream, updated in place; must not overlap x.</param>
+    /// <param name="inDim">Input width.</param>
+    /// <param name="outDim">Output width.</param>
+    public static void LinearAddResidual(ReadOnlySpan<float> x, int numTokens, WeightMatrix w, Span<float> residual, int inDim, int outDim) =>
+        Project(x, numTokens, w, residual, inDim, outDim, accumulate: true);
+
+    // y (+)= x Wᵀ. Weight row outer, tokens inner: a weight row is read from memory once per call and
+    // reused from L1 for every token, which is what matters when the weights are far larger than the
+    // activations. Rows not stored as f32 are decoded into a row buffer first (the reference path for
+    // f16/bf16/q8_0/q4_0).
+    private static void Project(ReadOnlySpan<float> x, int numTokens, WeightMatrix w, Span<float> y, int inDim, int outDim, bool accumulate)
+    {
+        if (w.Rows != outDim || w.Cols != inDim)
+            throw new ArgumentException($"The weight is [{w.Rows}, {w.Cols}]; the projection needs [{outDim}, {inDim}].", nameof(w));
+        x = x.Slice(0, numTokens * inDim);
+        y = y.Slice(0, numTokens * outDim);
+        bool isF32 = w.DType == Weights.WeightDType.F32;
+        var all = isF32 ? w.AsFloats() : default;
+        float[]? rented = isF32 ? null : System.Buffers.ArrayPool<float>.Shared.Rent(inDim);
+        try
+        {
+            for (int o = 0; o < outDim; o++)
+            {
+                ReadOnlySpan<float> weightRow;
+                if (isF32) weightRow = all.Slice(o * inDim, inDim);
+                else
+                {
+                    Quantization.WeightConversion.Decode(w.Row(o), w.DType, rented.AsSpan(0, inDim));
+                    weightRow = rented.AsSpan(0, inDim);
+                }
+                for (int t = 0; t < numTokens; t++)
+                {
+                    float value = Dot(weightRow, x.Slice(t * inDim, inDim));
+                    if (accumulate) y[t * outDim + o] += value;
+                    else y[t * outDim + o] = value;
+                }
+            }
+        }
+        finally
+        {
+            if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>y[i] = x[i] * scale * weight[i] over the length of x (the RMSNorm output step); y may be x.</summary>
+    private static void ScaleByWeight(ReadOnlySpan<float> x, float scale, ReadOnlySpan<float> weight, Span<float> y)
+    {
+        int length = x.Length;
+        weight = weight.Slice(0, length);
+        y = y.Slice(0, length);
+        ref float px = ref MemoryMarshal.GetReference(x);
+        ref float pw = ref MemoryMarshal.GetReference(weight);
+        ref float py = ref MemoryMarshal.GetReference(y);
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var s = Vector256.Create(scale);
+            for (; i <= length - 8; i += 8)
+                (Vector256.LoadUnsafe(ref px, (nuint)i) * s * Vector256.LoadUnsafe(ref pw, (nuint)i)).StoreUnsafe(ref py, (nuint)i);
+        }
+        for (; i < length; i++) Unsafe.Add(ref py, i) = Unsafe.Add(ref px, i) * scale * Unsafe.Add(ref pw, i);
+    }
+}

@@ -1,0 +1,91 @@
+using System;
+using ModelCompiler.Runtime.KvCache;
+
+namespace ModelCompiler.Runtime.Kernels;
+
+public static partial class CpuKernels
+{
+    // Bounds the stackalloc'd angle tables (two floats and one double per pair); no model comes close.
+    private const int MaxRopeHeadDim = 1024;
+
+    /// <summary>
+    /// Rotary position embedding, in place. For each packed token t (<c>t &lt; batch.NumTokens</c>) rotates the
+    /// <paramref name="numHeads"/> heads stored at <c>rows[t * rowStride + columnOffset ...]</c> by the angles of
+    /// position <c>batch.Positions[t]</c>: pair i (of headDim/2) turns by <c>position * theta^(-2i/headDim)</c>.
+    /// </summary>
+    /// <param name="rows"><c>[numTokens, rowStride]</c> rows holding <c>[numHeads, headDim]</c> at <paramref name="columnOffset"/>.</param>
+    /// <param name="rowStride">Floats between consecutive tokens' rows.</param>
+    /// <param name="columnOffset">Column of the first head's first element.</param>
+    /// <param name="numHeads">Number of heads to rotate per token.</param>
+    /// <param name="headDim">Head width (even).</param>
+    /// <param name="batch">Supplies the token count and each token's position.</param>
+    /// <param name="theta">Rotary base (10000 for Llama 2).</param>
+    /// <param name="style">Which elements form the rotated pairs.</param>
+    public static void Rope(Span<float> rows, int rowStride, int columnOffset, int numHeads, int headDim, ForwardBatch batch, float theta, RopeStyle style)
+    {
+        CheckRopeHeadDim(headDim);
+        int numPairs = headDim / 2;
+        Span<double> inverseFrequencies = stackalloc double[numPairs];
+        Span<float> cos = stackalloc float[numPairs];
+        Span<float> sin = stackalloc float[numPairs];
+        RopeInverseFrequencies(theta, headDim, inverseFrequencies);
+        for (int t = 0; t < batch.NumTokens; t++)
+        {
+            RopeAngles(batch.Positions[t], inverseFrequencies, cos, sin);
+            RotateHeads(rows.Slice(t * rowStride + columnOffset, numHeads * headDim), numHeads, headDim, cos, sin, style);
+        }
+    }
+
+    private static void CheckRopeHeadDim(int headDim)
+    {
+        if (headDim <= 0 || headDim % 2 != 0 || headDim > MaxRopeHeadDim)
+            throw new ArgumentOutOfRangeException(nameof(headDim), $"RoPE needs an even head width of at most {MaxRopeHeadDim}; got {headDim}.");
+    }
+
+    /// <summary>theta^(-2i/headDim) for each pair i, in double so that large positions keep their angle exact.</summary>
+    private static void RopeInverseFrequencies(float theta, int headDim, Span<double> inverseFrequencies)
+    {
+        for (int i = 0; i < inverseFrequencies.Length; i++)
+            inverseFrequencies[i] = Math.Pow(theta, -2.0 * i / headDim);
+    }
+
+    /// <summary>cos and sin of position * inverseFrequency[i]; the product is formed in double (the f32 product
+    /// loses about 1e-5 radians at position 500) and only the results are rounded to f32.</summary>
+    private static void RopeAngles(int position, ReadOnlySpan<double> inverseFrequencies, Span<float> cos, Span<float> sin)
+    {
+        for (int i = 0; i < inverseFrequencies.Length; i++)
+        {
+            (double s, double c) = Math.SinCos(position * inverseFrequencies[i]);
+            cos[i] = (float)c;
+            sin[i] = (float)s;
+        }
+    }
+
+    /// <summary>Rotates <c>[numHeads, headDim]</c> heads by one token's angles.</summary>
+    private static void RotateHeads(Span<float> heads, int numHeads, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, RopeStyle style)
+    {
+        int numPairs = headDim / 2;
+        for (int h = 0; h < numHeads; h++)
+        {
+            var head = heads.Slice(h * headDim, headDim);
+            if (style == RopeStyle.Interleaved)
+            {
+                for (int i = 0; i < numPairs; i++)
+                {
+                    float x0 = head[2 * i], x1 = head[2 * i + 1];
+                    head[2 * i] = x0 * cos[i] - x1 * sin[i];
+                    head[2 * i + 1] = x0 * sin[i] + x1 * cos[i];
+                }
+            }
+            else
+            {
+                for (int i = 0; i < numPairs; i++)
+                {
+                    float x0 = head[i], x1 = head[i + numPairs];
+                    head[i] = x0 * cos[i] - x1 * sin[i];
+                    head[i + numPairs] = x0 * sin[i] + x1 * cos[i];
+                }
+            }
+        }
+    }
+}

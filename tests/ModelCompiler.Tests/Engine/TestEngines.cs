@@ -1,0 +1,18 @@
+using ModelCompiler.Runtime;
+
+namespace ModelCompiler.Tests.Engine;
+
+// Engines compiled by the real generator during this project's build, from the descriptions listed as
+// AdditionalFiles in the test project.
+
+/// <summary>The Stories260K description from models/Stories260K.</summary>
+[ModelEngine("stories260K.model.json")]
+public sealed partial class Stories260KTestEngine;
+
+/// <summary>An explicit llama block: untied head, half-style RoPE, 3 query heads per KV head.</summary>
+[ModelEngine("TestModels/tiny_explicit.model.json")]
+public sealed partial class TinyExplicitEngine;
+
+/// <summary>A parallel block that defeats the fusions, so the unfused kernel calls are compiled too.</summary>
+[ModelEngine("parallel_block.model.json")]
+public sealed partial class ParallelBlockEngine;

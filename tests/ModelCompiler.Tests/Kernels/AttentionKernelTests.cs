@@ -1,0 +1,204 @@
+using ModelCompiler.Runtime;
+using ModelCompiler.Runtime.Kernels;
+using ModelCompiler.Runtime.KvCache;
+using Xunit;
+using static ModelCompiler.Tests.Kernels.KernelTestData;
+
+namespace ModelCompiler.Tests.Kernels;
+
+/// <summary>
+/// KvWrite, PagedAttention and the fused attention prologue against naive double-precision attention,
+/// with several sequences of different lengths in one batch and block tables dealt from a shuffled pool
+/// one block at a time, so that the tables interleave and no sequence's blocks are contiguous.
+/// </summary>
+public class AttentionKernelTests
+{
+    private const int NumLayers = 2;
+    // Layer 1 is the one under test; layer 0 is filled with other data to catch a layer-offset mistake.
+    private const int Layer = 1;
+
+    // (start position, number of new tokens) of each sequence in the batch under test.
+    private static readonly (int Start, int NumNew)[] Sequences = [(8, 3), (0, 1), (0, 7), (13, 1), (2, 2)];
+
+    [Theory]
+    [InlineData(6, 2, 10, 4)]   // grouped-query: groups of 3 heads
+    [InlineData(6, 2, 6, 4)]    // head width below every vector size
+    [InlineData(4, 1, 17, 3)]   // multi-query, odd head width
+    [InlineData(3, 3, 33, 5)]   // multi-head, odd head width
+    [InlineData(2, 2, 64, 16)]  // one block covers every sequence's first tokens
+    public void PagedAttention_matches_naive_causal_attention_over_interleaved_block_tables(int numHeads, int numKvHeads, int headDim, int blockSize)
+    {
+        var random = new Random(numHeads * 100 + headDim);
+        int qDim = numHeads * headDim, kvDim = numKvHeads * headDim;
+        var tables = DealShuffledBlockTables(random, blockSize, out int numBlocks);
+        var cache = new PagedKvCache(NumLayers, numBlocks, blockSize, kvDim);
+
+        // Keys and values of every position of every sequence: [sequence][position, kvDim]. Queries are
+        // scaled up so the softmax is peaked and the running max moves often.
+        var keys = Sequences.Select(s => RandomFloats(random, (s.Start + s.NumNew) * kvDim)).ToArray();
+        var values = Sequences.Select(s => RandomFloats(random, (s.Start + s.NumNew) * kvDim)).ToArray();
+
+        // Earlier steps: positions [0, start) of each sequence were cached by KvWrite in a previous batch.
+        var history = new ForwardBatch(64, Sequences.Length, 16, blockSize);
+        var historySequences = Enumerable.Range(0, Sequences.Length).Where(s => Sequences[s].Start > 0).ToArray();
+        foreach (int s in historySequences) history.AddSequence(new int[Sequences[s].Start], 0, tables[s]);
+        var historyKeys = PackRows(history, historySequences.Select(s => keys[s]).ToArray(), kvDim);
+        var historyValues = PackRows(history, historySequences.Select(s => values[s]).ToArray(), kvDim);
+        CpuKernels.KvWrite(historyKeys, kvDim, 0, historyValues, kvDim, 0, history, cache, Layer);
+
+        // This step: rows laid out [2 pad | q | k | v | 1 pad], as a fused qkv projection would leave them.
+        var batch = new ForwardBatch(64, Sequences.Length, 16, blockSize);
+        for (int s = 0; s < Sequences.Length; s++) batch.AddSequence(new int[Sequences[s].NumNew], Sequences[s].Start, tables[s]);
+        int rowStride = 2 + qDim + 2 * kvDim + 1, qOffset = 2, kOffset = 2 + qDim, vOffset = 2 + qDim + kvDim;
+        var rows = RandomFloats(random, batch.NumTokens * rowStride, 3f);
+        for (int t = 0; t < batch.NumTokens; t++)
+        {
+            int s = batch.SequenceOfToken[t], p = batch.Positions[t];
+            keys[s].AsSpan(p * kvDim, kvDim).CopyTo(rows.AsSpan(t * rowStride + kOffset));
+            values[s].AsSpan(p * kvDim, kvDim).CopyTo(rows.AsSpan(t * rowStride + vOffset));
+        }
+        FillLayerWithOtherData(cache, layer: 0, random);
+        CpuKernels.KvWrite(rows, rowStride, kOffset, rows, rowStride, vOffset, batch, cache, Layer);
+        AssertCacheHolds(cache, tables, keys, values, kvDim, blockSize);
+
+        var output = Enumerable.Repeat(float.NaN, batch.NumTokens * qDim).ToArray();
+        CpuKernels.PagedAttention(rows, rowStride, qOffset, batch, cache, Layer, numHeads, numKvHeads, headDim, output);
+
+        for (int t = 0; t < batch.NumTokens; t++)
+        {
+            int s = batch.SequenceOfToken[t];
+            var expected = NaiveAttention(rows.AsSpan(t * rowStride + qOffset, qDim), keys[s], values[s], batch.Positions[t], numHeads, numKvHeads, headDim);
+            AssertClose(expected, output.AsSpan(t * qDim, qDim), what: $"token {t} (sequence {s}, position {batch.Positions[t]})");
+        }
+    }
+
+    [Theory]
+    [InlineData(RopeStyle.Interleaved)]
+    [InlineData(RopeStyle.Half)]
+    public void RmsNormQkvRopeKvWrite_matches_norm_projection_rope_and_cache_write_done_naively(RopeStyle style)
+    {
+        const int dim = 33, numHeads = 4, numKvHeads = 2, headDim = 10, blockSize = 3;
+        const float eps = 1e-5f, theta = 500f;
+        int qDim = numHeads * headDim, kvDim = numKvHeads * headDim, qkvDim = qDim + 2 * kvDim;
+        var random = new Random((int)style + 7);
+        var tables = DealShuffledBlockTables(random, blockSize, out int numBlocks);
+        var cache = new PagedKvCache(NumLayers, numBlocks, blockSize, kvDim);
+        var batch = new ForwardBatch(64, Sequences.Length, 16, blockSize);
+        for (int s = 0; s < Sequences.Length; s++) batch.AddSequence(new int[Sequences[s].NumNew], Sequences[s].Start, tables[s]);
+        int numTokens = batch.NumTokens;
+
+        var x = RandomFloats(random, numTokens * dim, 2f);
+        var normWeight = RandomFloats(random, dim);
+        var wqkv = RandomFloats(random, qkvDim * dim, 0.3f);
+        var qkv = new float[numTokens * qkvDim];
+        var normalized = new float[numTokens * dim];
+        CpuKernels.RmsNormQkvRopeKvWrite(x, numTokens, normWeight, eps, TestMatrix.F32(wqkv, dim), qkv, normalized, dim, numHeads, numKvHeads, headDim, batch, cache, Layer, theta, style);
+
+        var expected = CpuKernelsTests.NaiveLinear(CpuKernelsTests.NaiveRmsNorm(x, numTokens, dim, normWeight, eps), numTokens, wqkv, dim, qkvDim);
+        for (int t = 0; t < numTokens; t++)
+        {
+            for (int h = 0; h < numHeads + numKvHeads; h++)   // q heads, then k heads: both rotated
+            {
+                int start = t * qkvDim + h * headDim;
+                var head = expected.AsSpan(start, headDim).ToArray();
+                NaiveRotate(head, batch.Positions[t], theta, style);
+                head.CopyTo(expected, start);
+            }
+            AssertClose(expected.AsSpan(t * qkvDim, qkvDim), qkv.AsSpan(t * qkvDim, qkvDim), what: $"qkv row {t}");
+
+            int slot = cache.SlotOffset(Layer, batch.BlockTable(batch.SequenceOfToken[t]), batch.Positions[t]);
+            AssertClose(expected.AsSpan(t * qkvDim + qDim, kvDim), cache.Keys.AsSpan(slot, kvDim), what: $"cached key {t}");
+            AssertClose(expected.AsSpan(t * qkvDim + qDim + kvDim, kvDim), cache.Values.AsSpan(slot, kvDim), what: $"cached value {t}");
+        }
+    }
+
+    [Fact]
+    public void PagedAttention_rejects_heads_that_do_not_group_or_match_the_cache()
+    {
+        var cache = new PagedKvCache(1, 4, 4, 8);
+        var batch = new ForwardBatch(4, 1, 4, 4);
+        batch.AddSequence([1], 0, [2]);
+        var q = new float[24];
+        var output = new float[24];
+        Assert.Throws<ArgumentException>(() => CpuKernels.PagedAttention(q, 24, 0, batch, cache, 0, 3, 2, 4, output));
+        Assert.Throws<ArgumentException>(() => CpuKernels.PagedAttention(q, 24, 0, batch, cache, 0, 6, 3, 4, output));
+    }
+
+    /// <summary>
+    /// Block tables for <see cref="Sequences"/> dealt round-robin, one block at a time, from a shuffled pool
+    /// that is larger than needed: tables interleave and skip ids.
+    /// </summary>
+    private static int[][] DealShuffledBlockTables(Random random, int blockSize, out int numBlocks)
+    {
+        var blocksNeeded = Sequences.Select(s => (s.Start + s.NumNew + blockSize - 1) / blockSize).ToArray();
+        numBlocks = blocksNeeded.Sum() + 5;
+        var pool = Enumerable.Range(0, numBlocks).ToArray();
+        random.Shuffle(pool);
+        var tables = blocksNeeded.Select(n => new List<int>()).ToArray();
+        int next = 0;
+        for (int round = 0; round < blocksNeeded.Max(); round++)
+            for (int s = 0; s < Sequences.Length; s++)
+                if (round < blocksNeeded[s]) tables[s].Add(pool[next++]);
+        return tables.Select(t => t.ToArray()).ToArray();
+    }
+
+    /// <summary>The rows of a batch's tokens, taken from per-sequence <c>[position, width]</c> arrays (indexed like the batch's sequences): <c>[numTokens, width]</c>.</summary>
+    private static float[] PackRows(ForwardBatch batch, float[][] perSequence, int width)
+    {
+        var packed = new float[batch.NumTokens * width];
+        for (int t = 0; t < batch.NumTokens; t++)
+            perSequence[batch.SequenceOfToken[t]].AsSpan(batch.Positions[t] * width, width).CopyTo(packed.AsSpan(t * width));
+        return packed;
+    }
+
+    private static void FillLayerWithOtherData(PagedKvCache cache, int layer, Random random)
+    {
+        int layerSize = cache.NumBlocks * cache.BlockSize * cache.KvDim;
+        RandomFloats(random, layerSize, 50f).CopyTo(cache.Keys.AsSpan(layer * layerSize));
+        RandomFloats(random, layerSize, 50f).CopyTo(cache.Values.AsSpan(layer * layerSize));
+    }
+
+    /// <summary>Every position of every sequence sits where its table says, and no other slot of the layer was written.</summary>
+    private static void AssertCacheHolds(PagedKvCache cache, int[][] tables, float[][] keys, float[][] values, int kvDim, int blockSize)
+    {
+        var written = new bool[cache.Keys.Length];
+        for (int s = 0; s < tables.Length; s++)
+        {
+            for (int p = 0; p < keys[s].Length / kvDim; p++)
+            {
+                int slot = ((Layer * cache.NumBlocks + tables[s][p / blockSize]) * blockSize + p % blockSize) * kvDim;
+                Assert.Equal(keys[s].AsSpan(p * kvDim, kvDim).ToArray(), cache.Keys.AsSpan(slot, kvDim).ToArray());
+                Assert.Equal(values[s].AsSpan(p * kvDim, kvDim).ToArray(), cache.Values.AsSpan(slot, kvDim).ToArray());
+                written.AsSpan(slot, kvDim).Fill(true);
+            }
+        }
+        int layerSize = cache.NumBlocks * blockSize * kvDim;
+        for (int i = Layer * layerSize; i < (Layer + 1) * layerSize; i++)
+            if (!written[i]) Assert.True(cache.Keys[i] == 0 && cache.Values[i] == 0, $"Cache element {i} was written but belongs to no sequence's position.");
+    }
+
+    /// <summary>Softmax(q·kᵀ/sqrt(headDim)) v over positions [0, lastPosition], in double, head by head.</summary>
+    private static double[] NaiveAttention(ReadOnlySpan<float> q, float[] keys, float[] values, int lastPosition, int numHeads, int numKvHeads, int headDim)
+    {
+        int kvDim = numKvHeads * headDim;
+        var output = new double[numHeads * headDim];
+        for (int h = 0; h < numHeads; h++)
+        {
+            int kvHead = h / (numHeads / numKvHeads);
+            var scores = new double[lastPosition + 1];
+            for (int p = 0; p <= lastPosition; p++)
+            {
+                double dot = 0;
+                for (int i = 0; i < headDim; i++) dot += (double)q[h * headDim + i] * keys[p * kvDim + kvHead * headDim + i];
+                scores[p] = dot / Math.Sqrt(headDim);
+            }
+            double max = scores.Max();
+            var weights = scores.Select(v => Math.Exp(v - max)).ToArray();
+            double sum = weights.Sum();
+            for (int p = 0; p <= lastPosition; p++)
+                for (int i = 0; i < headDim; i++)
+                    output[h * headDim + i] += weights[p] / sum * values[p * kvDim + kvHead * headDim + i];
+        }
+        return output;
+    }
+}
