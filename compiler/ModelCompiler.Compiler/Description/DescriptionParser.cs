@@ -70,10 +70,34 @@ internal static class DescriptionParser
         else if (valid && blockProperty is not null)
             block = ExplicitBlockReader.Read(blockProperty.Value, hyper!, path, diagnostics);
 
+        if (block is not null && hyper is not null) CheckArenaFits(top, path, block, hyper, runtime);
         if (HasErrors(diagnostics) || block is null || hyper is null)
             return new ParseResult(null, diagnostics);
         return new ParseResult(new ModelDescription(name, architecture, hyper, weights, tokenizer, runtime, block), diagnostics);
     }
+
+    /// <summary>
+    /// Every arena buffer the planner makes is a graph value, a concatenation of graph values (q|k|v,
+    /// gate|up), a normalised copy of one, or one of the dim-wide residual and logits scratch buffers, so
+    /// 3 × (Σ widths + dim) rows of maxBatchTokens bound the arena. Offsets and lengths are ints in the
+    /// generated code: beyond that they would wrap silently, and the reader's own check only sees
+    /// dim/hiddenDim and only runs when a 'runtime' object is present.
+    /// </summary>
+    private static void CheckArenaFits(FieldReader top, string path, BlockGraph block, HyperParameters hyper, RuntimeOptions runtime)
+    {
+        long rows = hyper.Dim;
+        foreach (var width in block.Widths.Values) rows += width;
+        long floats = 3 * rows * runtime.MaxBatchTokens + (long)MemoryAlignmentSlack * (block.Widths.Count + 3);
+        if (floats <= int.MaxValue) return;
+        var runtimeNode = top.Find("runtime")?.Value;
+        var at = (runtimeNode is { Kind: JsonKind.Object } ? runtimeNode.Find("maxBatchTokens")?.Value : null)
+                 ?? runtimeNode ?? top.Find("hyperparameters")?.Value ?? top.Node;
+        top.Report(DiagnosticCatalog.OutOfRange.At(path, at.Span, "runtime.maxBatchTokens", runtime.MaxBatchTokens,
+            "a value whose activation arena ([maxBatchTokens, width] buffers) fits in 2^31 floats"));
+    }
+
+    /// <summary>Alignment padding the memory planner may add per buffer, in floats, times three buffers per value.</summary>
+    private const int MemoryAlignmentSlack = 3 * 16;
 
     private static bool HasErrors(List<CompilerDiagnostic> diagnostics)
     {

@@ -1,0 +1,31 @@
+using ModelCompiler.Compiler;
+using ModelCompiler.Compiler.Emit;
+using ModelCompiler.Tests.Snapshots;
+using Xunit;
+
+namespace ModelCompiler.Tests.Compiler;
+
+/// <summary>Baselines of the generated engine source (review the .verified.txt files when they change).</summary>
+public sealed class SnapshotOutputTests
+{
+    private static string CompileFile(string path, string? ns, string className)
+    {
+        string fileName = Path.GetFileName(path);
+        var result = ModelCompilerDriver.Compile(Descriptions.Read(path), fileName, new EngineClassInfo(ns, className, fileName));
+        Assert.Empty(result.Diagnostics);
+        Assert.NotNull(result.Source);
+        return result.Source!;
+    }
+
+    [Fact]
+    public void Stories260K_engine() =>
+        Snapshot.Match(CompileFile(Descriptions.Stories260KPath, "Stories260K", "Stories260KEngine"), "Stories260KEngine");
+
+    [Fact]
+    public void TinyExplicit_engine() =>
+        Snapshot.Match(CompileFile(Descriptions.TinyExplicitPath, "ModelCompiler.Tests.Engines", "TinyExplicitEngine"), "TinyExplicitEngine");
+
+    [Fact]
+    public void ParallelBlock_engine() =>
+        Snapshot.Match(CompileFile(Descriptions.ParallelBlockPath, null, "ParallelBlockEngine"), "ParallelBlockEngine");
+}
