@@ -223,10 +223,10 @@ public sealed class DiagnosticTests
     [Fact]
     public void MC0010_unknown_weight_format()
     {
-        string text = Edit(Stories260K, "{ \"format\": \"llama2c\", \"dtype\"", "{ \"format\": \"gguf\", \"dtype\"");
+        string text = Edit(Stories260K, "{ \"format\": \"llama2c\", \"dtype\"", "{ \"format\": \"ggml\", \"dtype\"");
         var d = Expect(text, "MC0010");
-        AssertMessage(d, "'gguf'", "'weights.format'", "llama2c");
-        AssertAt(d, text, OffsetOf(text, "\"gguf\""));
+        AssertMessage(d, "'ggml'", "'weights.format'", "llama2c", "gguf", "safetensors");
+        AssertAt(d, text, OffsetOf(text, "\"ggml\""));
     }
 
     [Fact]
