@@ -113,7 +113,14 @@ internal sealed record AttentionStep(View Queries, View? Keys, View? Values, Buf
 {
     public override string KindName => Keys is null ? "paged_attention" : "kvwrite_paged_attention";
     public override string Signature() =>
-        $"q {Queries.Buffer.Name}[:, {Queries.ColumnOffset}:{Queries.ColumnOffset + Queries.Width}] f32, K/V cache f32 -> {Output.Name} [T, {QDim}] f32";
+        $"q {Describe(Queries)} f32, " +
+        (Keys is null || Values is null ? "" : $"k {Describe(Keys)} f32, v {Describe(Values)} f32 -> K/V cache, ") +
+        $"K/V cache f32 -> {Output.Name} [T, {QDim}] f32";
+
+    private static string Describe(View view) =>
+        view.ColumnOffset == 0 && view.Width == view.Buffer.Width
+            ? $"{view.Buffer.Name} [T, {view.Width}]"
+            : $"{view.Buffer.Name}[:, {view.ColumnOffset}:{view.ColumnOffset + view.Width}]";
 }
 
 /// <summary><c>silu(gate) · up</c> over the two halves of one gate|up projection.</summary>
