@@ -53,6 +53,9 @@ public sealed unsafe class Llama2cCheckpoint : IWeightSource
     public IReadOnlyCollection<WeightTensor> Tensors => _tensors;
 
     /// <inheritdoc />
+    public RopeStyle? RopeConvention => RopeStyle.Interleaved;
+
+    /// <inheritdoc />
     public bool TryGetTensor(string name, out WeightTensor tensor) => _byName.TryGetValue(name, out tensor!);
 
     /// <summary>
