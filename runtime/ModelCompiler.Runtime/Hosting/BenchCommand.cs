@@ -66,7 +66,8 @@ internal static class BenchCommand
             dtypes = ModelCost.MatrixDTypes(engine, runner.Weights);
             // Loading random weights holds an f32 copy (and managed arrays) for a while; the peak after
             // loading is what running the model needs, so it is reported beside the process's peak.
-            GC.Collect();
+            // Aggressive: the GC also returns the freed managed arrays' pages to the OS, so RSS drops now.
+            GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
             long loadPeak = ProcessMemory.PeakResidentBytes();
             bool reset = ProcessMemory.TryResetPeak();
             timings = Benchmark.Run(runner, options);

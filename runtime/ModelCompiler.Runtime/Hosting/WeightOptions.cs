@@ -108,7 +108,7 @@ internal sealed class WeightOptions
     /// <c>output.weight</c> in the file would be ignored silently. Identical to the embedding it is
     /// harmless (llama.cpp's converters write one even for tied models); different, it is an error.
     /// </summary>
-    private static unsafe void CheckTiedHead(ModelConfig config, IWeightSource source, Action<string> note)
+    internal static unsafe void CheckTiedHead(ModelConfig config, IWeightSource source, Action<string> note)
     {
         const string output = "output.weight", embedding = "tok_embeddings.weight";
         if (!config.TiedEmbedding || !source.TryGetTensor(output, out var head) || !source.TryGetTensor(embedding, out var table)) return;
