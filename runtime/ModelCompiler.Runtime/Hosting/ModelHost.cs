@@ -21,6 +21,7 @@ public static class ModelHost
         var engine = new TEngine();
         var root = new RootCommand($"{engine.Config.Name}: an inference engine compiled by ModelCompiler.");
         root.Subcommands.Add(GenerateCommand.Create(engine));
+        root.Subcommands.Add(BenchCommand.Create(engine));
         root.Subcommands.Add(QuantizeCommand.Create(engine));
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)

@@ -19,27 +19,17 @@ internal static class QuantizeCommand
         var config = engine.Config;
         var to = new Option<string>("--to") { Description = "Target type: q8_0, q4_0, bf16, f16 (or f32).", Required = true };
         var output = new Option<string>("--out") { Description = "GGUF file to write.", Required = true };
-        var weights = new Option<string>("--weights") { Description = $"Weights file to convert (GGUF, safetensors, llama2.c); default: {config.WeightsPath} in the shared folder." };
-        var randomWeights = new Option<int?>("--random-weights") { Description = "Convert deterministic random weights made from this seed instead of a file." };
-        var command = new Command("quantize", "Convert the model's weights to a GGUF file of another type.") { to, output, weights, randomWeights };
+        var weightOptions = new WeightOptions(config);
+        var command = new Command("quantize", "Convert the model's weights to a GGUF file of another type.") { to, output };
+        weightOptions.AddTo(command);
         command.SetAction(result =>
         {
             string toName = result.GetValue(to)!;
             if (!WeightDTypes.TryParse(toName, out var target))
                 return Fail($"--to must be one of q8_0, q4_0, bf16, f16, f32; got '{toName}'");
-            if (result.GetValue(weights) is not null && result.GetValue(randomWeights) is not null)
-                return Fail("give --weights or --random-weights, not both");
+            if (!weightOptions.TryGetSelection(result, out var selection, out string error)) return Fail(error);
             string outPath = result.GetValue(output)!;
-            IWeightSource source;
-            if (result.GetValue(randomWeights) is { } seed)
-            {
-                source = InMemoryWeightSource.CreateRandomLlama(config, seed);
-            }
-            else
-            {
-                source = WeightFiles.OpenChecked(result.GetValue(weights) ?? SharedPaths.Resolve(config.WeightsPath), config, out var notes);
-                foreach (var note in notes) Console.Error.WriteLine("note: " + note);
-            }
+            var source = WeightOptions.Open(config, selection, note => Console.Error.WriteLine("note: " + note));
             GgufExportResult written;
             using (source) written = GgufExport.WriteLlama(source, config, target, outPath);
             foreach (var name in written.FallbackTensors)

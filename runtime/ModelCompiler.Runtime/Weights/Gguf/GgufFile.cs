@@ -148,7 +148,14 @@ public sealed unsafe class GgufFile : IWeightSource
         if (!hasOutput && !config.TiedEmbedding)
             problems.Add("the file has no output.weight (its classifier is the token embedding) but the description says tiedEmbedding false");
         if (hasOutput && config.TiedEmbedding)
-            problems.Add("the file has its own output.weight but the description says tiedEmbedding true, so the engine would ignore it");
+        {
+            // llama.cpp would use the file's own classifier; a tied engine reads the embedding instead.
+            // Harmless when they are the same bytes (some converters write both), wrong otherwise.
+            if (_byName.TryGetValue("output.weight", out var head) && embedding is not null && SameBytes(head, embedding))
+                notes.Add($"{Path}: output.weight equals token_embd.weight; using the tied classifier");
+            else
+                problems.Add("the file has its own output.weight, different from token_embd.weight, but the description says tiedEmbedding true, so the engine would ignore it (compile a description with tiedEmbedding false for this file)");
+        }
 
         if (Metadata.TryGetInteger("llama.context_length", out long context) && context != config.MaxSeqLen)
             notes.Add($"{Path}: llama.context_length is {context} in the file, the description's maxSeqLen is {config.MaxSeqLen}; using {config.MaxSeqLen}");
@@ -376,5 +383,16 @@ public sealed unsafe class GgufFile : IWeightSource
             }
         }
         return new GgufArray(elementType, values);
+    }
+
+    private static unsafe bool SameBytes(WeightTensor a, WeightTensor b)
+    {
+        if (a.DType != b.DType || a.SizeInBytes != b.SizeInBytes || !a.Shape.AsSpan().SequenceEqual(b.Shape)) return false;
+        for (long offset = 0; offset < a.SizeInBytes; offset += int.MaxValue)
+        {
+            int length = (int)Math.Min(int.MaxValue, a.SizeInBytes - offset);
+            if (!new ReadOnlySpan<byte>((byte*)a.Data + offset, length).SequenceEqual(new ReadOnlySpan<byte>((byte*)b.Data + offset, length))) return false;
+        }
+        return true;
     }
 }
