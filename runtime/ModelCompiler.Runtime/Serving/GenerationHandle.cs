@@ -37,7 +37,8 @@ public sealed class GenerationHandle : IGenerationStream
     private int _numCachedPromptTokens = -1;
 
     /// <summary>True once every choice has finished (its last event is written).</summary>
-    public bool IsCompleted => _events.Reader.Completion.IsCompleted;
+    public bool IsCompleted => Volatile.Read(ref _completed) != 0;
+    private int _completed;   // the channel's own Completion waits for the reader to drain it
 
     /// <summary>True once <see cref="Cancel"/> was called (the engine acts on it in its next step).</summary>
     public bool IsCancellationRequested => Volatile.Read(ref _cancelRequested) != 0;
@@ -67,8 +68,14 @@ public sealed class GenerationHandle : IGenerationStream
     internal void WriteFinish(int choiceIndex, FinishReason reason)
     {
         _events.Writer.TryWrite(new GenerationEvent(choiceIndex, -1, 0, Array.Empty<TokenLogprob>(), reason));
-        if (++_numFinishedChoices == Choices.Length) _events.Writer.TryComplete();
+        if (++_numFinishedChoices == Choices.Length) Complete(null);
     }
 
-    internal void Fail(Exception error) => _events.Writer.TryComplete(error);
+    internal void Fail(Exception error) => Complete(error);
+
+    private void Complete(Exception? error)
+    {
+        Volatile.Write(ref _completed, 1);
+        _events.Writer.TryComplete(error);
+    }
 }
