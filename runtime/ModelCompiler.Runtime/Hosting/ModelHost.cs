@@ -21,6 +21,8 @@ public static class ModelHost
         var engine = new TEngine();
         var root = new RootCommand($"{engine.Config.Name}: an inference engine compiled by ModelCompiler.");
         root.Subcommands.Add(GenerateCommand.Create(engine));
+        var backends = ServeBackendFactory.Sequential(engine);   // serving: the lead wires the engine core's factory here
+        foreach (var command in (Command[])[ServeCommand.Create(engine, backends), new("bench", "Benchmarks.") { BenchServeCommand.Create(engine, backends) }]) root.Subcommands.Add(command);
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
