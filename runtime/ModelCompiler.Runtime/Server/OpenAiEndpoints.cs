@@ -4,6 +4,7 @@ using System.Globalization;
 using System.IO;
 using System.Security.Cryptography;
 using System.Text;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Threading;
 using System.Threading.Tasks;
@@ -19,6 +20,9 @@ namespace ModelCompiler.Runtime.Server;
 internal sealed class OpenAiEndpoints(
     IGenerationBackend backend, RequestPreparation preparation, ServerOptions options, ServerMetrics metrics, CancellationToken stopping)
 {
+    /// <summary>JSON as OpenAI writes it: quotes and apostrophes unescaped (the bodies are never embedded in HTML).</summary>
+    internal static readonly JsonWriterOptions JsonOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     private static readonly byte[] s_done = "data: [DONE]\n\n"u8.ToArray();
     private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
     private readonly byte[]? _apiKey = options.ApiKey is null ? null : Encoding.UTF8.GetBytes(options.ApiKey);
@@ -208,7 +212,7 @@ internal sealed class OpenAiEndpoints(
     private static void Event(ArrayBufferWriter<byte> buffer, Action<Utf8JsonWriter> write)
     {
         buffer.Write("data: "u8);
-        using (var json = new Utf8JsonWriter(buffer)) write(json);
+        using (var json = new Utf8JsonWriter(buffer, JsonOptions)) write(json);
         buffer.Write("\n\n"u8);
     }
 
@@ -278,7 +282,7 @@ internal sealed class OpenAiEndpoints(
     private static async Task WriteJsonAsync(HttpContext context, int statusCode, Action<Utf8JsonWriter> write, CancellationToken cancellationToken = default)
     {
         var buffer = new ArrayBufferWriter<byte>();
-        using (var json = new Utf8JsonWriter(buffer)) write(json);
+        using (var json = new Utf8JsonWriter(buffer, JsonOptions)) write(json);
         context.Response.StatusCode = statusCode;
         context.Response.ContentType = "application/json";
         context.Response.ContentLength = buffer.WrittenCount;

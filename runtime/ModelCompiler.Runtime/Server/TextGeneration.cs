@@ -98,6 +98,8 @@ internal sealed class TextGenerationRun : IDisposable
         int numOpen = _choices.Length;
         await foreach (var e in _stream.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
+            // A backend may end the stream with Cancelled finish events instead of throwing: the caller still sees a cancellation.
+            cancellationToken.ThrowIfCancellationRequested();
             if ((uint)e.ChoiceIndex >= (uint)_choices.Length) continue;
             var choice = _choices[e.ChoiceIndex];
             if (choice.Finished) continue;
