@@ -22,8 +22,8 @@ internal sealed class RequestPreparation(Llama2cTokenizer tokenizer, ChatTemplat
     public TextGenerationRequest Prepare(OpenAiRequest request)
     {
         int[] prompt = request.Endpoint == OpenAiEndpoint.ChatCompletions
-            ? tokenizer.Encode(template.Render(request.Messages!), addBos: true)
-            : request.PromptTokenIds is int[] ids ? CheckIds(ids) : tokenizer.Encode(request.PromptText!, addBos: true);
+            ? Encode(template.Render(request.Messages!))
+            : request.PromptTokenIds is int[] ids ? CheckIds(ids) : Encode(request.PromptText!);
         int maxTokens = CheckLengths(prompt.Length, request.MaxTokens, request.PromptField,
             request.Endpoint == OpenAiEndpoint.Completions ? DefaultCompletionMaxTokens : int.MaxValue);
         ulong seed = request.Seed is long s ? unchecked((ulong)s) : (ulong)Random.Shared.NextInt64();
@@ -48,6 +48,15 @@ internal sealed class RequestPreparation(Llama2cTokenizer tokenizer, ChatTemplat
                 "'max_tokens' is {0}, but the prompt ({1} tokens) leaves room for {2} in the {3}-token context.",
                 asked, numPromptTokens, room, maxContextTokens), "max_tokens", "context_length_exceeded"));
         return maxTokens ?? Math.Min(defaultMaxTokens, room);
+    }
+
+    /// <summary>
+    /// Tokenizes with BOS. <see cref="Llama2cTokenizer.Encode"/> reuses a scratch buffer, so concurrent
+    /// requests take turns (on the tokenizer itself, so other users can take the same lock).
+    /// </summary>
+    public int[] Encode(string text)
+    {
+        lock (tokenizer) return tokenizer.Encode(text, addBos: true);
     }
 
     private int[] CheckIds(int[] ids)

@@ -23,7 +23,7 @@ public class ChatClientTests
         var response = await client.GetResponseAsync([new ChatMessage(ChatRole.System, "Be kind."), new ChatMessage(ChatRole.User, "Hi")], options);
 
         var request = backend.LastRequest!;
-        Assert.Equal(Tokenizer.Encode("<|system|>\nBe kind.\n<|user|>\nHi\n<|assistant|>\n", addBos: true), request.PromptTokens);
+        Assert.Equal(Encode("<|system|>\nBe kind.\n<|user|>\nHi\n<|assistant|>\n"), request.PromptTokens);
         Assert.Equal(40, request.MaxTokens);
         Assert.Equal(0.3f, request.Sampling.Temperature);
         Assert.Equal(0.8f, request.Sampling.TopP);

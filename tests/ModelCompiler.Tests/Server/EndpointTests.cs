@@ -56,7 +56,7 @@ public class EndpointTests
         Assert.Equal("stop", choice.GetProperty("finish_reason").GetString());
         Assert.Equal(JsonValueKind.Null, choice.GetProperty("logprobs").ValueKind);
 
-        int[] prompt = Tokenizer.Encode("Hello there", addBos: true);
+        int[] prompt = Encode("Hello there");
         var usage = body.GetProperty("usage");
         Assert.Equal(prompt.Length, usage.GetProperty("prompt_tokens").GetInt32());
         Assert.Equal(ScriptTokens.Length, usage.GetProperty("completion_tokens").GetInt32());
@@ -100,10 +100,20 @@ public class EndpointTests
         Assert.Equal(TextOf(ScriptTokens), choice.GetProperty("message").GetProperty("content").GetString());
         Assert.Equal("stop", choice.GetProperty("finish_reason").GetString());
 
-        int[] prompt = Tokenizer.Encode("<|system|>\nBe brief.\n<|user|>\nHi\n<|assistant|>\n", addBos: true);
+        int[] prompt = Encode("<|system|>\nBe brief.\n<|user|>\nHi\n<|assistant|>\n");
         Assert.Equal(prompt, server.Backend.LastRequest!.PromptTokens);
         Assert.Equal(server.Backend.MaxContextTokens - prompt.Length, server.Backend.LastRequest.MaxTokens);
         Assert.Equal(prompt.Length, body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+    }
+
+    [Fact]
+    public async Task Concurrent_requests_are_tokenized_independently()
+    {
+        await using var server = await StartAsync();
+        var prompts = Enumerable.Range(0, 24).Select(i => string.Concat(Enumerable.Repeat($"story number {i} ", i % 5 + 1))).ToArray();
+        var answers = await Task.WhenAll(prompts.Select(p => server.PostAsync("/v1/completions", $$"""{"prompt":"{{p}}","max_tokens":2}""")));
+        for (int i = 0; i < prompts.Length; i++)
+            Assert.Equal(Encode(prompts[i]).Length, answers[i].Body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
     }
 
     [Fact]

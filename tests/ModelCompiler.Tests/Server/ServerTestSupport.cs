@@ -27,7 +27,13 @@ internal sealed class TestServer : IAsyncDisposable
     public HttpClient Http { get; }
 
     /// <summary>The script as tokens: what the fake generates for every choice.</summary>
-    public static int[] ScriptTokens => Tokenizer.Encode(ScriptText, addBos: false);
+    public static int[] ScriptTokens => Encode(ScriptText, addBos: false);
+
+    /// <summary>Encode under the tokenizer's lock: its scratch buffer is shared, and the server encodes concurrently.</summary>
+    public static int[] Encode(string text, bool addBos = true)
+    {
+        lock (Tokenizer) return Tokenizer.Encode(text, addBos);
+    }
 
     /// <summary>The text of <paramref name="tokens"/> generated after a prompt ending in a non-BOS token.</summary>
     public static string TextOf(IEnumerable<int> tokens)
