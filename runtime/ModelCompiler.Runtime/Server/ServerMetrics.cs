@@ -44,8 +44,8 @@ public sealed class ServerMetrics : IDisposable
         Meter.CreateObservableGauge("modelcompiler_kv_blocks_used", () => _backend.Metrics.KvBlocksUsed, "{block}", "KV-cache blocks held by sequences or the prefix cache.");
         Meter.CreateObservableGauge("modelcompiler_kv_blocks_free", () => _backend.Metrics.KvBlocksFree, "{block}", "KV-cache blocks free to allocate.");
         Meter.CreateObservableGauge("modelcompiler_prefix_cache_hit_rate", PrefixCacheHitRate, "1", "Prefix-cache hits over queries since start (0 before the first query).");
-        Meter.CreateObservableCounter("modelcompiler_prefix_cache_queries", () => _backend.Metrics.PrefixCacheQueries, "{block}", "Prefix-cache lookups.");
-        Meter.CreateObservableCounter("modelcompiler_prefix_cache_hits", () => _backend.Metrics.PrefixCacheHits, "{block}", "Prefix-cache lookups that found a cached block.");
+        Meter.CreateObservableCounter("modelcompiler_prefix_cache_queries", () => _backend.Metrics.PrefixCacheQueries, "{token}", "Prompt tokens looked up in the prefix cache.");
+        Meter.CreateObservableCounter("modelcompiler_prefix_cache_hits", () => _backend.Metrics.PrefixCacheHits, "{token}", "Prompt tokens found in the prefix cache (their KV was reused).");
         Meter.CreateObservableCounter("modelcompiler_preemptions", () => _backend.Metrics.Preemptions, "{preemption}", "Sequences preempted because KV blocks ran out.");
     }
 
