@@ -51,11 +51,17 @@ internal static class ServeCommand
     /// <summary>Options shared by <c>serve</c> and <c>bench serve</c>'s in-process server.</summary>
     internal sealed class ServerOptionSet
     {
-        public Option<string> Tokenizer { get; }
-        public Option<string> ChatTemplate { get; } = new("--chat-template") { Description = "Chat prompt format: plain (<|user|>…<|assistant|>) or llama2 ([INST]).", DefaultValueFactory = _ => "plain" };
+        private readonly string _defaultTemplate;
 
-        public ServerOptionSet(ModelConfig config) =>
+        public Option<string> Tokenizer { get; }
+        public Option<string> ChatTemplate { get; }
+
+        public ServerOptionSet(ModelConfig config)
+        {
             Tokenizer = new Option<string>("--tokenizer") { Description = $"Tokenizer file ({config.TokenizerFormat}); default: {config.TokenizerPath} in the shared folder." };
+            ChatTemplate = new Option<string>("--chat-template") { Description = $"Chat prompt format: plain (<|user|>…<|assistant|>) or llama2 ([INST]); default: the description's chatTemplate ({config.ChatTemplate})." };
+            _defaultTemplate = config.ChatTemplate;
+        }
 
         public void AddTo(Command command)
         {
@@ -68,7 +74,7 @@ internal static class ServeCommand
 
         public Server.ChatTemplate Template(ParseResult result)
         {
-            string name = result.GetValue(ChatTemplate) ?? "plain";
+            string name = result.GetValue(ChatTemplate) ?? _defaultTemplate;
             return Server.ChatTemplate.FromName(name) ?? throw new ArgumentException($"--chat-template must be plain or llama2, got '{name}'");
         }
     }

@@ -423,6 +423,15 @@ public sealed class DiagnosticTests
     // ---------------------------------------------------------------- MC0018, MC0020, MC0021, MC0024
 
     [Fact]
+    public void MC0018_unknown_chat_template()
+    {
+        string text = Edit(Stories260K, "\"architecture\": \"llama\",", "\"architecture\": \"llama\", \"chatTemplate\": \"chatml\",");
+        var d = Expect(text, "MC0018");
+        AssertMessage(d, "'chatTemplate' is 'chatml'", "plain", "llama2");
+        AssertAt(d, text, OffsetOf(text, "\"chatml\""));
+    }
+
+    [Fact]
     public void MC0018_unknown_rope_style()
     {
         string text = Edit(Stories260K, "\"ropeStyle\": \"interleaved\"", "\"ropeStyle\": \"neox\"");
