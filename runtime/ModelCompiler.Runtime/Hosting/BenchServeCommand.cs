@@ -27,19 +27,22 @@ internal static class BenchServeCommand
         var url = new Option<string>("--url") { Description = "A running server (e.g. http://127.0.0.1:8000); default: serve this engine in process." };
         var apiKey = new Option<string>("--api-key") { Description = "Bearer key for --url." };
         var json = new Option<bool>("--json") { Description = "Print the report as JSON." };
+        var cancelFraction = new Option<double>("--cancel-fraction") { Description = "Share of requests the client abandons part-way (a soak test of cancellation), 0 to 1.", DefaultValueFactory = _ => 0 };
         var shared = new ServeCommand.ServerOptionSet(config);
         var command = new Command("serve", "Load-test the OpenAI-compatible server (streaming /v1/completions).")
         {
-            concurrency, requests, promptTokens, genTokens, url, apiKey, json,
+            concurrency, requests, promptTokens, genTokens, url, apiKey, json, cancelFraction,
         };
         shared.AddTo(command);
         backends.AddOptions(command);
         command.SetAction(async (result, cancellationToken) =>
         {
             var options = new LoadOptions(new Uri("http://127.0.0.1/"), result.GetValue(concurrency), result.GetValue(requests),
-                result.GetValue(promptTokens), result.GetValue(genTokens), result.GetValue(apiKey));
+                result.GetValue(promptTokens), result.GetValue(genTokens), result.GetValue(apiKey), CancelFraction: result.GetValue(cancelFraction));
             if (options.Concurrency < 1 || options.NumRequests < 1 || options.NumPromptTokens < 1 || options.NumGenTokens < 1)
                 return Fail("--concurrency, --requests, --prompt-tokens and --gen-tokens must be positive");
+            if (!(options.CancelFraction >= 0 && options.CancelFraction <= 1))
+                return Fail($"--cancel-fraction must be between 0 and 1, got {options.CancelFraction}");
             LoadReport report;
             try
             {
@@ -48,7 +51,7 @@ internal static class BenchServeCommand
                 {
                     if (!Uri.TryCreate(target.EndsWith('/') ? target : target + "/", UriKind.Absolute, out var baseAddress))
                         return Fail($"--url is not an absolute URL: '{target}'");
-                    report = await LoadGenerator.RunAsync(options with { BaseAddress = baseAddress }, cancellationToken).ConfigureAwait(false);
+                    report = await LoadGenerator.RunAsync(options with { BaseAddress = baseAddress }, null, cancellationToken).ConfigureAwait(false);
                 }
                 else
                 {
@@ -92,12 +95,20 @@ internal static class BenchServeCommand
             await using var server = OpenAiServer.Create(backend, tokenizer, serverOptions);
             await server.StartAsync(cancellationToken).ConfigureAwait(false);
             Console.Error.WriteLine($"serving {config.Name} in process at {server.BaseAddress}");
-            return await LoadGenerator.RunAsync(options with { BaseAddress = server.BaseAddress }, cancellationToken).ConfigureAwait(false);
+            return await LoadGenerator.RunAsync(options with { BaseAddress = server.BaseAddress }, ResidentMiBAfterCollection, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
             (backend as IDisposable)?.Dispose();
         }
+    }
+
+    private static double ResidentMiBAfterCollection()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        return Diagnostics.ProcessMemory.CurrentResidentBytes() / (1024.0 * 1024.0);
     }
 
     private static int Fail(string message)

@@ -29,11 +29,8 @@ internal sealed class TestServer : IAsyncDisposable
     /// <summary>The script as tokens: what the fake generates for every choice.</summary>
     public static int[] ScriptTokens => Encode(ScriptText, addBos: false);
 
-    /// <summary>Encode under the tokenizer's lock: its scratch buffer is shared, and the server encodes concurrently.</summary>
-    public static int[] Encode(string text, bool addBos = true)
-    {
-        lock (Tokenizer) return Tokenizer.Encode(text, addBos);
-    }
+    /// <summary>Tokenizes with the shared tokenizer (safe to call concurrently with the server).</summary>
+    public static int[] Encode(string text, bool addBos = true) => Tokenizer.Encode(text, addBos);
 
     /// <summary>The text of <paramref name="tokens"/> generated after a prompt ending in a non-BOS token.</summary>
     public static string TextOf(IEnumerable<int> tokens)
