@@ -34,28 +34,21 @@ internal sealed record ServerStateAfterLoad(double KvBlocksUsed, double KvBlocks
     double? ResidentMiBAfterFirstTenth, double? ResidentMiBAtEnd);
 
 /// <summary>p50, p95 and p99 of a set of durations, in milliseconds (NaN when empty).</summary>
-internal readonly record struct Percentiles(double P50, double P95, double P99)
+internal readonly record struct LatencyPercentiles(double P50, double P95, double P99)
 {
-    /// <summary>Linear-interpolated percentiles of <paramref name="valuesMs"/>.</summary>
-    public static Percentiles Of(IReadOnlyList<double> valuesMs)
+    /// <summary>Linear-interpolated percentiles of <paramref name="valuesMs"/> (see <see cref="Diagnostics.Percentiles"/>).</summary>
+    public static LatencyPercentiles Of(IReadOnlyList<double> valuesMs)
     {
         if (valuesMs.Count == 0) return new(double.NaN, double.NaN, double.NaN);
         var sorted = valuesMs.Order().ToArray();
-        return new(At(sorted, 0.50), At(sorted, 0.95), At(sorted, 0.99));
-    }
-
-    private static double At(double[] sorted, double q)
-    {
-        double rank = q * (sorted.Length - 1);
-        int low = (int)Math.Floor(rank), high = (int)Math.Ceiling(rank);
-        return sorted[low] + (sorted[high] - sorted[low]) * (rank - low);
+        return new(Diagnostics.Percentiles.OfSorted(sorted, 50), Diagnostics.Percentiles.OfSorted(sorted, 95), Diagnostics.Percentiles.OfSorted(sorted, 99));
     }
 }
 
 /// <summary>The result of a <c>bench serve</c> run.</summary>
 internal sealed record LoadReport(
     LoadOptions Options, int NumSucceeded, int NumFailed, IReadOnlyDictionary<string, int> Errors, double DurationSeconds,
-    long NumGeneratedTokens, Percentiles TimeToFirstTokenMs, Percentiles TimePerOutputTokenMs, Percentiles LatencyMs,
+    long NumGeneratedTokens, LatencyPercentiles TimeToFirstTokenMs, LatencyPercentiles TimePerOutputTokenMs, LatencyPercentiles LatencyMs,
     int NumCancelled, ServerStateAfterLoad? After)
 {
     public double RequestsPerSecond => NumSucceeded / DurationSeconds;
@@ -119,10 +112,10 @@ internal sealed record LoadReport(
         json.WriteEndObject();
     }
 
-    private static void Row(StringBuilder text, string name, Percentiles p) =>
+    private static void Row(StringBuilder text, string name, LatencyPercentiles p) =>
         text.AppendLine(string.Format(CultureInfo.InvariantCulture, "  {0,-22}{1,8:F2} ms{2,8:F2} ms{3,8:F2} ms", name, p.P50, p.P95, p.P99));
 
-    private static void WritePercentiles(Utf8JsonWriter json, string name, Percentiles p)
+    private static void WritePercentiles(Utf8JsonWriter json, string name, LatencyPercentiles p)
     {
         json.WriteStartObject(name);
         foreach (var (key, value) in (ReadOnlySpan<(string, double)>)[("p50", p.P50), ("p95", p.P95), ("p99", p.P99)])
@@ -189,9 +182,9 @@ internal static class LoadGenerator
         if (after is not null && residentMiB is not null)
             after = after with { ResidentMiBAfterFirstTenth = residentAfterFirstTenth, ResidentMiBAtEnd = residentMiB() };
         return new LoadReport(options, ok.Count, results.Count - ok.Count - numCancelled, errors, duration, ok.Sum(r => (long)r.NumTokens),
-            Percentiles.Of(ok.Select(r => r.TimeToFirstTokenMs).ToList()),
-            Percentiles.Of(ok.Where(r => r.NumTokens > 1).Select(r => (r.LatencyMs - r.TimeToFirstTokenMs) / (r.NumTokens - 1)).ToList()),
-            Percentiles.Of(ok.Select(r => r.LatencyMs).ToList()), numCancelled, after);
+            LatencyPercentiles.Of(ok.Select(r => r.TimeToFirstTokenMs).ToList()),
+            LatencyPercentiles.Of(ok.Where(r => r.NumTokens > 1).Select(r => (r.LatencyMs - r.TimeToFirstTokenMs) / (r.NumTokens - 1)).ToList()),
+            LatencyPercentiles.Of(ok.Select(r => r.LatencyMs).ToList()), numCancelled, after);
     }
 
     private readonly record struct RequestResult(string? Error, double TimeToFirstTokenMs, double LatencyMs, int NumTokens, bool Cancelled = false);
