@@ -85,10 +85,11 @@ internal static class ServeCommand
         var host = new Option<string>("--host") { Description = "Address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for every interface).", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "TCP port (0: a free one).", DefaultValueFactory = _ => ServerOptions.DefaultPort };
         var apiKey = new Option<string>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1/ requests." };
+        var requestTimeout = new Option<double?>("--request-timeout") { Description = "Seconds after which a running request is cancelled and its KV blocks freed (default: none)." };
         var shared = new ServerOptionSet(config);
         var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, /health, /metrics).")
         {
-            host, port, apiKey,
+            host, port, apiKey, requestTimeout,
         };
         shared.AddTo(command);
         backends.AddOptions(command);
@@ -104,6 +105,12 @@ internal static class ServeCommand
                     Port = result.GetValue(port),
                     ApiKey = result.GetValue(apiKey),
                     ChatTemplate = shared.Template(result),
+                    RequestTimeout = result.GetValue(requestTimeout) switch
+                    {
+                        null => null,
+                        > 0 and < 1e6 and double seconds => TimeSpan.FromSeconds(seconds),
+                        double bad => throw new ArgumentException($"--request-timeout must be a positive number of seconds, got {bad}"),
+                    },
                 };
                 loader = backends.CreateLoader(result);
             }

@@ -38,6 +38,8 @@ internal sealed class OpenAiRequest
     public IReadOnlyList<string> Stop { get; init; } = [];
     /// <summary>Choices (<c>n</c>).</summary>
     public int NumChoices { get; init; } = 1;
+    /// <summary>Scheduling priority (an extension, as vLLM's): higher runs first; waiting requests age.</summary>
+    public int Priority { get; init; }
     public bool Stream { get; init; }
     /// <summary><c>stream_options.include_usage</c>: a last chunk with usage and no choices.</summary>
     public bool IncludeUsage { get; init; }

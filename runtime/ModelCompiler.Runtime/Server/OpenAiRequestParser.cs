@@ -59,6 +59,7 @@ internal static class OpenAiRequestParser
             Model = common.Model, MaxTokens = OptionalInt(root, "max_tokens", 1, int.MaxValue),
             Temperature = common.Temperature, TopP = common.TopP, TopK = common.TopK, Seed = common.Seed,
             Stop = common.Stop, NumChoices = common.NumChoices, Stream = common.Stream, IncludeUsage = common.IncludeUsage,
+            Priority = common.Priority,
         };
     }
 
@@ -79,10 +80,14 @@ internal static class OpenAiRequestParser
             Model = common.Model, MaxTokens = maxTokens,
             Temperature = common.Temperature, TopP = common.TopP, TopK = common.TopK, Seed = common.Seed,
             Stop = common.Stop, NumChoices = common.NumChoices, Stream = common.Stream, IncludeUsage = common.IncludeUsage,
+            Priority = common.Priority,
         };
     }
 
-    private sealed record Common(string? Model, float Temperature, float TopP, int TopK, long? Seed, IReadOnlyList<string> Stop, int NumChoices, bool Stream, bool IncludeUsage);
+    private sealed record Common(string? Model, float Temperature, float TopP, int TopK, long? Seed, IReadOnlyList<string> Stop, int NumChoices, bool Stream, bool IncludeUsage, int Priority);
+
+    /// <summary>Bounds of the <c>priority</c> extension field.</summary>
+    public const int MaxPriority = 1000;
 
     private static Common ReadCommon(JsonElement root)
     {
@@ -105,7 +110,8 @@ internal static class OpenAiRequestParser
             float value = OptionalFloat(root, penalty, -2, 2, "between -2 and 2") ?? 0;
             if (value != 0) throw Error($"'{penalty}' is not supported (only 0).", penalty, "unsupported_parameter");
         }
-        return new Common(model, temperature, topP, Math.Max(topK, 0), seed, ReadStop(root), n, stream, includeUsage);
+        int priority = OptionalInt(root, "priority", -MaxPriority, MaxPriority) ?? 0;
+        return new Common(model, temperature, topP, Math.Max(topK, 0), seed, ReadStop(root), n, stream, includeUsage, priority);
     }
 
     private static (string? Text, int[]? Ids) ReadPrompt(JsonElement root)

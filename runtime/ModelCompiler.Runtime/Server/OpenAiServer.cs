@@ -71,7 +71,7 @@ public sealed class OpenAiServer : IAsyncDisposable
 
         var metrics = new ServerMetrics(backend);
         var exporter = new PrometheusExporter(metrics.Meter);
-        var preparation = new RequestPreparation(tokenizer, options.ChatTemplate, backend.MaxContextTokens);
+        var preparation = new RequestPreparation(tokenizer, options.ChatTemplate, backend.MaxContextTokens, options.RequestTimeout);
         var endpoints = new OpenAiEndpoints(backend, preparation, options, metrics, app.Lifetime.ApplicationStopping);
 
         app.Use(endpoints.CatchAllAsync);

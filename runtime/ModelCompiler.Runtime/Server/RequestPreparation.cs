@@ -11,7 +11,7 @@ namespace ModelCompiler.Runtime.Server;
 /// first), and checks prompt and <c>max_tokens</c> against the context. Shared by the HTTP endpoints
 /// and the in-process chat client.
 /// </summary>
-internal sealed class RequestPreparation(Llama2cTokenizer tokenizer, ChatTemplate template, int maxContextTokens)
+internal sealed class RequestPreparation(Llama2cTokenizer tokenizer, ChatTemplate template, int maxContextTokens, TimeSpan? requestTimeout = null)
 {
     /// <summary>OpenAI's default <c>max_tokens</c> for completions (chat defaults to the rest of the context).</summary>
     public const int DefaultCompletionMaxTokens = 16;
@@ -28,7 +28,8 @@ internal sealed class RequestPreparation(Llama2cTokenizer tokenizer, ChatTemplat
             request.Endpoint == OpenAiEndpoint.Completions ? DefaultCompletionMaxTokens : int.MaxValue);
         ulong seed = request.Seed is long s ? unchecked((ulong)s) : (ulong)Random.Shared.NextInt64();
         var sampling = new SamplingOptions(request.Temperature, request.TopK, request.TopP, seed);
-        return new TextGenerationRequest(prompt, maxTokens, sampling, request.NumChoices, request.Stop, request.Logprobs, request.NumTopLogprobs);
+        return new TextGenerationRequest(prompt, maxTokens, sampling, request.NumChoices, request.Stop, request.Logprobs, request.NumTopLogprobs,
+            request.Priority, requestTimeout);
     }
 
     /// <summary>

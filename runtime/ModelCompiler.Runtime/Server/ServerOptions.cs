@@ -15,6 +15,9 @@ public sealed record ServerOptions
     /// <summary>When set, every <c>/v1/</c> request needs <c>Authorization: Bearer &lt;key&gt;</c> (401 otherwise).</summary>
     public string? ApiKey { get; init; }
 
+    /// <summary>When set, a request still running this long after it arrived is cancelled (finish_reason "length").</summary>
+    public System.TimeSpan? RequestTimeout { get; init; }
+
     /// <summary>Largest request body accepted; larger ones get 413.</summary>
     public long MaxRequestBodySizeInBytes { get; init; } = 1 << 20;
 

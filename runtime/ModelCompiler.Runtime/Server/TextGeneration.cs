@@ -18,9 +18,11 @@ namespace ModelCompiler.Runtime.Server;
 /// <param name="Stop">Stop strings, applied to the text.</param>
 /// <param name="Logprobs">Whether each token's log-probability is reported.</param>
 /// <param name="NumTopLogprobs">Alternatives per token.</param>
+/// <param name="Priority">Scheduling priority (higher first).</param>
+/// <param name="Timeout">Cancel the request this long after it starts, or null.</param>
 internal sealed record TextGenerationRequest(
     int[] PromptTokens, int MaxTokens, SamplingOptions Sampling, int NumChoices, IReadOnlyList<string> Stop,
-    bool Logprobs, int NumTopLogprobs);
+    bool Logprobs, int NumTopLogprobs, int Priority = 0, TimeSpan? Timeout = null);
 
 /// <summary>A token's text as llama2.c decodes it after its predecessor, its UTF-8 bytes and log-probability.</summary>
 internal readonly record struct TokenText(string Text, byte[] Bytes, float Logprob);
@@ -78,6 +80,8 @@ internal sealed class TextGenerationRun : IDisposable
     {
         long start = Stopwatch.GetTimestamp();
         var tokenRequest = new GenerationRequest(request.PromptTokens, request.MaxTokens, request.Sampling, request.NumChoices,
+            Priority: request.Priority,
+            Deadline: request.Timeout is TimeSpan timeout ? DateTimeOffset.UtcNow + timeout : null,
             NumTopLogprobs: request.Logprobs ? request.NumTopLogprobs : 0);
         if (!backend.TryStart(tokenRequest, out var stream) || stream is null)
         {

@@ -200,4 +200,26 @@ public class EndpointTests
         AssertError(body, "server_error", null);
         Assert.DoesNotContain("secret", body.GetRawText());
     }
+
+    [Fact]
+    public async Task Priority_and_the_server_request_timeout_reach_the_engine_request()
+    {
+        await using var server = await StartAsync(options: new ServerOptions { RequestTimeout = TimeSpan.FromSeconds(30) });
+        var before = DateTimeOffset.UtcNow;
+        var (status, _, _) = await server.PostAsync("/v1/completions", """{"prompt":"hi","max_tokens":2,"priority":7}""");
+        Assert.Equal(200, status);
+        var request = server.Backend.LastRequest!;
+        Assert.Equal(7, request.Priority);
+        Assert.NotNull(request.Deadline);
+        Assert.InRange(request.Deadline!.Value, before + TimeSpan.FromSeconds(29), DateTimeOffset.UtcNow + TimeSpan.FromSeconds(31));
+    }
+
+    [Fact]
+    public async Task A_priority_out_of_range_is_a_400_naming_the_field()
+    {
+        await using var server = await StartAsync();
+        var (status, body, _) = await server.PostAsync("/v1/completions", """{"prompt":"hi","priority":100000}""");
+        Assert.Equal(400, status);
+        Assert.Equal("priority", body.GetProperty("error").GetProperty("param").GetString());
+    }
 }
