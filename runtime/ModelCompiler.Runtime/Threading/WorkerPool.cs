@@ -193,6 +193,9 @@ public static unsafe class WorkerPool
         private readonly SemaphoreSlim _wake = new(0);
         private int _sleeping;
         private long _assignedGeneration;
+        // The generation current when the worker was created (under the run lock, before the bump that may
+        // assign it work): a thread that starts late must still see that bump as new.
+        private readonly long _startGeneration = s_generation;
 
         public Worker(int index)
         {
@@ -209,7 +212,7 @@ public static unsafe class WorkerPool
 
         private void Loop()
         {
-            long seen = Volatile.Read(ref s_generation);
+            long seen = _startGeneration;
             long spinTicks = Stopwatch.Frequency * SpinMicroseconds / 1_000_000;
             while (true)
             {

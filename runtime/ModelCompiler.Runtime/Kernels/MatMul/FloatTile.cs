@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace ModelCompiler.Runtime.Kernels.MatMul;
 
@@ -61,6 +62,7 @@ internal static unsafe class FloatTile
     /// <param name="y">Output of (row 0, token 0); token t, row r at <c>y[t * yStride + r]</c>.</param>
     /// <param name="yStride">Floats between output rows (outDim).</param>
     /// <param name="accumulate">Add to y instead of overwriting it.</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run<TRow, TRows, TTokens>(byte* w, nint wStride, float* x, nint xStride, int k, float* y, nint yStride, bool accumulate)
         where TRow : struct, IFloatRow where TRows : struct, ICount where TTokens : struct, ICount
     {
@@ -74,6 +76,15 @@ internal static unsafe class FloatTile
         int i = 0;
         for (; i <= k - 16; i += 16)
         {
+            if (t < 4 && r > 1)
+            {
+                // Decode is a stream of weight rows: fetch the same place of the next row group ahead of use.
+                byte* next = w0 + 4 * wStride + (nint)i * (wStride / k);
+                Sse.Prefetch0(next);
+                Sse.Prefetch0(next + wStride);
+                Sse.Prefetch0(next + 2 * wStride);
+                Sse.Prefetch0(next + 3 * wStride);
+            }
             var v0 = TRow.Load16(w0, i);
             var v1 = r > 1 ? TRow.Load16(w1, i) : default;
             var v2 = r > 2 ? TRow.Load16(w2, i) : default;
@@ -136,6 +147,26 @@ internal static unsafe class FloatTile
             if (r > 2) Finish<TRow>(a23, w2, x3, i, k, yt + 2, accumulate);
             if (r > 3) Finish<TRow>(a33, w3, x3, i, k, yt + 3, accumulate);
         }
+    }
+
+    /// <summary>
+    /// One weight row against one activation row (decode): a single sequential stream with four independent
+    /// accumulators, the access pattern the hardware prefetcher follows best.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void RowDot<TRow>(byte* w, float* x, int k, float* y, bool accumulate) where TRow : struct, IFloatRow
+    {
+        var a0 = Vector512<float>.Zero; var a1 = Vector512<float>.Zero; var a2 = Vector512<float>.Zero; var a3 = Vector512<float>.Zero;
+        int i = 0;
+        for (; i <= k - 64; i += 64)
+        {
+            a0 = Fma(TRow.Load16(w, i), Vector512.Load(x + i), a0);
+            a1 = Fma(TRow.Load16(w, i + 16), Vector512.Load(x + i + 16), a1);
+            a2 = Fma(TRow.Load16(w, i + 32), Vector512.Load(x + i + 32), a2);
+            a3 = Fma(TRow.Load16(w, i + 48), Vector512.Load(x + i + 48), a3);
+        }
+        for (; i <= k - 16; i += 16) a0 = Fma(TRow.Load16(w, i), Vector512.Load(x + i), a0);
+        Finish<TRow>((a0 + a1) + (a2 + a3), w, x, i, k, y, accumulate);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

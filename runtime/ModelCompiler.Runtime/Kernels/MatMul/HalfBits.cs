@@ -40,6 +40,17 @@ internal static class HalfBits
         return (magnitude | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();
     }
 
+    /// <summary>4 f16 values (one per 32-bit lane) to f32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> HalfToSingle(Vector128<uint> h)
+    {
+        var bits = (h & Vector128.Create(0x7FFFu)) << 13;
+        var finite = bits.AsSingle() * Vector128.Create(TwoPow112);
+        var isInfOrNaN = Vector128.Equals(h & Vector128.Create(0x7C00u), Vector128.Create(0x7C00u));
+        var magnitude = Vector128.ConditionalSelect(isInfOrNaN, bits | Vector128.Create(0x7F800000u), finite.AsUInt32());
+        return (magnitude | ((h & Vector128.Create(0x8000u)) << 16)).AsSingle();
+    }
+
     /// <summary>16 bf16 values to f32 (needs AVX-512F).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> BFloat16ToSingle(Vector256<ushort> values) =>

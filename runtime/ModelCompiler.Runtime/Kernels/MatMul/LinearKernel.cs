@@ -24,6 +24,9 @@ namespace ModelCompiler.Runtime.Kernels.MatMul;
 /// <item>Without AVX-512 (or AVX2 for the quantized types) a portable path decodes rows and uses the
 /// Vector256/Vector128 dot product.</item>
 /// </list>
+/// Decode (one token) walks the weight rows one at a time: one sequential stream per thread is what the
+/// hardware prefetcher follows best (measured on Zen 5 at 768x32000 from DRAM, one thread: f32 26 → 35 GB/s,
+/// q8_0 17 → 26 GB/s against 4 rows side by side).
 /// Tokens are processed in blocks whose activations fit in L2 (<see cref="ActivationBlockBytes"/>); inside a
 /// block each weight-row group meets every token, four at a time.
 /// </remarks>
@@ -116,6 +119,18 @@ internal static unsafe class LinearKernel
         float* y = job.Y + (nint)t0 * job.OutDim + row;
         switch (job.Mode)
         {
+            case Mode.Direct when numTokens == 1:
+                for (int i = 0; i < TRows.Count; i++)
+                {
+                    byte* wr = w + i * job.RowBytes;
+                    switch (job.DType)
+                    {
+                        case WeightDType.F32: FloatTile.RowDot<F32Row>(wr, x, k, y + i, job.Accumulate); break;
+                        case WeightDType.BF16: FloatTile.RowDot<Bf16Row>(wr, x, k, y + i, job.Accumulate); break;
+                        default: FloatTile.RowDot<F16Row>(wr, x, k, y + i, job.Accumulate); break;
+                    }
+                }
+                break;
             case Mode.Direct:
                 switch (job.DType)
                 {
@@ -137,7 +152,15 @@ internal static unsafe class LinearKernel
                 int numBlocks = k / 32;
                 sbyte* qx = job.Qx + (nint)t0 * k;
                 float* dx = job.Dx + (nint)t0 * numBlocks;
-                if (job.DType == WeightDType.Q8_0)
+                if (numTokens == 1)
+                {
+                    for (int i = 0; i < TRows.Count; i++)
+                    {
+                        if (job.DType == WeightDType.Q8_0) QuantizedTile.Run<Q8_0Row, One, One>(w + i * job.RowBytes, job.RowBytes, qx, dx, k, numBlocks, numBlocks, y + i, job.OutDim, job.Accumulate);
+                        else QuantizedTile.Run<Q4_0Row, One, One>(w + i * job.RowBytes, job.RowBytes, qx, dx, k, numBlocks, numBlocks, y + i, job.OutDim, job.Accumulate);
+                    }
+                }
+                else if (job.DType == WeightDType.Q8_0)
                     QuantizedTile.Tokens<Q8_0Row, TRows>(w, job.RowBytes, qx, dx, k, numBlocks, numBlocks, numTokens, y, job.OutDim, job.Accumulate);
                 else
                     QuantizedTile.Tokens<Q4_0Row, TRows>(w, job.RowBytes, qx, dx, k, numBlocks, numBlocks, numTokens, y, job.OutDim, job.Accumulate);
