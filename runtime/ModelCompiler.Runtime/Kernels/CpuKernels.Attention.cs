@@ -102,57 +102,95 @@ public static partial class CpuKernels
     /// <param name="numKvHeads">Key/value heads (divides numHeads).</param>
     /// <param name="headDim">Head width.</param>
     /// <param name="output"><c>[numTokens, numHeads * headDim]</c> attention output; must not overlap q.</param>
-    public static void PagedAttention(ReadOnlySpan<float> q, int qRowStride, int qOffset, ForwardBatch batch, PagedKvCache cache, int layer, int numHeads, int numKvHeads, int headDim, Span<float> output)
+    public static unsafe void PagedAttention(ReadOnlySpan<float> q, int qRowStride, int qOffset, ForwardBatch batch, PagedKvCache cache, int layer, int numHeads, int numKvHeads, int headDim, Span<float> output)
     {
         if (numKvHeads <= 0 || numHeads % numKvHeads != 0) throw new ArgumentException($"{numHeads} query heads cannot be grouped over {numKvHeads} KV heads.", nameof(numKvHeads));
         if (numKvHeads * headDim != cache.KvDim) throw new ArgumentException($"{numKvHeads} KV heads of {headDim} do not match the cache's {cache.KvDim} floats per token.", nameof(numKvHeads));
         if (headDim > MaxAttentionAccumulatorFloats) throw new ArgumentOutOfRangeException(nameof(headDim), $"Head width {headDim} is over {MaxAttentionAccumulatorFloats}.");
 
-        int groupSize = numHeads / numKvHeads;
-        int headsPerPass = Math.Min(groupSize, MaxAttentionAccumulatorFloats / headDim);
+        int numTokens = batch.NumTokens;
+        if (numTokens == 0) return;
         int qDim = numHeads * headDim;
-        int kvDim = cache.KvDim;
-        int blockSize = cache.BlockSize;
-        float scale = 1f / MathF.Sqrt(headDim);
-        float[] keys = cache.Keys;
-        float[] values = cache.Values;
+        // The slices are the bounds checks for the unchecked reads below (the cache indexes are checked per block).
+        q = q.Slice(0, (numTokens - 1) * qRowStride + qOffset + qDim);
+        output = output.Slice(0, numTokens * qDim);
 
-        // Running state of the query heads of one pass, all sharing one KV head so each key and value row
-        // is loaded once per pass: acc [headsPerPass, headDim], max and sum [headsPerPass].
-        Span<float> accumulators = stackalloc float[headsPerPass * headDim];
-        Span<float> runningMax = stackalloc float[headsPerPass];
-        Span<float> runningSum = stackalloc float[headsPerPass];
-
-        for (int t = 0; t < batch.NumTokens; t++)
+        fixed (float* pq = q)
+        fixed (float* pOutput = output)
+        fixed (float* pKeys = cache.Keys)
+        fixed (float* pValues = cache.Values)
+        fixed (int* pPositions = batch.Positions)
+        fixed (int* pSequences = batch.SequenceOfToken)
+        fixed (int* pTables = batch.BlockTables)
         {
-            int sequence = batch.SequenceOfToken[t];
-            var blockTable = batch.BlockTable(sequence);
-            int lastPosition = batch.Positions[t];
-            var queryRow = q.Slice(t * qRowStride + qOffset, qDim);
-            var outputRow = output.Slice(t * qDim, qDim);
-
-            for (int kvHead = 0; kvHead < numKvHeads; kvHead++)
+            var job = new AttentionJob
             {
-                for (int firstHead = kvHead * groupSize; firstHead < (kvHead + 1) * groupSize; firstHead += headsPerPass)
+                Q = pq + qOffset, QRowStride = qRowStride, Output = pOutput, Keys = pKeys, Values = pValues,
+                Positions = pPositions, SequenceOfToken = pSequences, BlockTables = pTables,
+                MaxBlocksPerSequence = batch.MaxBlocksPerSequence, NumBlocks = cache.NumBlocks, Layer = layer,
+                NumHeads = numHeads, NumKvHeads = numKvHeads, HeadDim = headDim, KvDim = cache.KvDim, BlockSize = cache.BlockSize,
+                ScoreScale = 1f / MathF.Sqrt(headDim),
+            };
+            // Work ~ positions attended × query width; small steps (Stories260K decode) stay on this thread.
+            long work = 0;
+            for (int t = 0; t < numTokens; t++) work += (long)(batch.Positions[t] + 1) * qDim;
+            int numChunks = numTokens * numKvHeads;
+            if (work < AttentionParallelThreshold || Threading.WorkerPool.ThreadCount == 1)
+                for (int chunk = 0; chunk < numChunks; chunk++) job.Execute(chunk);
+            else
+                Threading.WorkerPool.Run(ref job, numChunks);
+        }
+    }
+
+    // Multiply-adds (q·k plus p·v) below which attention runs on the calling thread.
+    private const long AttentionParallelThreshold = 1 << 15;
+
+    /// <summary>Attention of one (token, KV head) pair per chunk: the group's query heads share each key and value row.</summary>
+    private unsafe struct AttentionJob : Threading.IParallelJob
+    {
+        public float* Q, Output, Keys, Values;
+        public int* Positions, SequenceOfToken, BlockTables;
+        public int QRowStride, MaxBlocksPerSequence, NumBlocks, Layer, NumHeads, NumKvHeads, HeadDim, KvDim, BlockSize;
+        public float ScoreScale;
+
+        public void Execute(int chunk)
+        {
+            int t = chunk / NumKvHeads, kvHead = chunk % NumKvHeads;
+            int headDim = HeadDim, groupSize = NumHeads / NumKvHeads;
+            int headsPerPass = Math.Min(groupSize, MaxAttentionAccumulatorFloats / headDim);
+            int sequence = SequenceOfToken[t];
+            int* blockTable = BlockTables + (nint)sequence * MaxBlocksPerSequence;
+            int lastPosition = Positions[t];
+            float* queryRow = Q + (nint)t * QRowStride;
+            float* outputRow = Output + (nint)t * NumHeads * headDim;
+
+            // Running state of the query heads of one pass: acc [headsPerPass, headDim], max and sum [headsPerPass].
+            float* accumulators = stackalloc float[headsPerPass * headDim];
+            float* runningMax = stackalloc float[headsPerPass];
+            float* runningSum = stackalloc float[headsPerPass];
+
+            for (int firstHead = kvHead * groupSize; firstHead < (kvHead + 1) * groupSize; firstHead += headsPerPass)
+            {
+                int numPassHeads = Math.Min(headsPerPass, (kvHead + 1) * groupSize - firstHead);
+                new Span<float>(accumulators, numPassHeads * headDim).Clear();
+                for (int j = 0; j < numPassHeads; j++) { runningMax[j] = float.NegativeInfinity; runningSum[j] = 0; }
+
+                // Block by block: one table lookup per block, then consecutive slots.
+                for (int blockStart = 0; blockStart <= lastPosition; blockStart += BlockSize)
                 {
-                    int numPassHeads = Math.Min(headsPerPass, (kvHead + 1) * groupSize - firstHead);
-                    var passAccumulators = accumulators.Slice(0, numPassHeads * headDim);
-                    passAccumulators.Clear();
-                    runningMax.Fill(float.NegativeInfinity);
-                    runningSum.Clear();
-
-                    for (int position = 0; position <= lastPosition; position++)
+                    int block = blockTable[blockStart / BlockSize];
+                    if ((uint)block >= (uint)NumBlocks)
+                        throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {blockStart}, which its block table does not cover.");
+                    int end = Math.Min(BlockSize, lastPosition + 1 - blockStart);
+                    nint slot0 = ((nint)(Layer * NumBlocks + block) * BlockSize) * KvDim + kvHead * headDim;
+                    for (int i = 0; i < end; i++)
                     {
-                        int block = blockTable[position / blockSize];
-                        if (block < 0) throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {position}, which its block table does not cover.");
-                        int slot = ((layer * cache.NumBlocks + block) * blockSize + position % blockSize) * kvDim + kvHead * headDim;
-                        var key = new ReadOnlySpan<float>(keys, slot, headDim);
-                        var value = new ReadOnlySpan<float>(values, slot, headDim);
-
+                        var key = new ReadOnlySpan<float>(Keys + slot0 + (nint)i * KvDim, headDim);
+                        var value = new ReadOnlySpan<float>(Values + slot0 + (nint)i * KvDim, headDim);
                         for (int j = 0; j < numPassHeads; j++)
                         {
-                            float score = Dot(queryRow.Slice((firstHead + j) * headDim, headDim), key) * scale;
-                            var headAccumulator = passAccumulators.Slice(j * headDim, headDim);
+                            float score = Dot(new ReadOnlySpan<float>(queryRow + (firstHead + j) * headDim, headDim), key) * ScoreScale;
+                            var headAccumulator = new Span<float>(accumulators + j * headDim, headDim);
                             if (score > runningMax[j])
                             {
                                 // exp(-inf) = 0 on the first position, which also zeroes the (empty) sums.
@@ -166,10 +204,10 @@ public static partial class CpuKernels
                             MultiplyAdd(value, weight, headAccumulator);
                         }
                     }
-
-                    for (int j = 0; j < numPassHeads; j++)
-                        Scale(passAccumulators.Slice(j * headDim, headDim), 1f / runningSum[j], outputRow.Slice((firstHead + j) * headDim, headDim));
                 }
+
+                for (int j = 0; j < numPassHeads; j++)
+                    Scale(new ReadOnlySpan<float>(accumulators + j * headDim, headDim), 1f / runningSum[j], new Span<float>(outputRow + (firstHead + j) * headDim, headDim));
             }
         }
     }
