@@ -1,4 +1,5 @@
 using System;
+using System.Runtime.Intrinsics;
 using ModelCompiler.Runtime.KvCache;
 
 namespace ModelCompiler.Runtime.Kernels;
@@ -164,10 +165,13 @@ public static partial class CpuKernels
             float* queryRow = Q + (nint)t * QRowStride;
             float* outputRow = Output + (nint)t * NumHeads * headDim;
 
-            // Running state of the query heads of one pass: acc [headsPerPass, headDim], max and sum [headsPerPass].
+            // Running state of the query heads of one pass: acc [headsPerPass, headDim], max and sum [headsPerPass],
+            // and the scores of one tile of positions [headsPerPass, AttentionTile].
             float* accumulators = stackalloc float[headsPerPass * headDim];
             float* runningMax = stackalloc float[headsPerPass];
             float* runningSum = stackalloc float[headsPerPass];
+            float* scores = stackalloc float[headsPerPass * AttentionTile];
+            nint* slots = stackalloc nint[AttentionTile];
 
             for (int firstHead = kvHead * groupSize; firstHead < (kvHead + 1) * groupSize; firstHead += headsPerPass)
             {
@@ -175,34 +179,46 @@ public static partial class CpuKernels
                 new Span<float>(accumulators, numPassHeads * headDim).Clear();
                 for (int j = 0; j < numPassHeads; j++) { runningMax[j] = float.NegativeInfinity; runningSum[j] = 0; }
 
-                // Block by block: one table lookup per block, then consecutive slots.
-                for (int blockStart = 0; blockStart <= lastPosition; blockStart += BlockSize)
+                // Tiles of positions: scores for the whole tile first, then one max, one vector exp pass and at most
+                // one rescale of the accumulators per head per tile (the online softmax, a tile at a time).
+                for (int tileStart = 0; tileStart <= lastPosition; tileStart += AttentionTile)
                 {
-                    int block = blockTable[blockStart / BlockSize];
-                    if ((uint)block >= (uint)NumBlocks)
-                        throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {blockStart}, which its block table does not cover.");
-                    int end = Math.Min(BlockSize, lastPosition + 1 - blockStart);
-                    nint slot0 = ((nint)(Layer * NumBlocks + block) * BlockSize) * KvDim + kvHead * headDim;
-                    for (int i = 0; i < end; i++)
+                    int tileLength = Math.Min(AttentionTile, lastPosition + 1 - tileStart);
+                    for (int i = 0; i < tileLength; i++)
                     {
-                        var key = new ReadOnlySpan<float>(Keys + slot0 + (nint)i * KvDim, headDim);
-                        var value = new ReadOnlySpan<float>(Values + slot0 + (nint)i * KvDim, headDim);
+                        int position = tileStart + i;
+                        int block = blockTable[position / BlockSize];
+                        if ((uint)block >= (uint)NumBlocks)
+                            throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {position}, which its block table does not cover.");
+                        slots[i] = ((nint)(Layer * NumBlocks + block) * BlockSize + position % BlockSize) * KvDim + kvHead * headDim;
+                    }
+                    for (int i = 0; i < tileLength; i++)
+                    {
+                        var key = new ReadOnlySpan<float>(Keys + slots[i], headDim);
                         for (int j = 0; j < numPassHeads; j++)
+                            scores[j * AttentionTile + i] = Dot(new ReadOnlySpan<float>(queryRow + (firstHead + j) * headDim, headDim), key) * ScoreScale;
+                    }
+                    for (int j = 0; j < numPassHeads; j++)
+                    {
+                        float* headScores = scores + j * AttentionTile;
+                        float tileMax = float.NegativeInfinity;
+                        for (int i = 0; i < tileLength; i++) tileMax = MathF.Max(tileMax, headScores[i]);
+                        if (tileMax > runningMax[j])
                         {
-                            float score = Dot(new ReadOnlySpan<float>(queryRow + (firstHead + j) * headDim, headDim), key) * ScoreScale;
+                            // exp(-inf) = 0 on the first tile, which also zeroes the (empty) sums.
+                            float correction = MathF.Exp(runningMax[j] - tileMax);
+                            runningSum[j] *= correction;
                             var headAccumulator = new Span<float>(accumulators + j * headDim, headDim);
-                            if (score > runningMax[j])
-                            {
-                                // exp(-inf) = 0 on the first position, which also zeroes the (empty) sums.
-                                float correction = MathF.Exp(runningMax[j] - score);
-                                runningSum[j] *= correction;
-                                Scale(headAccumulator, correction, headAccumulator);
-                                runningMax[j] = score;
-                            }
-                            float weight = MathF.Exp(score - runningMax[j]);
-                            runningSum[j] += weight;
-                            MultiplyAdd(value, weight, headAccumulator);
+                            Scale(headAccumulator, correction, headAccumulator);
+                            runningMax[j] = tileMax;
                         }
+                        runningSum[j] += ExpSubtract(headScores, tileLength, runningMax[j]);
+                    }
+                    for (int i = 0; i < tileLength; i++)
+                    {
+                        var value = new ReadOnlySpan<float>(Values + slots[i], headDim);
+                        for (int j = 0; j < numPassHeads; j++)
+                            MultiplyAdd(value, scores[j * AttentionTile + i], new Span<float>(accumulators + j * headDim, headDim));
                     }
                 }
 
@@ -210,6 +226,34 @@ public static partial class CpuKernels
                     Scale(new ReadOnlySpan<float>(accumulators + j * headDim, headDim), 1f / runningSum[j], new Span<float>(outputRow + (firstHead + j) * headDim, headDim));
             }
         }
+    }
+
+    // Positions per attention tile (scores of a tile are kept on the stack: 4 × 128 floats per query head).
+    private const int AttentionTile = 128;
+
+    /// <summary>x[i] = exp(x[i] - max) over <paramref name="count"/> elements; returns their sum.</summary>
+    private static unsafe float ExpSubtract(float* x, int count, float max)
+    {
+        int i = 0;
+        float sum = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var m = Vector256.Create(max);
+            var acc = Vector256<float>.Zero;
+            for (; i <= count - 8; i += 8)
+            {
+                var e = Vector256.Exp(Vector256.Load(x + i) - m);
+                e.Store(x + i);
+                acc += e;
+            }
+            sum = Vector256.Sum(acc);
+        }
+        for (; i < count; i++)
+        {
+            x[i] = MathF.Exp(x[i] - max);
+            sum += x[i];
+        }
+        return sum;
     }
 
     /// <summary>Offset in the cache of token t's slot; a block id of -1 (a table that is too short) is an error.</summary>
