@@ -11,7 +11,10 @@ public sealed class BenchmarkConfig : ManualConfig
 {
     public BenchmarkConfig()
     {
-        AddJob(Job.Default.WithWarmupCount(3).WithIterationCount(15).WithLaunchCount(1));
+        AddLogger(BenchmarkDotNet.Loggers.ConsoleLogger.Default);
+        AddColumnProvider(DefaultColumnProviders.Instance);
+        AddExporter(BenchmarkDotNet.Exporters.MarkdownExporter.GitHub);
+        AddJob(Job.Default.WithWarmupCount(2).WithIterationCount(10).WithLaunchCount(1));
         AddColumn(StatisticColumn.Median, new ThroughputColumn("GB/s", b => b.WeightBytes), new ThroughputColumn("GFLOP/s", b => b.Flops));
         WithOption(ConfigOptions.JoinSummary, true);
     }

@@ -64,7 +64,6 @@ internal static unsafe class QuantizedTile
     /// <param name="y">Output of (row 0, token 0); token t, row r at <c>y[t * yStride + r]</c>.</param>
     /// <param name="yStride">Floats between output rows.</param>
     /// <param name="accumulate">Add to y instead of overwriting it.</param>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run<TRow, TRows, TTokens>(byte* w, nint wStride, sbyte* qx, float* dx, nint xStride, nint scaleStride, int numBlocks, float* y, nint yStride, bool accumulate)
         where TRow : struct, IQuantizedRow where TRows : struct, ICount where TTokens : struct, ICount
     {
@@ -74,6 +73,7 @@ internal static unsafe class QuantizedTile
         var a30 = Vector256<float>.Zero; var a31 = Vector256<float>.Zero; var a32 = Vector256<float>.Zero; var a33 = Vector256<float>.Zero;
         int r = TRows.Count, t = TTokens.Count;
         int blockBytes = TRow.BlockSizeInBytes;
+        float* table = HalfBits.HalfToSingleTable;
         byte* w0 = w, w1 = w + wStride, w2 = w + 2 * wStride, w3 = w + 3 * wStride;
         for (int b = 0; b < numBlocks; b++, w0 += blockBytes, w1 += blockBytes, w2 += blockBytes, w3 += blockBytes)
         {
@@ -81,14 +81,10 @@ internal static unsafe class QuantizedTile
             var v1 = r > 1 ? TRow.LoadWeights(w1) : default;
             var v2 = r > 2 ? TRow.LoadWeights(w2) : default;
             var v3 = r > 3 ? TRow.LoadWeights(w3) : default;
-            // The four f16 scales in one vector conversion; then one lane broadcast per row.
-            var scales = r > 1
-                ? HalfBits.HalfToSingle(Vector128.Create(*(ushort*)w0, *(ushort*)w1, r > 2 ? *(ushort*)w2 : 0u, r > 3 ? *(ushort*)w3 : 0u))
-                : Vector128.CreateScalarUnsafe(HalfBits.HalfToSingle(*(ushort*)w0));
-            var d0 = Vector256.Create(scales.ToScalar());
-            var d1 = r > 1 ? Vector256.Create(scales.GetElement(1)) : default;
-            var d2 = r > 2 ? Vector256.Create(scales.GetElement(2)) : default;
-            var d3 = r > 3 ? Vector256.Create(scales.GetElement(3)) : default;
+            var d0 = Vector256.Create(table[*(ushort*)w0]);
+            var d1 = r > 1 ? Vector256.Create(table[*(ushort*)w1]) : default;
+            var d2 = r > 2 ? Vector256.Create(table[*(ushort*)w2]) : default;
+            var d3 = r > 3 ? Vector256.Create(table[*(ushort*)w3]) : default;
             // Decode reads 4 short rows side by side, too much arithmetic per byte for the out-of-order window to
             // keep enough misses in flight: fetch the same place of the next 4-row group (the next rows in memory).
             if (t < 4)
