@@ -1,4 +1,5 @@
 using System;
+using System.Runtime.Intrinsics;
 using ModelCompiler.Runtime.KvCache;
 
 namespace ModelCompiler.Runtime.Kernels;
@@ -102,76 +103,157 @@ public static partial class CpuKernels
     /// <param name="numKvHeads">Key/value heads (divides numHeads).</param>
     /// <param name="headDim">Head width.</param>
     /// <param name="output"><c>[numTokens, numHeads * headDim]</c> attention output; must not overlap q.</param>
-    public static void PagedAttention(ReadOnlySpan<float> q, int qRowStride, int qOffset, ForwardBatch batch, PagedKvCache cache, int layer, int numHeads, int numKvHeads, int headDim, Span<float> output)
+    public static unsafe void PagedAttention(ReadOnlySpan<float> q, int qRowStride, int qOffset, ForwardBatch batch, PagedKvCache cache, int layer, int numHeads, int numKvHeads, int headDim, Span<float> output)
     {
         if (numKvHeads <= 0 || numHeads % numKvHeads != 0) throw new ArgumentException($"{numHeads} query heads cannot be grouped over {numKvHeads} KV heads.", nameof(numKvHeads));
         if (numKvHeads * headDim != cache.KvDim) throw new ArgumentException($"{numKvHeads} KV heads of {headDim} do not match the cache's {cache.KvDim} floats per token.", nameof(numKvHeads));
         if (headDim > MaxAttentionAccumulatorFloats) throw new ArgumentOutOfRangeException(nameof(headDim), $"Head width {headDim} is over {MaxAttentionAccumulatorFloats}.");
 
-        int groupSize = numHeads / numKvHeads;
-        int headsPerPass = Math.Min(groupSize, MaxAttentionAccumulatorFloats / headDim);
+        int numTokens = batch.NumTokens;
+        if (numTokens == 0) return;
         int qDim = numHeads * headDim;
-        int kvDim = cache.KvDim;
-        int blockSize = cache.BlockSize;
-        float scale = 1f / MathF.Sqrt(headDim);
-        float[] keys = cache.Keys;
-        float[] values = cache.Values;
+        // The slices are the bounds checks for the unchecked reads below (the cache indexes are checked per block).
+        q = q.Slice(0, (numTokens - 1) * qRowStride + qOffset + qDim);
+        output = output.Slice(0, numTokens * qDim);
 
-        // Running state of the query heads of one pass, all sharing one KV head so each key and value row
-        // is loaded once per pass: acc [headsPerPass, headDim], max and sum [headsPerPass].
-        Span<float> accumulators = stackalloc float[headsPerPass * headDim];
-        Span<float> runningMax = stackalloc float[headsPerPass];
-        Span<float> runningSum = stackalloc float[headsPerPass];
-
-        for (int t = 0; t < batch.NumTokens; t++)
+        fixed (float* pq = q)
+        fixed (float* pOutput = output)
+        fixed (float* pKeys = cache.Keys)
+        fixed (float* pValues = cache.Values)
+        fixed (int* pPositions = batch.Positions)
+        fixed (int* pSequences = batch.SequenceOfToken)
+        fixed (int* pTables = batch.BlockTables)
         {
-            int sequence = batch.SequenceOfToken[t];
-            var blockTable = batch.BlockTable(sequence);
-            int lastPosition = batch.Positions[t];
-            var queryRow = q.Slice(t * qRowStride + qOffset, qDim);
-            var outputRow = output.Slice(t * qDim, qDim);
-
-            for (int kvHead = 0; kvHead < numKvHeads; kvHead++)
+            var job = new AttentionJob
             {
-                for (int firstHead = kvHead * groupSize; firstHead < (kvHead + 1) * groupSize; firstHead += headsPerPass)
+                Q = pq + qOffset, QRowStride = qRowStride, Output = pOutput, Keys = pKeys, Values = pValues,
+                Positions = pPositions, SequenceOfToken = pSequences, BlockTables = pTables,
+                MaxBlocksPerSequence = batch.MaxBlocksPerSequence, NumBlocks = cache.NumBlocks, Layer = layer,
+                NumHeads = numHeads, NumKvHeads = numKvHeads, HeadDim = headDim, KvDim = cache.KvDim, BlockSize = cache.BlockSize,
+                ScoreScale = 1f / MathF.Sqrt(headDim),
+            };
+            // Work ~ positions attended × query width; small steps (Stories260K decode) stay on this thread.
+            long work = 0;
+            for (int t = 0; t < numTokens; t++) work += (long)(batch.Positions[t] + 1) * qDim;
+            int numChunks = numTokens * numKvHeads;
+            if (work < AttentionParallelThreshold || Threading.WorkerPool.ThreadCount == 1)
+                for (int chunk = 0; chunk < numChunks; chunk++) job.Execute(chunk);
+            else
+                Threading.WorkerPool.Run(ref job, numChunks);
+        }
+    }
+
+    // Multiply-adds (q·k plus p·v) below which attention runs on the calling thread.
+    private const long AttentionParallelThreshold = 1 << 15;
+
+    /// <summary>Attention of one (token, KV head) pair per chunk: the group's query heads share each key and value row.</summary>
+    private unsafe struct AttentionJob : Threading.IParallelJob
+    {
+        public float* Q, Output, Keys, Values;
+        public int* Positions, SequenceOfToken, BlockTables;
+        public int QRowStride, MaxBlocksPerSequence, NumBlocks, Layer, NumHeads, NumKvHeads, HeadDim, KvDim, BlockSize;
+        public float ScoreScale;
+
+        public void Execute(int chunk)
+        {
+            int t = chunk / NumKvHeads, kvHead = chunk % NumKvHeads;
+            int headDim = HeadDim, groupSize = NumHeads / NumKvHeads;
+            int headsPerPass = Math.Min(groupSize, MaxAttentionAccumulatorFloats / headDim);
+            int sequence = SequenceOfToken[t];
+            int* blockTable = BlockTables + (nint)sequence * MaxBlocksPerSequence;
+            int lastPosition = Positions[t];
+            float* queryRow = Q + (nint)t * QRowStride;
+            float* outputRow = Output + (nint)t * NumHeads * headDim;
+
+            // Running state of the query heads of one pass: acc [headsPerPass, headDim], max and sum [headsPerPass],
+            // and the scores of one tile of positions [headsPerPass, AttentionTile].
+            float* accumulators = stackalloc float[headsPerPass * headDim];
+            float* runningMax = stackalloc float[headsPerPass];
+            float* runningSum = stackalloc float[headsPerPass];
+            float* scores = stackalloc float[headsPerPass * AttentionTile];
+            nint* slots = stackalloc nint[AttentionTile];
+
+            for (int firstHead = kvHead * groupSize; firstHead < (kvHead + 1) * groupSize; firstHead += headsPerPass)
+            {
+                int numPassHeads = Math.Min(headsPerPass, (kvHead + 1) * groupSize - firstHead);
+                new Span<float>(accumulators, numPassHeads * headDim).Clear();
+                for (int j = 0; j < numPassHeads; j++) { runningMax[j] = float.NegativeInfinity; runningSum[j] = 0; }
+
+                // Tiles of positions: scores for the whole tile first, then one max, one vector exp pass and at most
+                // one rescale of the accumulators per head per tile (the online softmax, a tile at a time).
+                for (int tileStart = 0; tileStart <= lastPosition; tileStart += AttentionTile)
                 {
-                    int numPassHeads = Math.Min(headsPerPass, (kvHead + 1) * groupSize - firstHead);
-                    var passAccumulators = accumulators.Slice(0, numPassHeads * headDim);
-                    passAccumulators.Clear();
-                    runningMax.Fill(float.NegativeInfinity);
-                    runningSum.Clear();
-
-                    for (int position = 0; position <= lastPosition; position++)
+                    int tileLength = Math.Min(AttentionTile, lastPosition + 1 - tileStart);
+                    for (int i = 0; i < tileLength; i++)
                     {
-                        int block = blockTable[position / blockSize];
-                        if (block < 0) throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {position}, which its block table does not cover.");
-                        int slot = ((layer * cache.NumBlocks + block) * blockSize + position % blockSize) * kvDim + kvHead * headDim;
-                        var key = new ReadOnlySpan<float>(keys, slot, headDim);
-                        var value = new ReadOnlySpan<float>(values, slot, headDim);
-
-                        for (int j = 0; j < numPassHeads; j++)
-                        {
-                            float score = Dot(queryRow.Slice((firstHead + j) * headDim, headDim), key) * scale;
-                            var headAccumulator = passAccumulators.Slice(j * headDim, headDim);
-                            if (score > runningMax[j])
-                            {
-                                // exp(-inf) = 0 on the first position, which also zeroes the (empty) sums.
-                                float correction = MathF.Exp(runningMax[j] - score);
-                                runningSum[j] *= correction;
-                                Scale(headAccumulator, correction, headAccumulator);
-                                runningMax[j] = score;
-                            }
-                            float weight = MathF.Exp(score - runningMax[j]);
-                            runningSum[j] += weight;
-                            MultiplyAdd(value, weight, headAccumulator);
-                        }
+                        int position = tileStart + i;
+                        int block = blockTable[position / BlockSize];
+                        if ((uint)block >= (uint)NumBlocks)
+                            throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {position}, which its block table does not cover.");
+                        slots[i] = ((nint)(Layer * NumBlocks + block) * BlockSize + position % BlockSize) * KvDim + kvHead * headDim;
                     }
-
+                    for (int i = 0; i < tileLength; i++)
+                    {
+                        var key = new ReadOnlySpan<float>(Keys + slots[i], headDim);
+                        for (int j = 0; j < numPassHeads; j++)
+                            scores[j * AttentionTile + i] = Dot(new ReadOnlySpan<float>(queryRow + (firstHead + j) * headDim, headDim), key) * ScoreScale;
+                    }
                     for (int j = 0; j < numPassHeads; j++)
-                        Scale(passAccumulators.Slice(j * headDim, headDim), 1f / runningSum[j], outputRow.Slice((firstHead + j) * headDim, headDim));
+                    {
+                        float* headScores = scores + j * AttentionTile;
+                        float tileMax = float.NegativeInfinity;
+                        for (int i = 0; i < tileLength; i++) tileMax = MathF.Max(tileMax, headScores[i]);
+                        if (tileMax > runningMax[j])
+                        {
+                            // exp(-inf) = 0 on the first tile, which also zeroes the (empty) sums.
+                            float correction = MathF.Exp(runningMax[j] - tileMax);
+                            runningSum[j] *= correction;
+                            var headAccumulator = new Span<float>(accumulators + j * headDim, headDim);
+                            Scale(headAccumulator, correction, headAccumulator);
+                            runningMax[j] = tileMax;
+                        }
+                        runningSum[j] += ExpSubtract(headScores, tileLength, runningMax[j]);
+                    }
+                    for (int i = 0; i < tileLength; i++)
+                    {
+                        var value = new ReadOnlySpan<float>(Values + slots[i], headDim);
+                        for (int j = 0; j < numPassHeads; j++)
+                            MultiplyAdd(value, scores[j * AttentionTile + i], new Span<float>(accumulators + j * headDim, headDim));
+                    }
                 }
+
+                for (int j = 0; j < numPassHeads; j++)
+                    Scale(new ReadOnlySpan<float>(accumulators + j * headDim, headDim), 1f / runningSum[j], new Span<float>(outputRow + (firstHead + j) * headDim, headDim));
             }
         }
+    }
+
+    // Positions per attention tile (scores of a tile are kept on the stack: 4 × 128 floats per query head).
+    private const int AttentionTile = 128;
+
+    /// <summary>x[i] = exp(x[i] - max) over <paramref name="count"/> elements; returns their sum.</summary>
+    private static unsafe float ExpSubtract(float* x, int count, float max)
+    {
+        int i = 0;
+        float sum = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var m = Vector256.Create(max);
+            var acc = Vector256<float>.Zero;
+            for (; i <= count - 8; i += 8)
+            {
+                var e = Vector256.Exp(Vector256.Load(x + i) - m);
+                e.Store(x + i);
+                acc += e;
+            }
+            sum = Vector256.Sum(acc);
+        }
+        for (; i < count; i++)
+        {
+            x[i] = MathF.Exp(x[i] - max);
+            sum += x[i];
+        }
+        return sum;
     }
 
     /// <summary>Offset in the cache of token t's slot; a block id of -1 (a table that is too short) is an error.</summary>

@@ -62,42 +62,17 @@ public static partial class CpuKernels
     public static void LinearAddResidual(ReadOnlySpan<float> x, int numTokens, WeightMatrix w, Span<float> residual, int inDim, int outDim) =>
         Project(x, numTokens, w, residual, inDim, outDim, accumulate: true);
 
-    // y (+)= x Wᵀ. Weight row outer, tokens inner: a weight row is read from memory once per call and
-    // reused from L1 for every token, which is what matters when the weights are far larger than the
-    // activations. Rows not stored as f32 are decoded into a row buffer first (the reference path for
-    // f16/bf16/q8_0/q4_0).
-    private static void Project(ReadOnlySpan<float> x, int numTokens, WeightMatrix w, Span<float> y, int inDim, int outDim, bool accumulate)
+    // y (+)= x Wᵀ over the worker pool; see LinearKernel for how each weight type and token count is computed.
+    private static unsafe void Project(ReadOnlySpan<float> x, int numTokens, WeightMatrix w, Span<float> y, int inDim, int outDim, bool accumulate)
     {
         if (w.Rows != outDim || w.Cols != inDim)
             throw new ArgumentException($"The weight is [{w.Rows}, {w.Cols}]; the projection needs [{outDim}, {inDim}].", nameof(w));
+        // The slices are the bounds checks of everything the unchecked kernels read and write.
         x = x.Slice(0, numTokens * inDim);
         y = y.Slice(0, numTokens * outDim);
-        bool isF32 = w.DType == Weights.WeightDType.F32;
-        var all = isF32 ? w.AsFloats() : default;
-        float[]? rented = isF32 ? null : System.Buffers.ArrayPool<float>.Shared.Rent(inDim);
-        try
-        {
-            for (int o = 0; o < outDim; o++)
-            {
-                ReadOnlySpan<float> weightRow;
-                if (isF32) weightRow = all.Slice(o * inDim, inDim);
-                else
-                {
-                    Quantization.WeightConversion.Decode(w.Row(o), w.DType, rented.AsSpan(0, inDim));
-                    weightRow = rented.AsSpan(0, inDim);
-                }
-                for (int t = 0; t < numTokens; t++)
-                {
-                    float value = Dot(weightRow, x.Slice(t * inDim, inDim));
-                    if (accumulate) y[t * outDim + o] += value;
-                    else y[t * outDim + o] = value;
-                }
-            }
-        }
-        finally
-        {
-            if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
-        }
+        fixed (float* px = x)
+        fixed (float* py = y)
+            MatMul.LinearKernel.Project(px, numTokens, w, py, inDim, outDim, accumulate);
     }
 
     /// <summary>y[i] = x[i] * scale * weight[i] over the length of x (the RMSNorm output step); y may be x.</summary>

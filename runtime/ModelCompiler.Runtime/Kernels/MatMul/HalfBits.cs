@@ -1,0 +1,71 @@
+using System;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace ModelCompiler.Runtime.Kernels.MatMul;
+
+/// <summary>
+/// f16 and bf16 to f32 without tables or F16C (which .NET does not expose). f16: the 15 magnitude bits shifted
+/// into an f32's exponent and mantissa make a float 2^112 times too small (subnormal halves become f32
+/// subnormals), so one multiply rescales every finite value exactly; infinities and NaNs get the all-ones
+/// exponent explicitly. bf16: the top half of an f32, so a shift.
+/// </summary>
+internal static class HalfBits
+{
+    private const float TwoPow112 = 5.192296858534828e33f;
+
+    // Every f16 bit pattern as f32 (256 KiB), for the per-block scales of q8_0/q4_0: one load (or a broadcast
+    // straight from memory) instead of a dozen scalar instructions per block, which is what bounded the
+    // quantized decode (llama.cpp uses the same table).
+    // Kernels read the address once, outside their loops, so no class-initialization check sits in a loop.
+    public static readonly unsafe float* HalfToSingleTable = BuildTable();
+
+    private static unsafe float* BuildTable()
+    {
+        var table = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc(65536 * sizeof(float), 64);
+        for (int h = 0; h < 65536; h++) table[h] = HalfToSingle((ushort)h);
+        return table;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float HalfToSingle(ushort h)
+    {
+        uint bits = (uint)(h & 0x7FFF) << 13;
+        float magnitude = (h & 0x7C00) == 0x7C00
+            ? BitConverter.UInt32BitsToSingle(bits | 0x7F800000)
+            : BitConverter.UInt32BitsToSingle(bits) * TwoPow112;
+        return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(magnitude) | ((uint)(h & 0x8000) << 16));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float BFloat16ToSingle(ushort h) => BitConverter.UInt32BitsToSingle((uint)h << 16);
+
+    /// <summary>16 f16 values to f32 (needs AVX-512F).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> HalfToSingle(Vector256<ushort> halves)
+    {
+        var h = Avx512F.ConvertToVector512Int32(halves).AsUInt32();
+        var bits = (h & Vector512.Create(0x7FFFu)) << 13;
+        var finite = bits.AsSingle() * Vector512.Create(TwoPow112);
+        var isInfOrNaN = Vector512.Equals(h & Vector512.Create(0x7C00u), Vector512.Create(0x7C00u));
+        var magnitude = Vector512.ConditionalSelect(isInfOrNaN, bits | Vector512.Create(0x7F800000u), finite.AsUInt32());
+        return (magnitude | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();
+    }
+
+    /// <summary>4 f16 values (one per 32-bit lane) to f32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> HalfToSingle(Vector128<uint> h)
+    {
+        var bits = (h & Vector128.Create(0x7FFFu)) << 13;
+        var finite = bits.AsSingle() * Vector128.Create(TwoPow112);
+        var isInfOrNaN = Vector128.Equals(h & Vector128.Create(0x7C00u), Vector128.Create(0x7C00u));
+        var magnitude = Vector128.ConditionalSelect(isInfOrNaN, bits | Vector128.Create(0x7F800000u), finite.AsUInt32());
+        return (magnitude | ((h & Vector128.Create(0x8000u)) << 16)).AsSingle();
+    }
+
+    /// <summary>16 bf16 values to f32 (needs AVX-512F).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> BFloat16ToSingle(Vector256<ushort> values) =>
+        (Avx512F.ConvertToVector512Int32(values).AsUInt32() << 16).AsSingle();
+}

@@ -1,0 +1,237 @@
+using System;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using ModelCompiler.Runtime.Threading;
+using ModelCompiler.Runtime.Weights;
+
+namespace ModelCompiler.Runtime.Kernels.MatMul;
+
+/// <summary>
+/// <c>y (+)= x Wᵀ</c> for every stored weight type, split over the worker pool by blocks of output rows (each
+/// thread streams its own part of W once; the activations are shared and stay in cache).
+/// </summary>
+/// <remarks>
+/// How each case is computed:
+/// <list type="bullet">
+/// <item>f32, and f16/bf16 with fewer than <see cref="MinTokensToDequantize"/> tokens: <see cref="FloatTile"/> reads
+/// the weights in place (f16/bf16 widened in registers).</item>
+/// <item>q8_0/q4_0 with fewer than <see cref="MinTokensToDequantize"/> tokens (decode): the activations are
+/// quantized to int8 blocks once per call and <see cref="QuantizedTile"/> takes integer dot products.</item>
+/// <item>Every non-f32 type with many tokens (prefill): each group of 4 weight rows is widened to f32 in
+/// per-thread scratch once per token block and run through the f32 tile, so the conversion is amortized over
+/// the tokens and the inner loop is the FMA-bound f32 one.</item>
+/// <item>Without AVX-512 (or AVX2 for the quantized types) a portable path decodes rows and uses the
+/// Vector256/Vector128 dot product.</item>
+/// </list>
+/// Decode (one token) walks the weight rows one at a time: one sequential stream per thread is what the
+/// hardware prefetcher follows best (measured on Zen 5 at 768x32000 from DRAM, one thread: f32 26 → 35 GB/s,
+/// q8_0 17 → 26 GB/s against 4 rows side by side).
+/// Tokens are processed in blocks whose activations fit in L2 (<see cref="ActivationBlockBytes"/>); inside a
+/// block each weight-row group meets every token, four at a time.
+/// </remarks>
+internal static unsafe class LinearKernel
+{
+    /// <summary>Below this many multiply-adds a projection runs on the calling thread (a hand-off costs ~1–2 µs).</summary>
+    public const long ParallelThresholdMacs = 1 << 17;
+    /// <summary>From this many tokens, non-f32 weights are widened once per token block instead of in the inner loop.</summary>
+    public const int MinTokensToDequantize = 16;
+    /// <summary>Activation bytes per token block: about a third of Zen 5's 1 MiB L2.</summary>
+    public const int ActivationBlockBytes = 384 * 1024;
+
+    private enum Mode { Direct, Dequantize, Int8, Portable }
+
+    private struct Job : IParallelJob
+    {
+        public float* X;
+        public float* Y;
+        public byte* W;
+        public nint RowBytes;
+        public WeightDType DType;
+        public int NumTokens, InDim, OutDim, RowsPerChunk, TokensPerBlock;
+        public bool Accumulate;
+        public Mode Mode;
+        public sbyte* Qx;
+        public float* Dx;
+
+        public void Execute(int chunk)
+        {
+            int first = chunk * RowsPerChunk;
+            ComputeRows(ref this, first, Math.Min(first + RowsPerChunk, OutDim));
+        }
+    }
+
+    public static void Project(float* x, int numTokens, WeightMatrix w, float* y, int inDim, int outDim, bool accumulate)
+    {
+        if (numTokens <= 0 || outDim == 0) return;
+        var job = new Job
+        {
+            X = x, Y = y, W = (byte*)w.Data, RowBytes = w.RowSizeInBytes, DType = w.DType,
+            NumTokens = numTokens, InDim = inDim, OutDim = outDim, Accumulate = accumulate,
+        };
+        bool quantized = w.DType is WeightDType.Q8_0 or WeightDType.Q4_0;
+        if (!CpuFeatures.UseVector512) job.Mode = quantized && CpuFeatures.UseInt8 && numTokens < MinTokensToDequantize ? Mode.Int8 : Mode.Portable;
+        else if (w.DType == WeightDType.F32) job.Mode = Mode.Direct;
+        else if (numTokens >= MinTokensToDequantize) job.Mode = Mode.Dequantize;
+        else job.Mode = quantized ? (CpuFeatures.UseInt8 ? Mode.Int8 : Mode.Dequantize) : Mode.Direct;
+
+        job.TokensPerBlock = Math.Max(4, ActivationBlockBytes / (inDim * sizeof(float)) & ~3);
+        if (job.Mode == Mode.Int8)
+        {
+            int numBlocks = inDim / 32;
+            byte* scratch = Scratch.Activations((nint)numTokens * inDim + (nint)numTokens * numBlocks * sizeof(float) + 64);
+            job.Dx = (float*)scratch;
+            job.Qx = (sbyte*)(scratch + (((nint)numTokens * numBlocks * sizeof(float) + 63) & ~63));
+            ActivationQuantizer.Quantize(x, numTokens, inDim, job.Qx, job.Dx);
+        }
+
+        long macs = (long)numTokens * inDim * outDim;
+        int threads = WorkerPool.ThreadCount;
+        if (threads == 1 || macs < ParallelThresholdMacs)
+        {
+            job.RowsPerChunk = outDim;
+            job.Execute(0);
+            return;
+        }
+        // About eight chunks per thread so a descheduled thread costs little; multiples of the 4-row tile.
+        int rowsPerChunk = Math.Max(4, (outDim + threads * 8 - 1) / (threads * 8) + 3 & ~3);
+        job.RowsPerChunk = rowsPerChunk;
+        WorkerPool.Run(ref job, (outDim + rowsPerChunk - 1) / rowsPerChunk);
+    }
+
+    private static void ComputeRows(ref Job job, int firstRow, int endRow)
+    {
+        for (int t0 = 0; t0 < job.NumTokens; t0 += job.TokensPerBlock)
+        {
+            int numTokens = Math.Min(job.TokensPerBlock, job.NumTokens - t0);
+            int r = firstRow;
+            for (; r <= endRow - 4; r += 4) Group<Four>(ref job, r, t0, numTokens);
+            for (; r < endRow; r++) Group<One>(ref job, r, t0, numTokens);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Group<TRows>(ref Job job, int row, int t0, int numTokens) where TRows : struct, ICount
+    {
+        int k = job.InDim;
+        byte* w = job.W + row * job.RowBytes;
+        float* x = job.X + (nint)t0 * k;
+        float* y = job.Y + (nint)t0 * job.OutDim + row;
+        switch (job.Mode)
+        {
+            case Mode.Direct when numTokens == 1:
+                for (int i = 0; i < TRows.Count; i++)
+                {
+                    byte* wr = w + i * job.RowBytes;
+                    switch (job.DType)
+                    {
+                        case WeightDType.F32: FloatTile.RowDot<F32Row>(wr, x, k, y + i, job.Accumulate); break;
+                        case WeightDType.BF16: FloatTile.RowDot<Bf16Row>(wr, x, k, y + i, job.Accumulate); break;
+                        default: FloatTile.RowDot<F16Row>(wr, x, k, y + i, job.Accumulate); break;
+                    }
+                }
+                break;
+            case Mode.Direct:
+                switch (job.DType)
+                {
+                    case WeightDType.F32: FloatTile.Tokens<F32Row, TRows>(w, job.RowBytes, x, k, numTokens, k, y, job.OutDim, job.Accumulate); break;
+                    case WeightDType.BF16: FloatTile.Tokens<Bf16Row, TRows>(w, job.RowBytes, x, k, numTokens, k, y, job.OutDim, job.Accumulate); break;
+                    case WeightDType.F16: FloatTile.Tokens<F16Row, TRows>(w, job.RowBytes, x, k, numTokens, k, y, job.OutDim, job.Accumulate); break;
+                    default: throw new InvalidOperationException();
+                }
+                break;
+            case Mode.Dequantize:
+            {
+                float* rows = Scratch.WeightRows(4 * k);
+                for (int i = 0; i < TRows.Count; i++) Widen(w + i * job.RowBytes, job.DType, k, rows + i * k);
+                FloatTile.Tokens<F32Row, TRows>((byte*)rows, (nint)k * sizeof(float), x, k, numTokens, k, y, job.OutDim, job.Accumulate);
+                break;
+            }
+            case Mode.Int8:
+            {
+                int numBlocks = k / 32;
+                sbyte* qx = job.Qx + (nint)t0 * k;
+                float* dx = job.Dx + (nint)t0 * numBlocks;
+                if (numTokens == 1)
+                {
+                    for (int i = 0; i < TRows.Count; i++)
+                    {
+                        if (job.DType == WeightDType.Q8_0) QuantizedTile.Run<Q8_0Row, One, One>(w + i * job.RowBytes, job.RowBytes, qx, dx, k, numBlocks, numBlocks, y + i, job.OutDim, job.Accumulate);
+                        else QuantizedTile.Run<Q4_0Row, One, One>(w + i * job.RowBytes, job.RowBytes, qx, dx, k, numBlocks, numBlocks, y + i, job.OutDim, job.Accumulate);
+                    }
+                }
+                else if (job.DType == WeightDType.Q8_0)
+                    QuantizedTile.Tokens<Q8_0Row, TRows>(w, job.RowBytes, qx, dx, k, numBlocks, numBlocks, numTokens, y, job.OutDim, job.Accumulate);
+                else
+                    QuantizedTile.Tokens<Q4_0Row, TRows>(w, job.RowBytes, qx, dx, k, numBlocks, numBlocks, numTokens, y, job.OutDim, job.Accumulate);
+                break;
+            }
+            default:
+                Portable(ref job, row, TRows.Count, t0, numTokens);
+                break;
+        }
+    }
+
+    private static void Portable(ref Job job, int row, int numRows, int t0, int numTokens)
+    {
+        int k = job.InDim;
+        float* decoded = Scratch.WeightRows(k);
+        for (int i = 0; i < numRows; i++)
+        {
+            byte* w = job.W + (row + i) * job.RowBytes;
+            ReadOnlySpan<float> weights;
+            if (job.DType == WeightDType.F32) weights = new ReadOnlySpan<float>(w, k);
+            else
+            {
+                Quantization.WeightConversion.Decode(new ReadOnlySpan<byte>(w, (int)job.RowBytes), job.DType, new Span<float>(decoded, k));
+                weights = new ReadOnlySpan<float>(decoded, k);
+            }
+            for (int t = t0; t < t0 + numTokens; t++)
+            {
+                float value = CpuKernels.Dot(weights, new ReadOnlySpan<float>(job.X + (nint)t * k, k));
+                float* y = job.Y + (nint)t * job.OutDim + row + i;
+                *y = job.Accumulate ? *y + value : value;
+            }
+        }
+    }
+
+    /// <summary>Widens one row of <paramref name="k"/> weights to f32 (AVX-512 path).</summary>
+    private static void Widen(byte* row, WeightDType dtype, int k, float* destination)
+    {
+        int i = 0;
+        switch (dtype)
+        {
+            case WeightDType.F32:
+                Buffer.MemoryCopy(row, destination, (long)k * sizeof(float), (long)k * sizeof(float));
+                return;
+            case WeightDType.BF16:
+                for (; i <= k - 16; i += 16) Bf16Row.Load16(row, i).Store(destination + i);
+                for (; i < k; i++) destination[i] = Bf16Row.Load1(row, i);
+                return;
+            case WeightDType.F16:
+                for (; i <= k - 16; i += 16) F16Row.Load16(row, i).Store(destination + i);
+                for (; i < k; i++) destination[i] = F16Row.Load1(row, i);
+                return;
+            case WeightDType.Q8_0:
+                for (int b = 0; b < k / 32; b++)
+                {
+                    byte* block = row + b * 34;
+                    var d = Vector512.Create(HalfBits.HalfToSingle(*(ushort*)block));
+                    var q = Vector256.Load((sbyte*)(block + 2));
+                    (Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(q.GetLower())) * d).Store(destination + b * 32);
+                    (Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(q.GetUpper())) * d).Store(destination + b * 32 + 16);
+                }
+                return;
+            case WeightDType.Q4_0:
+                for (int b = 0; b < k / 32; b++)
+                {
+                    byte* block = row + b * 18;
+                    var d = Vector512.Create(HalfBits.HalfToSingle(*(ushort*)block));
+                    var q = Q4_0Row.LoadWeights(block);
+                    (Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(q.GetLower())) * d).Store(destination + b * 32);
+                    (Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(q.GetUpper())) * d).Store(destination + b * 32 + 16);
+                }
+                return;
+        }
+    }
+}
