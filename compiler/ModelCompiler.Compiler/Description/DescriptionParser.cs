@@ -112,7 +112,7 @@ internal static class DescriptionParser
         var node = top.Get("hyperparameters", JsonKind.Object, "an object", required: true, "the architecture's sizes");
         if (node is null) return null;
         var r = new FieldReader(node, "hyperparameters", path, diagnostics,
-            "dim", "hiddenDim", "numLayers", "numHeads", "numKvHeads", "vocabSize", "maxSeqLen", "ropeTheta", "ropeStyle", "normEps", "tiedEmbedding");
+            "dim", "hiddenDim", "numLayers", "numHeads", "numKvHeads", "vocabSize", "maxSeqLen", "ropeTheta", "ropeStyle", "normEps", "tiedEmbedding", "qkvBias");
         int dim = r.PositiveInt("dim", true, 0, MaxDimension, "the model dimension");
         bool needsHidden = architecture == "llama";
         int hidden = r.PositiveInt("hiddenDim", needsHidden, 0, MaxDimension, "the MLP's hidden width");
@@ -125,6 +125,7 @@ internal static class DescriptionParser
         string style = r.Choice("ropeStyle", RopeStyles, false, "interleaved", DiagnosticCatalog.InvalidChoice, "");
         double eps = r.Number("normEps", 1e-5, 0, 1, "a number greater than 0 and below 1");
         bool tied = r.Boolean("tiedEmbedding", false);
+        bool qkvBias = r.Boolean("qkvBias", false);
 
         if (dim > 0 && numHeads > 0)
         {
@@ -140,7 +141,7 @@ internal static class DescriptionParser
         }
         if (r.HasErrors) return null;
         return new HyperParameters(dim, hidden, numLayers, numHeads, numKvHeads, vocab, maxSeq, theta,
-            style == "half" ? RopeStyle.Half : RopeStyle.Interleaved, eps, tied);
+            style == "half" ? RopeStyle.Half : RopeStyle.Interleaved, eps, tied) { QkvBias = qkvBias };
     }
 
     private static WeightSourceDescription ReadWeights(FieldReader top, string path, List<CompilerDiagnostic> diagnostics)

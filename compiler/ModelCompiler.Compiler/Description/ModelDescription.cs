@@ -12,6 +12,9 @@ internal sealed record HyperParameters(
     int Dim, int HiddenDim, int NumLayers, int NumHeads, int NumKvHeads, int VocabSize, int MaxSeqLen,
     double RopeTheta, RopeStyle RopeStyle, double NormEps, bool TiedEmbedding)
 {
+    /// <summary>The llama template's q, k and v projections add a bias (Qwen2).</summary>
+    public bool QkvBias { get; init; }
+
     public int HeadDim => Dim / NumHeads;
     public int KvDim => NumKvHeads * HeadDim;
 }

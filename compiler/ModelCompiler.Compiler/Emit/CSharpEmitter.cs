@@ -107,6 +107,7 @@ internal sealed class CSharpEmitter
         P("RopeStyle", "global::ModelCompiler.Runtime.RopeStyle." + _h.RopeStyle);
         P("NormEps", Float(_h.NormEps));
         P("TiedEmbedding", _h.TiedEmbedding ? "true" : "false");
+        if (_h.QkvBias) P("QkvBias", "true");
         P("KvBlockSize", Int(m.Runtime.KvBlockSize));
         P("MaxBatchTokens", "MaxBatchTokens");
         P("MaxSequences", Int(m.Runtime.MaxSequences));
@@ -204,19 +205,31 @@ internal sealed class CSharpEmitter
             case RmsNormStep s:
                 _w.Line($"{K}.RmsNorm({B(s.Input)}, numTokens, {Int(s.Width)}, {W(s.Norm)}, {eps}, {B(s.Output)});");
                 break;
-            case LinearStep { Norm: not null } s:
-                _w.Line($"{K}.RmsNormLinear({B(s.Input)}, numTokens, {W(s.Norm)}, {eps}, {M(s.Weight)}, {B(s.Output)}, {Int(s.InDim)}, {Int(s.OutDim)}, {B(s.Normalized!)});");
-                break;
-            case LinearStep { AddToOutput: true } s:
-                _w.Line($"{K}.LinearAddResidual({B(s.Input)}, numTokens, {M(s.Weight)}, {B(s.Output)}, {Int(s.InDim)}, {Int(s.OutDim)});");
-                break;
             case LinearStep s:
-                _w.Line($"{K}.Linear({B(s.Input)}, numTokens, {M(s.Weight)}, {B(s.Output)}, {Int(s.InDim)}, {Int(s.OutDim)});");
+                if (s.Norm is not null)
+                    _w.Line($"{K}.RmsNormLinear({B(s.Input)}, numTokens, {W(s.Norm)}, {eps}, {M(s.Weight)}, {B(s.Output)}, {Int(s.InDim)}, {Int(s.OutDim)}, {B(s.Normalized!)});");
+                else if (s.AddToOutput)
+                    _w.Line($"{K}.LinearAddResidual({B(s.Input)}, numTokens, {M(s.Weight)}, {B(s.Output)}, {Int(s.InDim)}, {Int(s.OutDim)});");
+                else
+                    _w.Line($"{K}.Linear({B(s.Input)}, numTokens, {M(s.Weight)}, {B(s.Output)}, {Int(s.InDim)}, {Int(s.OutDim)});");
+                if (s.Bias is not null)
+                    _w.Line($"{K}.AddBias({B(s.Output)}, numTokens, {W(s.Bias)}, {Int(s.OutDim)});");
                 break;
-            case QkvStep s:
+            case QkvStep { Bias: null } s:
                 _w.Line($"{K}.RmsNormQkvRopeKvWrite({B(s.Input)}, numTokens, {W(s.Norm)}, {eps}, {M(s.Wqkv)}, {B(s.Qkv)}, {B(s.Normalized)}, " +
                         $"{Int(s.Dim)}, {Int(_h.NumHeads)}, {Int(_h.NumKvHeads)}, {Int(_h.HeadDim)}, batch, kvCache, {layer}, {rope});");
                 break;
+            case QkvStep s:
+            {
+                // The bias goes between the projection and RoPE, so the epilogue runs as separate calls.
+                int qkvDim = s.QDim + 2 * s.KvDim;
+                _w.Line($"{K}.RmsNormLinear({B(s.Input)}, numTokens, {W(s.Norm)}, {eps}, {M(s.Wqkv)}, {B(s.Qkv)}, {Int(s.Dim)}, {Int(qkvDim)}, {B(s.Normalized)});");
+                _w.Line($"{K}.AddBias({B(s.Qkv)}, numTokens, {W(s.Bias)}, {Int(qkvDim)});");
+                _w.Line($"{K}.Rope({B(s.Qkv)}, {Int(qkvDim)}, 0, {Int(_h.NumHeads)}, {Int(_h.HeadDim)}, batch, {rope});");
+                _w.Line($"{K}.Rope({B(s.Qkv)}, {Int(qkvDim)}, {Int(s.QDim)}, {Int(_h.NumKvHeads)}, {Int(_h.HeadDim)}, batch, {rope});");
+                _w.Line($"{K}.KvWrite({B(s.Qkv)}, {Int(qkvDim)}, {Int(s.QDim)}, {B(s.Qkv)}, {Int(qkvDim)}, {Int(s.QDim + s.KvDim)}, batch, kvCache, {layer});");
+                break;
+            }
             case RopeStep s:
                 _w.Line($"{K}.Rope({B(s.Buffer)}, {Int(s.Width)}, 0, {Int(s.Width / _h.HeadDim)}, {Int(_h.HeadDim)}, batch, {rope});");
                 break;

@@ -24,9 +24,10 @@ internal enum OpKind
 
 /// <summary>
 /// One op of a block graph. <see cref="Weight"/> is the weight's name inside the block
-/// (e.g. <c>attention.wq</c>); layer i reads checkpoint tensor <c>layers.{i}.{Weight}.weight</c>.
+/// (e.g. <c>attention.wq</c>); layer i reads checkpoint tensor <c>layers.{i}.{Weight}.weight</c>, and a
+/// linear with <see cref="Bias"/> also adds <c>layers.{i}.{Weight}.bias</c> <c>[OutFeatures]</c>.
 /// </summary>
-internal sealed record GraphOp(OpKind Kind, string[] Inputs, string Output, string? Weight, int OutFeatures, SourceSpan Span)
+internal sealed record GraphOp(OpKind Kind, string[] Inputs, string Output, string? Weight, int OutFeatures, SourceSpan Span, bool Bias = false)
 {
     public string Describe() => $"{OpNames.Of(Kind)} '{Output}'";
 }

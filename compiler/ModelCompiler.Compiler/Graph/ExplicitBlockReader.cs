@@ -45,7 +45,7 @@ internal static class ExplicitBlockReader
             diagnostics.Add(DiagnosticCatalog.WrongType.At(path, node.Span, context, "an object", node.Describe()));
             return null;
         }
-        var r = new FieldReader(node, context, path, diagnostics, "op", "inputs", "output", "weight", "outFeatures");
+        var r = new FieldReader(node, context, path, diagnostics, "op", "inputs", "output", "weight", "outFeatures", "bias");
         var opNode = r.Get("op", JsonKind.String, "a string", true, "the op's name");
         var outputNode = r.Get("output", JsonKind.String, "a string", true, "the name of the tensor the op defines");
         var inputsNode = r.Get("inputs", JsonKind.Array, "an array of tensor names", true, "the tensors the op reads");
@@ -103,6 +103,16 @@ internal static class ExplicitBlockReader
             r.Report(DiagnosticCatalog.BadOpArguments.At(path, outFeaturesProperty.NameSpan, name, "takes no 'outFeatures' (only 'linear' does)"));
             return null;
         }
-        return new RawOp(kind, inputs.ToArray(), spans.ToArray(), outputNode.Text, outputNode.Span, weight, outFeatures, opNode.Span);
+        bool bias = false;
+        if (r.Find("bias") is { } biasProperty)
+        {
+            if (kind != OpKind.Linear)
+            {
+                r.Report(DiagnosticCatalog.BadOpArguments.At(path, biasProperty.NameSpan, name, "takes no 'bias' (only 'linear' does)"));
+                return null;
+            }
+            bias = r.Boolean("bias", false);
+        }
+        return new RawOp(kind, inputs.ToArray(), spans.ToArray(), outputNode.Text, outputNode.Span, weight, outFeatures, opNode.Span, bias);
     }
 }

@@ -45,7 +45,7 @@ internal static class GraphBuilder
             if (op.Kind == OpKind.Attention) numAttention++;
             widths[op.Output] = width;
             definedAt[op.Output] = op.OutputSpan;
-            ops.Add(new GraphOp(op.Kind, op.Inputs, op.Output, op.Weight, op.OutFeatures, op.Span));
+            ops.Add(new GraphOp(op.Kind, op.Inputs, op.Output, op.Weight, op.OutFeatures, op.Span, op.Bias));
         }
 
         if (numAttention != 1)

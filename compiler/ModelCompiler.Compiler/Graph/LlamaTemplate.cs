@@ -15,18 +15,19 @@ internal static class LlamaTemplate
     public static RawBlock Expand(HyperParameters h, SourceSpan span)
     {
         var ops = new List<RawOp>();
-        void Op(OpKind kind, string output, string? weight, int outFeatures, params string[] inputs)
+        void Op(OpKind kind, string output, string? weight, int outFeatures, params string[] inputs) => Add(kind, output, weight, outFeatures, false, inputs);
+        void Add(OpKind kind, string output, string? weight, int outFeatures, bool bias, params string[] inputs)
         {
             var spans = new SourceSpan[inputs.Length];
             for (int i = 0; i < spans.Length; i++) spans[i] = span;
-            ops.Add(new RawOp(kind, inputs, spans, output, span, weight, outFeatures, span));
+            ops.Add(new RawOp(kind, inputs, spans, output, span, weight, outFeatures, span, bias));
         }
 
-        // Attention half: x → RMSNorm → q, k, v → RoPE(q, k) → causal GQA → output projection → + x
+        // Attention half: x → RMSNorm → q, k, v (+ bias for Qwen2) → RoPE(q, k) → causal GQA → output projection → + x
         Op(OpKind.RmsNorm, "attn_in", "attention_norm", 0, "x");
-        Op(OpKind.Linear, "q", "attention.wq", h.Dim, "attn_in");
-        Op(OpKind.Linear, "k", "attention.wk", h.KvDim, "attn_in");
-        Op(OpKind.Linear, "v", "attention.wv", h.KvDim, "attn_in");
+        Add(OpKind.Linear, "q", "attention.wq", h.Dim, h.QkvBias, "attn_in");
+        Add(OpKind.Linear, "k", "attention.wk", h.KvDim, h.QkvBias, "attn_in");
+        Add(OpKind.Linear, "v", "attention.wv", h.KvDim, h.QkvBias, "attn_in");
         Op(OpKind.Rope, "q_rot", null, 0, "q");
         Op(OpKind.Rope, "k_rot", null, 0, "k");
         Op(OpKind.Attention, "attn", null, 0, "q_rot", "k_rot", "v");

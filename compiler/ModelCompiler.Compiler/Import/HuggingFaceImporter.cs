@@ -17,12 +17,12 @@ public sealed record ImportResult(string? DescriptionText, IReadOnlyList<string>
 /// Turns a Hugging Face <c>config.json</c> of the llama family (LlamaForCausalLM, incl. TinyLlama and Llama 2/3;
 /// MistralForCausalLM) into a model description: <c>architecture: llama</c>, the sizes, <c>ropeStyle: half</c>
 /// (Hugging Face checkpoints store q/k rows in the half rotary layout) and <c>weights.format: safetensors</c>.
-/// What the graph cannot compute is an error naming the field, never silently dropped: Qwen2's q/k/v biases,
-/// <c>rope_scaling</c>, attention or MLP biases, activations other than SiLU, a head width other than hidden/heads.
+/// Qwen2's q/k/v biases become the template's <c>qkvBias</c>. What the graph cannot compute is an error
+/// naming the field, never silently dropped: <c>rope_scaling</c>, attention or MLP biases, activations other than SiLU, a head width other than hidden/heads.
 /// </summary>
 public static class HuggingFaceImporter
 {
-    private static readonly string[] SupportedArchitectures = { "LlamaForCausalLM", "MistralForCausalLM" };
+    private static readonly string[] SupportedArchitectures = { "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM" };
 
     /// <summary>Imports <paramref name="configJson"/> as a description named <paramref name="name"/>.</summary>
     /// <param name="configJson">The text of config.json.</param>
@@ -70,8 +70,12 @@ public static class HuggingFaceImporter
             int hd = Int(root, "head_dim", null, errors);
             if (hd != hidden / heads) errors.Add($"head_dim is {hd} but hidden_size / num_attention_heads is {hidden / heads}; the graph needs heads that tile the model width");
         }
+        // Qwen2 adds biases to the q, k and v projections (the template's qkvBias).
+        bool qkvBias = architecture == "Qwen2ForCausalLM";
         // Mistral's sliding window equals full causal attention for contexts no longer than the window.
-        if (root.Find("sliding_window") is { } window && window.Value.Kind != JsonKind.Null)
+        // Qwen2 configs carry a window too but apply it only with use_sliding_window.
+        bool windowUsed = !qkvBias || Bool(root, "use_sliding_window", false, errors);
+        if (windowUsed && root.Find("sliding_window") is { } window && window.Value.Kind != JsonKind.Null)
         {
             int w = Int(root, "sliding_window", null, errors);
             if (w > 0 && w < maxSeq) maxSeq = w;
@@ -106,7 +110,7 @@ public static class HuggingFaceImporter
         sb.Append("    \"ropeTheta\": ").Append(theta.ToString("R", ci)).Append(",\n");
         sb.Append("    \"ropeStyle\": \"half\",\n");
         sb.Append("    \"normEps\": ").Append(eps.ToString("R", ci)).Append(",\n");
-        sb.Append("    \"tiedEmbedding\": ").Append(tied ? "true" : "false").Append('\n');
+        sb.Append("    \"tiedEmbedding\": ").Append(tied ? "true" : "false").Append(qkvBias ? ",\n    \"qkvBias\": true\n" : "\n");
         sb.Append("  },\n");
         sb.Append("  \"weights\": { \"format\": \"safetensors\", \"dtype\": \"").Append(dtype).Append("\", \"path\": ").Append(Quote(weightsPath)).Append(" },\n");
         sb.Append("  \"tokenizer\": { \"format\": \"llama2c\", \"path\": ").Append(Quote(tokenizerPath)).Append(" }\n");
@@ -136,11 +140,6 @@ public static class HuggingFaceImporter
         {
             errors.Add("config.json has neither architectures nor model_type");
             return "";
-        }
-        if (architecture == "Qwen2ForCausalLM")
-        {
-            errors.Add("architectures is Qwen2ForCausalLM: Qwen2 adds biases to the q, k and v projections, which the graph IR cannot express yet");
-            return architecture;
         }
         if (Array.IndexOf(SupportedArchitectures, architecture) < 0)
             errors.Add($"architectures is {architecture}; supported: {string.Join(", ", SupportedArchitectures)} (TinyLlama and Llama 2/3 are LlamaForCausalLM)");

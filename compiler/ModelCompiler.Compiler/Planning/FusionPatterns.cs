@@ -117,6 +117,8 @@ internal sealed class FusionPatterns
         if (q < 0 || k < 0 || v < 0) return;
         string input = _graph.Ops[q].Inputs[0];
         if (_graph.Ops[k].Inputs[0] != input || _graph.Ops[v].Inputs[0] != input) return;
+        // One concatenated bias needs all three or none.
+        if (_graph.Ops[k].Bias != _graph.Ops[q].Bias || _graph.Ops[v].Bias != _graph.Ops[q].Bias) return;
         int norm = NormReadOnlyBy(input, q, k, v);
         if (norm < 0) return; // the fused kernel normalises its input; without a norm the ops stay separate
         Add(Group(FusionKind.QkvRopeKvWrite, ("norm", norm), ("q", q), ("k", k), ("v", v), ("ropeQ", ropeQ), ("ropeK", ropeK)));
@@ -134,6 +136,7 @@ internal sealed class FusionPatterns
             int gate = PrivateProducer(_graph.Ops[silu].Inputs[0], OpKind.Linear, silu);
             int up = PrivateProducer(upValue, OpKind.Linear, mul);
             if (gate < 0 || up < 0 || _graph.Ops[gate].Inputs[0] != _graph.Ops[up].Inputs[0]) continue;
+            if (_graph.Ops[gate].Bias != _graph.Ops[up].Bias) continue;
             int norm = NormReadOnlyBy(_graph.Ops[gate].Inputs[0], gate, up);
             var group = norm >= 0
                 ? Group(FusionKind.SwiGlu, ("norm", norm), ("gate", gate), ("up", up), ("silu", silu), ("mul", mul))

@@ -86,10 +86,13 @@ internal sealed record RmsNormStep(Buffer Input, WeightRef Norm, Buffer Output, 
 internal sealed record LinearStep(Buffer Input, WeightRef Weight, Buffer Output, int InDim, int OutDim,
     WeightRef? Norm, Buffer? Normalized, bool AddToOutput) : KernelStep
 {
-    public override string KindName => (Norm is null ? "" : "rmsnorm_") + "linear" + (AddToOutput ? "_residual" : "");
+    /// <summary>A bias <c>[OutDim]</c> added to every output row, or null.</summary>
+    public WeightRef? Bias { get; init; }
+
+    public override string KindName => (Norm is null ? "" : "rmsnorm_") + "linear" + (Bias is null ? "" : "_bias") + (AddToOutput ? "_residual" : "");
     public override string Signature() =>
-        $"{Input.Name} [T, {InDim}] f32{(Norm is null ? "" : $", {Norm.Name} {Norm.Typed}")}, {Weight.Name} {Weight.Typed} -> " +
-        $"{Output.Name} [T, {OutDim}] f32{(AddToOutput ? " (+=)" : "")}";
+        $"{Input.Name} [T, {InDim}] f32{(Norm is null ? "" : $", {Norm.Name} {Norm.Typed}")}, {Weight.Name} {Weight.Typed}" +
+        $"{(Bias is null ? "" : $", {Bias.Name} {Bias.Typed}")} -> {Output.Name} [T, {OutDim}] f32{(AddToOutput ? " (+=)" : "")}";
 }
 
 /// <summary>
@@ -98,9 +101,13 @@ internal sealed record LinearStep(Buffer Input, WeightRef Weight, Buffer Output,
 /// </summary>
 internal sealed record QkvStep(Buffer Input, WeightRef Norm, WeightRef Wqkv, Buffer Qkv, Buffer Normalized, int Dim, int QDim, int KvDim) : KernelStep
 {
-    public override string KindName => "rmsnorm_qkv_rope_kvwrite";
+    /// <summary>The q|k|v bias <c>[QDim + 2·KvDim]</c> (Qwen2), added before RoPE, or null.</summary>
+    public WeightRef? Bias { get; init; }
+
+    public override string KindName => Bias is null ? "rmsnorm_qkv_rope_kvwrite" : "rmsnorm_qkv_bias_rope_kvwrite";
     public override string Signature() =>
-        $"{Input.Name} [T, {Dim}] f32, {Norm.Name} {Norm.Typed}, {Wqkv.Name} {Wqkv.Typed} -> {Qkv.Name} [T, {QDim + 2 * KvDim}] f32, K/V cache [blocks, blockSize, {KvDim}] f32";
+        $"{Input.Name} [T, {Dim}] f32, {Norm.Name} {Norm.Typed}, {Wqkv.Name} {Wqkv.Typed}{(Bias is null ? "" : $", {Bias.Name} {Bias.Typed}")} -> " +
+        $"{Qkv.Name} [T, {QDim + 2 * KvDim}] f32, K/V cache [blocks, blockSize, {KvDim}] f32";
 }
 
 /// <summary>Rotary embedding on its own, in place on a whole buffer.</summary>

@@ -87,6 +87,26 @@ internal sealed class Planner
         return weight;
     }
 
+    /// <summary>The bias of the projections <paramref name="ops"/> (concatenated in order), or null when they have none.</summary>
+    private WeightRef? LayerBias(params GraphOp[] ops)
+    {
+        if (!ops[0].Bias) return null;
+        int width = 0;
+        var names = new string[ops.Length];
+        for (int i = 0; i < ops.Length; i++)
+        {
+            width += ops[i].OutFeatures;
+            names[i] = ops[i].Weight!;
+        }
+        string name = string.Join("|", names) + ".bias";
+        foreach (var w in _layerWeights) if (w.Name == name) return w;
+        var sources = new string[names.Length];
+        for (int i = 0; i < sources.Length; i++) sources[i] = "layers.{layer}." + names[i] + ".bias";
+        var bias = new WeightRef(name, new[] { width }, sources, PerLayer: true) { Slot = _layerWeights.Count };
+        _layerWeights.Add(bias);
+        return bias;
+    }
+
     private static string Describe(GraphOp op) => op.Describe();
 
     private void EmitSingle(GraphOp op)
@@ -105,7 +125,7 @@ internal sealed class Planner
             {
                 int inDim = _graph.Widths[op.Inputs[0]];
                 var input = _bufferOf[op.Inputs[0]];
-                _blockSteps.Add(new LinearStep(input, LayerWeight(new[] { width, inDim }, op.Weight!), Define(op.Output), inDim, width, null, null, false) { Fuses = fuses });
+                _blockSteps.Add(new LinearStep(input, LayerWeight(new[] { width, inDim }, op.Weight!), Define(op.Output), inDim, width, null, null, false) { Fuses = fuses, Bias = LayerBias(op) });
                 break;
             }
             case OpKind.Rope:
@@ -169,7 +189,8 @@ internal sealed class Planner
                 var normalized = NewBuffer("qkv_normalized", _h.Dim);
                 var normWeight = LayerWeight(new[] { _h.Dim }, norm.Weight!);
                 var wqkv = LayerWeight(new[] { qDim + 2 * kvDim, _h.Dim }, Op("q").Weight!, Op("k").Weight!, Op("v").Weight!);
-                _blockSteps.Add(new QkvStep(_bufferOf[norm.Inputs[0]], normWeight, wqkv, qkv, normalized, _h.Dim, qDim, kvDim) { Fuses = Ordered(group, "KV-cache write") });
+                _blockSteps.Add(new QkvStep(_bufferOf[norm.Inputs[0]], normWeight, wqkv, qkv, normalized, _h.Dim, qDim, kvDim)
+                { Fuses = Ordered(group, "KV-cache write"), Bias = LayerBias(Op("q"), Op("k"), Op("v")) });
                 _queriesInQkv[Op("ropeQ").Output] = new View(qkv, 0, qDim);
                 break;
             }
@@ -186,7 +207,7 @@ internal sealed class Planner
                 Buffer? normalized = hasNorm ? NewBuffer("gate_up_normalized", inDim) : null;
                 var projectionRoles = hasNorm ? new[] { "norm", "gate", "up" } : new[] { "gate", "up" };
                 _blockSteps.Add(new LinearStep(_bufferOf[inputValue], weight, gateUp, inDim, 2 * hidden, normWeight, normalized, false)
-                { Fuses = DescribeRoles(group, projectionRoles) });
+                { Fuses = DescribeRoles(group, projectionRoles), Bias = LayerBias(gate, Op("up")) });
                 _blockSteps.Add(new SwiGluStep(gateUp, Define(Op("mul").Output), hidden) { Fuses = DescribeRoles(group, "silu", "mul") });
                 break;
             }
@@ -199,7 +220,7 @@ internal sealed class Planner
                 var target = _bufferOf[residual];
                 _bufferOf[add.Output] = target;
                 _blockSteps.Add(new LinearStep(_bufferOf[linear.Inputs[0]], LayerWeight(new[] { outDim, inDim }, linear.Weight!), target, inDim, outDim, null, null, true)
-                { Fuses = Ordered(group) });
+                { Fuses = Ordered(group), Bias = LayerBias(linear) });
                 break;
             }
             case FusionKind.NormLinear:
@@ -209,7 +230,7 @@ internal sealed class Planner
                 int inDim = _graph.Widths[norm.Output], outDim = _graph.Widths[linear.Output];
                 var normalized = NewBuffer(linear.Output + "_normalized", inDim);
                 _blockSteps.Add(new LinearStep(_bufferOf[norm.Inputs[0]], LayerWeight(new[] { outDim, inDim }, linear.Weight!), Define(linear.Output),
-                    inDim, outDim, LayerWeight(new[] { inDim }, norm.Weight!), normalized, false) { Fuses = Ordered(group) });
+                    inDim, outDim, LayerWeight(new[] { inDim }, norm.Weight!), normalized, false) { Fuses = Ordered(group), Bias = LayerBias(linear) });
                 break;
             }
         }

@@ -58,6 +58,9 @@ public sealed record ModelConfig
     /// <summary>Default tokenizer file, relative to the repository's shared folder or absolute.</summary>
     public required string TokenizerPath { get; init; }
 
+    /// <summary>The q, k and v projections add a bias (Qwen2): <c>layers.N.attention.wq.bias</c> etc.</summary>
+    public bool QkvBias { get; init; }
+
     /// <summary>How the server renders chat messages into a prompt: <c>plain</c> or <c>llama2</c>.</summary>
     public string ChatTemplate { get; init; } = "plain";
 

@@ -20,6 +20,7 @@ public sealed class ReferenceTransformer
     private readonly float[] _tokenEmbedding;     // [vocab, dim]
     private readonly float[][] _attentionNorm;    // [numLayers][dim]
     private readonly float[][] _wq;               // [numLayers][numHeads * headDim, dim]
+    private readonly float[][]? _qkvBias;         // [numLayers][qDim + 2 * kvDim] q, k, v biases (Qwen2), or null
     private readonly float[][] _wk;               // [numLayers][kvDim, dim]
     private readonly float[][] _wv;               // [numLayers][kvDim, dim]
     private readonly float[][] _wo;               // [numLayers][dim, numHeads * headDim]
@@ -65,6 +66,13 @@ public sealed class ReferenceTransformer
             _w1[l] = Read(weights, $"layers.{l}.feed_forward.w1.weight", hidden, dim);
             _w2[l] = Read(weights, $"layers.{l}.feed_forward.w2.weight", dim, hidden);
             _w3[l] = Read(weights, $"layers.{l}.feed_forward.w3.weight", hidden, dim);
+        }
+        if (config.QkvBias)
+        {
+            _qkvBias = new float[config.NumLayers][];
+            for (int l = 0; l < config.NumLayers; l++)
+                _qkvBias[l] = [.. Read(weights, $"layers.{l}.attention.wq.bias", qDim), .. Read(weights, $"layers.{l}.attention.wk.bias", kvDim),
+                               .. Read(weights, $"layers.{l}.attention.wv.bias", kvDim)];
         }
         _finalNorm = Read(weights, "norm.weight", dim);
         _output = config.TiedEmbedding ? _tokenEmbedding : Read(weights, "output.weight", vocab, dim);
@@ -114,6 +122,13 @@ public sealed class ReferenceTransformer
             MatVec(_wq[l], xb, q);
             MatVec(_wk[l], xb, k);
             MatVec(_wv[l], xb, v);
+            if (_qkvBias is not null)
+            {
+                // q += bq, k += bk, v += bv, before the rotation (Qwen2).
+                for (int i = 0; i < q.Length; i++) q[i] += _qkvBias[l][i];
+                for (int i = 0; i < kvDim; i++) k[i] += _qkvBias[l][q.Length + i];
+                for (int i = 0; i < kvDim; i++) v[i] += _qkvBias[l][q.Length + kvDim + i];
+            }
             RotateHeads(q, numHeads, headDim, position, c.RopeTheta, c.RopeStyle);
             RotateHeads(k, c.NumKvHeads, headDim, position, c.RopeTheta, c.RopeStyle);
 

@@ -59,6 +59,7 @@ public sealed unsafe class InMemoryWeightSource : IWeightSource
 
         void Matrix(string name, int rows, int cols) => entries.Add((name, new long[] { rows, cols }, Fill(ref random, rows * cols, center: 0f, halfWidth: 0.02f * MathF.Sqrt(3f))));
         void Norm(string name) => entries.Add((name, new long[] { dim }, Fill(ref random, dim, center: 1f, halfWidth: 0.1f)));
+        void Bias(string name, int n) => entries.Add((name, new long[] { n }, Fill(ref random, n, center: 0f, halfWidth: 0.1f)));
 
         Matrix("tok_embeddings.weight", vocab, dim);
         for (int layer = 0; layer < config.NumLayers; layer++)
@@ -69,6 +70,12 @@ public sealed unsafe class InMemoryWeightSource : IWeightSource
             Matrix(prefix + "attention.wk.weight", kvDim, dim);
             Matrix(prefix + "attention.wv.weight", kvDim, dim);
             Matrix(prefix + "attention.wo.weight", dim, dim);
+            if (config.QkvBias)
+            {
+                Bias(prefix + "attention.wq.bias", dim);
+                Bias(prefix + "attention.wk.bias", kvDim);
+                Bias(prefix + "attention.wv.bias", kvDim);
+            }
             Norm(prefix + "ffn_norm.weight");
             Matrix(prefix + "feed_forward.w1.weight", hidden, dim);
             Matrix(prefix + "feed_forward.w2.weight", dim, hidden);

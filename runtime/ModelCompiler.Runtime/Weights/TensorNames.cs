@@ -24,6 +24,9 @@ public static class TensorNames
         ("attn_q.weight", "attention.wq.weight"),
         ("attn_k.weight", "attention.wk.weight"),
         ("attn_v.weight", "attention.wv.weight"),
+        ("attn_q.bias", "attention.wq.bias"),
+        ("attn_k.bias", "attention.wk.bias"),
+        ("attn_v.bias", "attention.wv.bias"),
         ("attn_output.weight", "attention.wo.weight"),
         ("ffn_norm.weight", "ffn_norm.weight"),
         ("ffn_gate.weight", "feed_forward.w1.weight"),
@@ -44,6 +47,9 @@ public static class TensorNames
         ("self_attn.q_proj.weight", "attention.wq.weight"),
         ("self_attn.k_proj.weight", "attention.wk.weight"),
         ("self_attn.v_proj.weight", "attention.wv.weight"),
+        ("self_attn.q_proj.bias", "attention.wq.bias"),
+        ("self_attn.k_proj.bias", "attention.wk.bias"),
+        ("self_attn.v_proj.bias", "attention.wv.bias"),
         ("self_attn.o_proj.weight", "attention.wo.weight"),
         ("post_attention_layernorm.weight", "ffn_norm.weight"),
         ("mlp.gate_proj.weight", "feed_forward.w1.weight"),
@@ -64,11 +70,13 @@ public static class TensorNames
     /// <summary>Our name for a Hugging Face llama tensor name, or null when the table does not know it.</summary>
     public static string? FromHuggingFace(string hfName) => Map(hfName, s_hfGlobal, HfLayerPrefix, s_hfLayer, OurLayerPrefix, toOurs: true);
 
-    /// <summary>True for our names of the q and k projections (the rows the rotary convention orders).</summary>
-    public static bool IsQuery(string ourName) => ourName.StartsWith(OurLayerPrefix, StringComparison.Ordinal) && ourName.EndsWith(".attention.wq.weight", StringComparison.Ordinal);
+    /// <summary>True for our names of the q projection and its bias (the rows the rotary convention orders).</summary>
+    public static bool IsQuery(string ourName) => ourName.StartsWith(OurLayerPrefix, StringComparison.Ordinal) &&
+        (ourName.EndsWith(".attention.wq.weight", StringComparison.Ordinal) || ourName.EndsWith(".attention.wq.bias", StringComparison.Ordinal));
 
-    /// <summary>True for our name of a k projection.</summary>
-    public static bool IsKey(string ourName) => ourName.StartsWith(OurLayerPrefix, StringComparison.Ordinal) && ourName.EndsWith(".attention.wk.weight", StringComparison.Ordinal);
+    /// <summary>True for our names of a k projection and its bias.</summary>
+    public static bool IsKey(string ourName) => ourName.StartsWith(OurLayerPrefix, StringComparison.Ordinal) &&
+        (ourName.EndsWith(".attention.wk.weight", StringComparison.Ordinal) || ourName.EndsWith(".attention.wk.bias", StringComparison.Ordinal));
 
     private static string? Map(string name, (string, string)[] global, string fromPrefix, (string, string)[] layer, string toPrefix, bool toOurs)
     {

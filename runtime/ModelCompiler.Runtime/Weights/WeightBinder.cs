@@ -69,8 +69,15 @@ public static class WeightBinder
                 if (widen)
                 {
                     var floats = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes.Slice(offset));
-                    Quantization.WeightConversion.Decode(stored, tensor.DType, floats.Slice(0, (int)tensor.NumElements));
-                    offset += (int)tensor.NumElements * sizeof(float);
+                    int numElements = (int)tensor.NumElements;
+                    Quantization.WeightConversion.Decode(stored, tensor.DType, floats.Slice(0, numElements));
+                    if (permute && HeadsOf(tensor.Name, config!) is > 0 and int biasHeads)
+                    {
+                        // A q/k bias (Qwen2) is ordered like its projection's rows.
+                        var widened = System.Runtime.InteropServices.MemoryMarshal.AsBytes(floats.Slice(0, numElements)).ToArray();
+                        RopePermutation.PermuteRows(widened, bytes.Slice(offset, widened.Length), numElements, sizeof(float), biasHeads, from!.Value, config!.RopeStyle);
+                    }
+                    offset += numElements * sizeof(float);
                 }
                 else if (permute && HeadsOf(tensor.Name, config!) is > 0 and int numHeads)
                 {

@@ -423,6 +423,16 @@ public sealed class DiagnosticTests
     // ---------------------------------------------------------------- MC0018, MC0020, MC0021, MC0024
 
     [Fact]
+    public void MC0017_bias_on_an_op_that_is_not_a_linear()
+    {
+        string text = Edit(TinyExplicit, "{ \"op\": \"silu\", \"inputs\": [\"gate\"], \"output\": \"gate_act\" }",
+            "{ \"op\": \"silu\", \"inputs\": [\"gate\"], \"output\": \"gate_act\", \"bias\": true }");
+        var d = Expect(text, "MC0017");
+        AssertMessage(d, "silu 'gate_act'", "'bias'", "only 'linear'");
+        AssertAt(d, text, OffsetOf(text, "\"bias\": true"));
+    }
+
+    [Fact]
     public void MC0018_unknown_chat_template()
     {
         string text = Edit(Stories260K, "\"architecture\": \"llama\",", "\"architecture\": \"llama\", \"chatTemplate\": \"chatml\",");

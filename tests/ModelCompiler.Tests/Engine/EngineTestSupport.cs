@@ -44,6 +44,12 @@ internal static class EngineTestSupport
             Matrix($"layers.{l}.attention.wk.weight", c.KvDim, c.Dim);
             Matrix($"layers.{l}.attention.wv.weight", c.KvDim, c.Dim);
             Matrix($"layers.{l}.attention.wo.weight", c.Dim, c.Dim);
+            if (c.QkvBias)
+            {
+                entries.Add(($"layers.{l}.attention.wq.bias", new long[] { c.Dim }, Fill(c.Dim, 0, 0.5f)));
+                entries.Add(($"layers.{l}.attention.wk.bias", new long[] { c.KvDim }, Fill(c.KvDim, 0, 0.5f)));
+                entries.Add(($"layers.{l}.attention.wv.bias", new long[] { c.KvDim }, Fill(c.KvDim, 0, 0.5f)));
+            }
             Vector($"layers.{l}.ffn_norm.weight", c.Dim);
             Matrix($"layers.{l}.feed_forward.w1.weight", c.HiddenDim, c.Dim);
             Matrix($"layers.{l}.feed_forward.w2.weight", c.Dim, c.HiddenDim);

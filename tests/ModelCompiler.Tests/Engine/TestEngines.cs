@@ -16,3 +16,7 @@ public sealed partial class TinyExplicitEngine;
 /// <summary>A parallel block that defeats the fusions, so the unfused kernel calls are compiled too.</summary>
 [ModelEngine("parallel_block.model.json")]
 public sealed partial class ParallelBlockEngine;
+
+/// <summary>A Qwen2-shaped llama: q/k/v biases, half-style RoPE, GQA.</summary>
+[ModelEngine("tiny_qwen.model.json")]
+public sealed partial class TinyQwenEngine;

@@ -35,7 +35,8 @@ public class HuggingFaceImporterTests
     private const string Qwen2 = """
         { "architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2,
           "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 1024,
-          "rope_theta": 1000000.0, "rms_norm_eps": 1e-06, "tie_word_embeddings": true }
+          "rope_theta": 1000000.0, "rms_norm_eps": 1e-06, "tie_word_embeddings": true,
+          "sliding_window": 32, "use_sliding_window": false }
         """;
 
     private static JsonElement Hyper(ImportResult r) => JsonDocument.Parse(r.DescriptionText!).RootElement.GetProperty("hyperparameters");
@@ -91,11 +92,17 @@ public class HuggingFaceImporterTests
     }
 
     [Fact]
-    public void Qwen2_is_a_clear_error_about_its_qkv_biases()
+    public void Qwen2_imports_with_qkv_biases_and_ignores_an_unused_sliding_window()
     {
         var r = HuggingFaceImporter.Import(Qwen2, "Qwen");
-        Assert.False(r.Succeeded);
-        Assert.Contains(r.Errors, e => e.Contains("Qwen2ForCausalLM") && e.Contains("biases"));
+        AssertCompiles(r);
+        var h = Hyper(r);
+        Assert.True(h.GetProperty("qkvBias").GetBoolean());
+        Assert.Equal(1024, h.GetProperty("maxSeqLen").GetInt32()); // use_sliding_window is false
+        Assert.Equal("half", h.GetProperty("ropeStyle").GetString());
+        var plan = ModelCompilerDriver.DumpPlan(r.DescriptionText!, "qwen.model.json").Source!;
+        Assert.Contains("rmsnorm_qkv_bias_rope_kvwrite", plan);
+        Assert.Contains("layers.N.attention.wq|attention.wk|attention.wv.bias [128] f32 <- layers.{layer}.attention.wq.bias | layers.{layer}.attention.wk.bias | layers.{layer}.attention.wv.bias", plan);
     }
 
     [Theory]
