@@ -8,7 +8,7 @@ internal sealed partial class CudaEmitter
     /// CUDA built-ins itself (threadIdx, __syncthreads, shuffles, atomics, math); under it, and whenever
     /// <c>MC_USE_PTX</c> is not defined, the portable definitions are used, so g++ compiles the same text.
     /// </summary>
-    internal const string Prelude = @"// ---- prelude: self-contained (no #include); NVRTC and the g++ emulator (MC_EMULATION) both compile it ----
+    internal const string Prelude = @"// ---- prelude: self-contained (no header files); NVRTC and the g++ emulator (MC_EMULATION) both compile it ----
 #ifndef MC_EMULATION
 typedef signed char int8_t;
 typedef unsigned char uint8_t;

@@ -64,7 +64,12 @@ internal sealed partial class CudaEmitter
     private static string Int(int value) => value.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>A C++ float literal that round-trips.</summary>
-    private static string F(double value) => ((float)value).ToString("R", CultureInfo.InvariantCulture) + "f";
+    private static string F(double value)
+    {
+        // "64f" would be a user-defined literal in C++: a float literal needs a point or an exponent.
+        string s = ((float)value).ToString("R", CultureInfo.InvariantCulture);
+        return (s.IndexOf('.') >= 0 || s.IndexOf('E') >= 0 ? s : s + ".0") + "f";
+    }
 
     /// <summary>A C++ double literal.</summary>
     private static string D(double value)
