@@ -32,7 +32,7 @@ internal sealed partial class CudaEmitter
                 Kernel(name, s, "CpuKernels.Embedding (an id outside the vocabulary gives a zero row)",
                     "const int* __restrict__ tokenIds, const float* __restrict__ table, float* __restrict__ x, int numTokens",
                     $"const int t = blockIdx.y;\nconst int id = tokenIds[t];\nconst bool valid = id >= 0 && id < {Int(_h.VocabSize)};\n" +
-                    $"for (int c = threadIdx.x; c < {Int(s.Dim)}; c += blockDim.x) x[(size_t)t * {Int(s.Dim)} + c] = valid ? table[(size_t)id * {Int(s.Dim)} + c] : 0.0f;",
+                    $"for (int c = threadIdx.x; c < {Int(s.Dim)}; c += blockDim.x) x[(int64_t)t * {Int(s.Dim)} + c] = valid ? table[(int64_t)id * {Int(s.Dim)} + c] : 0.0f;",
                     "grid (1, T, 1), block 128");
                 Add(name, stage, 1, CudaCountName.Tokens, 1, 1, 128, new Arg("TokenIds"), WeightArg(s.Table), ArenaArg(s.Output), NumTokens);
                 break;
@@ -40,7 +40,7 @@ internal sealed partial class CudaEmitter
             case RmsNormStep s:
                 Kernel(name, s, "CpuKernels.RmsNorm",
                     "const float* __restrict__ x, const float* __restrict__ g, float* __restrict__ y, int numTokens",
-                    $"__shared__ float red[{Int(ElementwiseThreads / 32)}];\nconst float* xr = x + (size_t)blockIdx.y * {Int(s.Width)};\nfloat* yr = y + (size_t)blockIdx.y * {Int(s.Width)};\n" +
+                    $"__shared__ float red[{Int(ElementwiseThreads / 32)}];\nconst float* xr = x + (int64_t)blockIdx.y * {Int(s.Width)};\nfloat* yr = y + (int64_t)blockIdx.y * {Int(s.Width)};\n" +
                     $"float sum = 0.0f;\nfor (int c = threadIdx.x; c < {Int(s.Width)}; c += {Int(ElementwiseThreads)}) sum += xr[c] * xr[c];\n" +
                     $"const float inv = 1.0f / sqrtf(mc_block_sum<{Int(ElementwiseThreads)}>(sum, red) / {F(s.Width)} + {F(_h.NormEps)});\n" +
                     $"for (int c = threadIdx.x; c < {Int(s.Width)}; c += {Int(ElementwiseThreads)}) yr[c] = xr[c] * inv * g[c];",
@@ -77,7 +77,7 @@ internal sealed partial class CudaEmitter
                     "float* __restrict__ rows, const int* __restrict__ positions, int numTokens",
                     $"const int t = blockIdx.y;\nfor (int p = threadIdx.x; p < {Int(s.Width / 2)}; p += blockDim.x)\n{{\n" +
                     $"    const int head = p / {Int(half)}, i = p % {Int(half)};\n" +
-                    $"    float* r0 = rows + (size_t)t * {Int(s.Width)} + head * {Int(_h.HeadDim)} + {(interleaved ? "2 * i" : "i")};\n" +
+                    $"    float* r0 = rows + (int64_t)t * {Int(s.Width)} + head * {Int(_h.HeadDim)} + {(interleaved ? "2 * i" : "i")};\n" +
                     $"    float* r1 = r0 + {(interleaved ? "1" : Int(half))};\n" +
                     $"    const double angle = (double)positions[t] * pow({D(_h.RopeTheta)}, -2.0 * (double)i / {D(_h.HeadDim)});\n" +
                     "    const float c = (float)cos(angle), s = (float)sin(angle), a = *r0, b = *r1;\n" +
@@ -94,14 +94,14 @@ internal sealed partial class CudaEmitter
             case SwiGluStep s:
                 Elementwise(name, s, stage, s.Hidden, "CpuKernels.SwiGlu",
                     "const float* __restrict__ gateUp, float* __restrict__ y, int numTokens",
-                    $"const float* row = gateUp + (size_t)blockIdx.y * {Int(2 * s.Hidden)};\nconst float gate = row[c];\n" +
-                    $"y[(size_t)blockIdx.y * {Int(s.Hidden)} + c] = gate / (1.0f + expf(-gate)) * row[{Int(s.Hidden)} + c];",
+                    $"const float* row = gateUp + (int64_t)blockIdx.y * {Int(2 * s.Hidden)};\nconst float gate = row[c];\n" +
+                    $"y[(int64_t)blockIdx.y * {Int(s.Hidden)} + c] = gate / (1.0f + expf(-gate)) * row[{Int(s.Hidden)} + c];",
                     ArenaArg(s.GateUp), ArenaArg(s.Output), NumTokens);
                 break;
 
             case ElementwiseStep s:
             {
-                string at = $"(size_t)blockIdx.y * {Int(s.Width)} + c";
+                string at = $"(int64_t)blockIdx.y * {Int(s.Width)} + c";
                 if (s.Op == OpKind.Silu)
                     Elementwise(name, s, stage, s.Width, "CpuKernels.Silu", "const float* a, float* y, int numTokens",
                         $"const float v = a[{at}];\ny[{at}] = v / (1.0f + expf(-v));", ArenaArg(s.A), ArenaArg(s.Output), NumTokens);
@@ -113,7 +113,7 @@ internal sealed partial class CudaEmitter
 
             case CopyStep s:
             {
-                string at = $"(size_t)blockIdx.y * {Int(s.Width)} + c";
+                string at = $"(int64_t)blockIdx.y * {Int(s.Width)} + c";
                 Elementwise(name, s, stage, s.Width, "a copy", "const float* __restrict__ source, float* __restrict__ destination, int numTokens",
                     $"destination[{at}] = source[{at}];", ArenaArg(s.Source), ArenaArg(s.Destination), NumTokens);
                 break;
@@ -183,10 +183,10 @@ internal sealed partial class CudaEmitter
             Kernel(writer, s, "CpuKernels.KvWrite (this step's keys and values into their cache slots)",
                 "const float* __restrict__ k, const float* __restrict__ v, const int* __restrict__ positions, const int* __restrict__ sequenceOfToken, " +
                 "const int* __restrict__ blockTables, int blockTableStride, float* __restrict__ keyCache, float* __restrict__ valueCache, int numTokens",
-                $"const int t = blockIdx.y;\nconst size_t slot = mc_cache_slot<{Int(bs)}, {Int(kvDim)}>(blockTables, blockTableStride, sequenceOfToken[t], positions[t]);\n" +
+                $"const int t = blockIdx.y;\nconst int64_t slot = mc_cache_slot<{Int(bs)}, {Int(kvDim)}>(blockTables, blockTableStride, sequenceOfToken[t], positions[t]);\n" +
                 $"for (int c = threadIdx.x; c < {Int(kvDim)}; c += blockDim.x)\n{{\n" +
-                $"    keyCache[slot + c] = k[(size_t)t * {Int(s.Keys.Buffer.Width)} + {Int(s.Keys.ColumnOffset)} + c];\n" +
-                $"    valueCache[slot + c] = v[(size_t)t * {Int(s.Values.Buffer.Width)} + {Int(s.Values.ColumnOffset)} + c];\n}}",
+                $"    keyCache[slot + c] = k[(int64_t)t * {Int(s.Keys.Buffer.Width)} + {Int(s.Keys.ColumnOffset)} + c];\n" +
+                $"    valueCache[slot + c] = v[(int64_t)t * {Int(s.Values.Buffer.Width)} + {Int(s.Values.ColumnOffset)} + c];\n}}",
                 "grid (1, T, 1), block 128");
             var args = new System.Collections.Generic.List<Arg> { ArenaArg(s.Keys.Buffer), ArenaArg(s.Values.Buffer) };
             args.AddRange(cacheArgs);

@@ -156,7 +156,7 @@ __device__ __forceinline__ void mc_inverse_rms(const float* __restrict__ x, cons
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (int j = warp; j < nt; j += (int)(blockDim.x >> 5))
     {
-        const float* xr = x + (size_t)(rows ? rows[t0 + j] : t0 + j) * IN;
+        const float* xr = x + (int64_t)(rows ? rows[t0 + j] : t0 + j) * IN;
         float s = 0.0f;
         for (int i = lane; i < IN; i += 32) s += xr[i] * xr[i];
         s = mc_warp_sum(s);
@@ -175,24 +175,24 @@ __device__ __forceinline__ void mc_matvec(const float* __restrict__ x, const int
 {
     __shared__ float inv[TT];
     const int t0 = blockIdx.y * TT;
-    const int nt = min(TT, numTokens - t0);
+    const int nt = numTokens - t0 < TT ? numTokens - t0 : TT;
     if (NORM) mc_inverse_rms<IN, TT>(x, rows, eps, t0, nt, inv);
     const int lane = threadIdx.x & 31;
     const int o = blockIdx.x * (int)(blockDim.x >> 5) + (int)(threadIdx.x >> 5);
     if (o >= OUT) return;
     constexpr int KLEN = IN / KSPLIT;
     const int k0 = (int)blockIdx.z * KLEN;
-    const float* wr = w + (size_t)o * IN;
+    const float* wr = w + (int64_t)o * IN;
 #pragma unroll
     for (int j = 0; j < TT; j++)
     {
         if (j >= nt) break;
-        const float* xr = x + (size_t)(rows ? rows[t0 + j] : t0 + j) * IN;
+        const float* xr = x + (int64_t)(rows ? rows[t0 + j] : t0 + j) * IN;
         float s = mc_warp_sum(mc_lane_dot<KLEN, VEC, NORM>(wr, xr, g, k0, lane));
         if (lane == 0)
         {
             if (NORM) s *= inv[j];
-            float* out = y + (size_t)(t0 + j) * OUT + o;
+            float* out = y + (int64_t)(t0 + j) * OUT + o;
             if (KSPLIT > 1) atomicAdd(out, s);
             else if (ADD) *out += s;
             else *out = s;
@@ -202,10 +202,10 @@ __device__ __forceinline__ void mc_matvec(const float* __restrict__ x, const int
 
 // Slot (in floats) of a token's K/V row in one layer's [numBlocks, BS, KVD] pool, through its block table.
 template <int BS, int KVD>
-__device__ __forceinline__ size_t mc_cache_slot(const int* __restrict__ blockTables, int blockTableStride, int sequence, int position)
+__device__ __forceinline__ int64_t mc_cache_slot(const int* __restrict__ blockTables, int blockTableStride, int sequence, int position)
 {
     int block = blockTables[sequence * blockTableStride + position / BS];
-    return ((size_t)block * BS + position % BS) * KVD;
+    return ((int64_t)block * BS + position % BS) * KVD;
 }
 
 // RMSNorm + q|k|v projection + RoPE on q and k + K/V written to the paged cache. One warp computes a
@@ -221,7 +221,7 @@ __device__ __forceinline__ void mc_qkv_rope_kvwrite(const float* __restrict__ x,
     constexpr int HALF = HD / 2;
     __shared__ float inv[TT];
     const int t0 = blockIdx.y * TT;
-    const int nt = min(TT, numTokens - t0);
+    const int nt = numTokens - t0 < TT ? numTokens - t0 : TT;
     mc_inverse_rms<DIM, TT>(x, (const int*)0, eps, t0, nt, inv);
     const int lane = threadIdx.x & 31;
     const int pair = blockIdx.x * (int)(blockDim.x >> 5) + (int)(threadIdx.x >> 5);
@@ -233,9 +233,9 @@ __device__ __forceinline__ void mc_qkv_rope_kvwrite(const float* __restrict__ x,
     for (int j = 0; j < nt; j++)
     {
         const int t = t0 + j;
-        const float* xr = x + (size_t)t * DIM;
-        float a = mc_warp_sum(mc_lane_dot<DIM, VEC, true>(w + (size_t)r0 * DIM, xr, g, 0, lane)) * inv[j];
-        float b = mc_warp_sum(mc_lane_dot<DIM, VEC, true>(w + (size_t)r1 * DIM, xr, g, 0, lane)) * inv[j];
+        const float* xr = x + (int64_t)t * DIM;
+        float a = mc_warp_sum(mc_lane_dot<DIM, VEC, true>(w + (int64_t)r0 * DIM, xr, g, 0, lane)) * inv[j];
+        float b = mc_warp_sum(mc_lane_dot<DIM, VEC, true>(w + (int64_t)r1 * DIM, xr, g, 0, lane)) * inv[j];
         if (lane != 0) continue;
         const int position = positions[t];
         if (r0 < QD + KVD)
@@ -245,11 +245,11 @@ __device__ __forceinline__ void mc_qkv_rope_kvwrite(const float* __restrict__ x,
             float ra = a * c - b * s, rb = a * s + b * c;
             a = ra; b = rb;
         }
-        qkv[(size_t)t * QKVD + r0] = a;
-        qkv[(size_t)t * QKVD + r1] = b;
+        qkv[(int64_t)t * QKVD + r0] = a;
+        qkv[(int64_t)t * QKVD + r1] = b;
         if (r0 >= QD)
         {
-            size_t slot = mc_cache_slot<BS, KVD>(blockTables, blockTableStride, sequenceOfToken[t], position);
+            int64_t slot = mc_cache_slot<BS, KVD>(blockTables, blockTableStride, sequenceOfToken[t], position);
             float* cache = r0 < QD + KVD ? keyCache : valueCache;
             int column = r0 < QD + KVD ? r0 - QD : r0 - QD - KVD;
             cache[slot + column] = a;
@@ -269,12 +269,12 @@ __device__ __forceinline__ void mc_attention_partial(const float* __restrict__ q
     constexpr int KVD = NKV * HD;
     __shared__ float qs[HD];
     __shared__ float weights[CHUNK];
-    __shared__ size_t slots[CHUNK];
+    __shared__ int64_t slots[CHUNK];
     __shared__ float red[CHUNK / 32];
     const int h = blockIdx.x, t = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
     const int kvHead = h / (NH / NKV);
     const int last = positions[t], start = split * CHUNK;
-    float* out = partial + (((size_t)t * NH + h) * NSPLIT + split) * (HD + 2);
+    float* out = partial + (((int64_t)t * NH + h) * NSPLIT + split) * (HD + 2);
     if (start > last)
     {
         for (int d = tid; d < HD; d += CHUNK) out[d] = 0.0f;
@@ -282,13 +282,13 @@ __device__ __forceinline__ void mc_attention_partial(const float* __restrict__ q
         return;
     }
     const int sequence = sequenceOfToken[t];
-    for (int d = tid; d < HD; d += CHUNK) qs[d] = q[(size_t)t * QSTRIDE + QOFF + h * HD + d];
+    for (int d = tid; d < HD; d += CHUNK) qs[d] = q[(int64_t)t * QSTRIDE + QOFF + h * HD + d];
     __syncthreads();
     const int position = start + tid;
     float score = MC_NO_SCORE;
     if (position <= last)
     {
-        size_t slot = mc_cache_slot<BS, KVD>(blockTables, blockTableStride, sequence, position) + kvHead * HD;
+        int64_t slot = mc_cache_slot<BS, KVD>(blockTables, blockTableStride, sequence, position) + kvHead * HD;
         slots[tid] = slot;
         const float* k = keyCache + slot;
         float dot = 0.0f;
@@ -300,7 +300,7 @@ __device__ __forceinline__ void mc_attention_partial(const float* __restrict__ q
     const float p = position <= last ? expf(score - m) : 0.0f;
     weights[tid] = p;
     const float l = mc_block_sum<CHUNK>(p, red);
-    const int count = min(CHUNK, last - start + 1);
+    const int count = last - start + 1 < CHUNK ? last - start + 1 : CHUNK;
     for (int d = tid; d < HD; d += CHUNK)
     {
         float acc = 0.0f;
@@ -316,7 +316,7 @@ template <int NH, int HD, int NSPLIT>
 __device__ __forceinline__ void mc_attention_combine(const float* __restrict__ partial, float* __restrict__ output)
 {
     const int h = blockIdx.x, t = blockIdx.y;
-    const float* in = partial + ((size_t)t * NH + h) * NSPLIT * (HD + 2);
+    const float* in = partial + ((int64_t)t * NH + h) * NSPLIT * (HD + 2);
     float m = MC_NO_SCORE;
     for (int s = 0; s < NSPLIT; s++) m = fmaxf(m, in[s * (HD + 2) + HD]);
     float l = 0.0f;
@@ -325,7 +325,7 @@ __device__ __forceinline__ void mc_attention_combine(const float* __restrict__ p
     {
         float acc = 0.0f;
         for (int s = 0; s < NSPLIT; s++) acc += in[s * (HD + 2) + d] * expf(in[s * (HD + 2) + HD] - m);
-        output[(size_t)t * NH * HD + h * HD + d] = acc / l;
+        output[(int64_t)t * NH * HD + h * HD + d] = acc / l;
     }
 }
 
@@ -335,7 +335,7 @@ __device__ __forceinline__ void mc_argmax(const float* __restrict__ logits, int*
 {
     __shared__ float bestValues[NT / 32];
     __shared__ int bestIds[NT / 32];
-    const float* row = logits + (size_t)blockIdx.y * VOCAB;
+    const float* row = logits + (int64_t)blockIdx.y * VOCAB;
     float best = MC_NO_SCORE;
     int id = VOCAB;
     for (int v = threadIdx.x; v < VOCAB; v += NT)
