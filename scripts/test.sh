@@ -13,6 +13,17 @@ if [ ! -f ../shared/models/stories260K.bin ] && [ -z "${MODELCOMPILER_SHARED:-}"
 fi
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 
+# The CUDA tests compile every generated kernel with NVRTC (no GPU needed): Debian's libnvrtc11.2 from
+# the non-free component. Installed only when missing and when we may (root); otherwise those tests fail
+# with a message saying what to install.
+if ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc\.so' && [ "$(id -u)" -eq 0 ] && command -v apt-get > /dev/null; then
+  echo "== installing libnvrtc11.2 (CUDA 11.8's NVRTC) for the CUDA kernel tests"
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    sed -i 's/^Components: main$/Components: main contrib non-free/' /etc/apt/sources.list.d/debian.sources
+  fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnvrtc11.2 > /dev/null
+fi
+
 echo "== unit and integration tests"
 log=$(mktemp)
 set +e

@@ -1,0 +1,164 @@
+using System.Globalization;
+using System.Text;
+using System.Text.RegularExpressions;
+using ModelCompiler.Compiler;
+using ModelCompiler.Runtime.Cuda;
+using ModelCompiler.Tests.Compiler;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace ModelCompiler.Tests.Cuda;
+
+/// <summary>
+/// The generated CUDA source of every shipped model (and of the explicit test graphs, which use the
+/// unfused kernels) compiles with NVRTC for sm_80 and sm_90 without spills. NVRTC must be installed: CI
+/// installs Debian's libnvrtc11.2; a missing library fails the tests instead of skipping them.
+/// </summary>
+public sealed class CudaKernelCompileTests(ITestOutputHelper output)
+{
+    public static TheoryData<string, int> Models()
+    {
+        var data = new TheoryData<string, int>();
+        foreach (var model in new[] { "Stories260K", "Llama15M", "Llama110M", "TinyExplicit", "ParallelBlock" })
+            foreach (int arch in new[] { 80, 90 })
+                data.Add(model, arch);
+        return data;
+    }
+
+    internal static string DescriptionPath(string model) => model switch
+    {
+        "Stories260K" => Descriptions.Stories260KPath,
+        "TinyExplicit" => Descriptions.TinyExplicitPath,
+        "ParallelBlock" => Descriptions.ParallelBlockPath,
+        _ => Path.Combine(Descriptions.RepoRoot, "models", model, model.ToLowerInvariant() + ".model.json"),
+    };
+
+    internal static string CudaSource(string model)
+    {
+        string path = DescriptionPath(model);
+        var result = ModelCompilerDriver.CompileCuda(Descriptions.Read(path), Path.GetFileName(path));
+        Assert.Empty(result.Diagnostics);
+        Assert.NotNull(result.Source);
+        return result.Source!;
+    }
+
+    internal static void RequireNvrtc()
+    {
+        if (!NvrtcCompiler.IsAvailable(out string reason))
+            Assert.Fail("The CUDA tests need NVRTC and do not skip without it. " + reason +
+                        " (scripts/test.sh installs libnvrtc11.2 when run as root.)");
+    }
+
+    private static string FreshCacheDirectory() =>
+        Path.Combine(Path.GetTempPath(), "mc-nvrtc-tests", Guid.NewGuid().ToString("N"));
+
+    private static IEnumerable<string> KernelNames(string source) =>
+        Regex.Matches(source, @"^extern ""C"" __global__ void (\w+)\(", RegexOptions.Multiline).Select(m => m.Groups[1].Value);
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void Every_kernel_compiles_for_the_architecture_without_spills(string model, int arch)
+    {
+        RequireNvrtc();
+        string source = CudaSource(model);
+        var compiled = new NvrtcCompiler(FreshCacheDirectory()).Compile(source, model, arch / 10, arch % 10);
+        Assert.False(compiled.FromCache);
+        Assert.NotEmpty(compiled.Cubin);
+
+        var table = new StringBuilder();
+        table.AppendLine(CultureInfo.InvariantCulture, $"{model} sm_{arch} (NVRTC {NvrtcCompiler.Version()})");
+        table.AppendLine(CultureInfo.InvariantCulture, $"{"kernel",-48} {"regs",5} {"smem B",7} {"stack B",8} {"spill st/ld",12}");
+        foreach (var r in compiled.Resources)
+            table.AppendLine(CultureInfo.InvariantCulture,
+                $"{(r.IsKernel ? r.Name : "  (" + r.Name + ")"),-48} {(r.IsKernel ? r.Registers.ToString(CultureInfo.InvariantCulture) : ""),5} {(r.IsKernel ? r.SharedMemoryBytes.ToString(CultureInfo.InvariantCulture) : ""),7} {r.StackFrameBytes,8} {r.SpillStoreBytes + "/" + r.SpillLoadBytes,12}");
+        output.WriteLine(table.ToString());
+
+        var kernels = compiled.Resources.Where(r => r.IsKernel).Select(r => r.Name).ToHashSet();
+        foreach (var name in KernelNames(source)) Assert.Contains(name, kernels);
+        foreach (var r in compiled.Resources)
+        {
+            Assert.True(r.SpillStoreBytes == 0 && r.SpillLoadBytes == 0, $"{r.Name} spills ({r.SpillStoreBytes} B stores, {r.SpillLoadBytes} B loads) on sm_{arch}.");
+            if (r.IsKernel) Assert.InRange(r.Registers, 1, 128);
+        }
+    }
+
+    [Theory]
+    [InlineData("Stories260K")]
+    [InlineData("Llama15M")]
+    [InlineData("Llama110M")]
+    [InlineData("TinyExplicit")]
+    [InlineData("ParallelBlock")]
+    public void The_source_is_self_contained_and_every_kernel_follows_its_comment_and_precedes_its_export(string model)
+    {
+        string source = CudaSource(model);
+        Assert.DoesNotMatch(new Regex(@"^\s*#\s*include", RegexOptions.Multiline), source);
+        var lines = source.Split('\n');
+        int kernels = 0;
+        for (int i = 0; i < lines.Length; i++)
+        {
+            var m = Regex.Match(lines[i], @"^extern ""C"" __global__ void (\w+)\(");
+            if (!m.Success) continue;
+            kernels++;
+            string name = m.Groups[1].Value;
+            int first = i - 1;
+            while (first > 0 && lines[first - 1].StartsWith("//", StringComparison.Ordinal)) first--;
+            Assert.True(lines[i - 1].StartsWith("//", StringComparison.Ordinal), $"{name} has no comment before it.");
+            Assert.StartsWith($"// Kernel {name}: ", lines[first]);
+            int close = Array.IndexOf(lines, "}", i);
+            Assert.Equal($"MC_EXPORT({name})", lines[close + 1]);
+        }
+        Assert.True(kernels >= 5, $"only {kernels} kernels");
+        Assert.StartsWith("// CUDA kernels of model", source);
+        Assert.Contains("#ifndef MC_EMULATION", source);
+    }
+
+    [Fact]
+    public void A_second_compile_comes_from_the_cache()
+    {
+        RequireNvrtc();
+        string source = CudaSource("Stories260K");
+        var compiler = new NvrtcCompiler(FreshCacheDirectory());
+        var first = compiler.Compile(source, "Stories260K", 8, 0);
+        var second = compiler.Compile(source, "Stories260K", 8, 0);
+        Assert.False(first.FromCache);
+        Assert.True(second.FromCache);
+        Assert.Equal(first.Cubin, second.Cubin);
+        Assert.Equal(first.Resources, second.Resources);
+        // A different architecture is a different entry.
+        Assert.False(compiler.Compile(source, "Stories260K", 9, 0).FromCache);
+    }
+
+    [Fact]
+    public void A_compile_error_writes_the_source_and_the_log_and_names_them()
+    {
+        RequireNvrtc();
+        const string broken = "extern \"C\" __global__ void broken(float* x) { x[0] = undefined_name; }\n";
+        var e = Assert.Throws<ModelCompiler.Runtime.Interop.Cuda.NvrtcCompileException>(() => new NvrtcCompiler(FreshCacheDirectory()).Compile(broken, "broken", 8, 0));
+        Assert.Contains(e.SourcePath, e.Message);
+        Assert.Contains(e.LogPath, e.Message);
+        Assert.Equal(broken, File.ReadAllText(e.SourcePath));
+        Assert.Contains("undefined_name", File.ReadAllText(e.LogPath));
+        Assert.Contains("undefined_name", e.Message);
+    }
+
+    [Fact]
+    public void Ptxas_reports_are_parsed_per_function()
+    {
+        const string log = """
+            ptxas info    : Compiling entry function 'k1' for 'sm_80'
+            ptxas info    : Function properties for k1
+            ptxas         .     48 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads
+            ptxas info    : Used 24 registers, 1584 bytes smem, 372 bytes cmem[0]
+            ptxas info    : Function properties for __internal_trig_reduction_slowpathd
+            ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+            ptxas info    : Compiling entry function 'k2' for 'sm_90'
+            ptxas info    : Function properties for k2
+            ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+            ptxas info    : Used 40 registers
+            """;
+        var r = NvrtcCompiler.ParseResources(log);
+        Assert.Equal(new KernelResources("k1", true, 24, 1584, 48, 8, 4), r[0]);
+        Assert.Equal(new KernelResources("__internal_trig_reduction_slowpathd", false, 0, 0, 0, 0, 0), r[1]);
+        Assert.Equal(new KernelResources("k2", true, 40, 0, 0, 0, 0), r[2]);
+    }
+}
