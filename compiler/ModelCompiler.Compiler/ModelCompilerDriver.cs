@@ -12,6 +12,9 @@ public sealed record CompilationResult(string? Source, IReadOnlyList<CompilerDia
 {
     /// <summary>True when source was produced (warnings allowed).</summary>
     public bool Succeeded => Source is not null;
+
+    /// <summary>The engine's CUDA part (<c>{Class}.Cuda.g.cs</c>: kernel source and launch plan), produced with <see cref="Source"/>.</summary>
+    public string? CudaEngineSource { get; init; }
 }
 
 /// <summary>
@@ -30,7 +33,7 @@ public static class ModelCompilerDriver
             diagnostics.AddRange(parsed.Diagnostics);
             if (parsed.Description is null) return new CompilationResult(null, diagnostics);
             var plan = Planner.Plan(parsed.Description);
-            return new CompilationResult(CSharpEmitter.Emit(plan, engine), diagnostics);
+            return new CompilationResult(CSharpEmitter.Emit(plan, engine), diagnostics) { CudaEngineSource = CudaEmitter.EmitEngineFile(plan, engine) };
         }
         catch (Exception e)
         {
@@ -53,6 +56,28 @@ public static class ModelCompilerDriver
             diagnostics.AddRange(parsed.Diagnostics);
             if (parsed.Description is null) return new CompilationResult(null, diagnostics);
             return new CompilationResult(PlanPrinter.Print(Planner.Plan(parsed.Description)), diagnostics);
+        }
+        catch (Exception e)
+        {
+            diagnostics.Add(DiagnosticCatalog.InternalError.At(descriptionPath, SourceSpan.None, e.GetType().Name + ": " + e.Message));
+            return new CompilationResult(null, diagnostics);
+        }
+    }
+
+    /// <summary>
+    /// Compiles <paramref name="descriptionText"/> to the CUDA C++ source of its kernels (what the engine's
+    /// <c>CudaSource</c> holds); null (with diagnostics) on errors or when the weights' dtype has no CUDA kernels yet.
+    /// </summary>
+    public static CompilationResult CompileCuda(string descriptionText, string descriptionPath)
+    {
+        var diagnostics = new List<CompilerDiagnostic>();
+        try
+        {
+            var parsed = DescriptionParser.Parse(descriptionText, descriptionPath);
+            diagnostics.AddRange(parsed.Diagnostics);
+            if (parsed.Description is null) return new CompilationResult(null, diagnostics);
+            var plan = Planner.Plan(parsed.Description);
+            return new CompilationResult(CudaEmitter.Supports(plan) ? CudaEmitter.Emit(plan).Source : null, diagnostics);
         }
         catch (Exception e)
         {

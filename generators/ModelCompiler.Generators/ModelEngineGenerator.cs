@@ -60,6 +60,11 @@ public sealed class ModelEngineGenerator : IIncrementalGenerator
         {
             if (source is not null) spc.AddSource(source.HintName, SourceText.From(source.Text, System.Text.Encoding.UTF8));
         });
+        // The CUDA part ({Class}.Cuda.g.cs: kernel source and launch plan) is a second file of the same class.
+        context.RegisterSourceOutput(compiled.Select(static (c, _) => c.CudaSource), static (spc, source) =>
+        {
+            if (source is not null) spc.AddSource(source.HintName, SourceText.From(source.Text, System.Text.Encoding.UTF8));
+        });
         context.RegisterSourceOutput(compiled.Select(static (c, _) => c.Diagnostics), static (spc, diagnostics) =>
         {
             foreach (var d in diagnostics) spc.ReportDiagnostic(ToDiagnostic(d));
@@ -98,7 +103,9 @@ public sealed class ModelEngineGenerator : IIncrementalGenerator
         var text = SourceText.From(file.Text);
         var diagnostics = result.Diagnostics.Select(d => ToInfo(d, text)).ToArray();
         string hintName = (request.Namespace is null ? "" : request.Namespace + ".") + request.ClassName + ".g.cs";
-        return new CompiledEngine(result.Source is null ? null : new GeneratedSource(hintName, result.Source), new EquatableArray<DiagnosticInfo>(diagnostics));
+        string cudaHintName = hintName.Substring(0, hintName.Length - ".g.cs".Length) + ".Cuda.g.cs";
+        return new CompiledEngine(result.Source is null ? null : new GeneratedSource(hintName, result.Source), new EquatableArray<DiagnosticInfo>(diagnostics),
+            result.Source is null || result.CudaEngineSource is null ? null : new GeneratedSource(cudaHintName, result.CudaEngineSource));
     }
 
     private static CompiledEngine Failed(DiagnosticInfo diagnostic) =>

@@ -30,7 +30,7 @@ internal sealed record DescriptionFile(string Path, string Text);
 internal sealed record GeneratedSource(string HintName, string Text);
 
 /// <summary>Stage 3 output: what compiling one engine produced. Sources and diagnostics are reported by separate outputs.</summary>
-internal sealed record CompiledEngine(GeneratedSource? Source, EquatableArray<DiagnosticInfo> Diagnostics);
+internal sealed record CompiledEngine(GeneratedSource? Source, EquatableArray<DiagnosticInfo> Diagnostics, GeneratedSource? CudaSource = null);
 
 internal static class PathMatching
 {

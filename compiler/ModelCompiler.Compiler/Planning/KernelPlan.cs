@@ -55,12 +55,15 @@ internal abstract record KernelStep
     public abstract string Signature();
 
     /// <summary>A stable name derived from the kernel's content (kind, shapes, fused ops), for both emitters.</summary>
-    public string KernelName()
+    public string KernelName() => HashedName(KindName, Signature() + "|" + string.Join(",", Fuses));
+
+    /// <summary><c>{kind}_{FNV-1a of kind|content}</c>: the naming rule of every kernel, also for kernels outside the plan (sampling).</summary>
+    public static string HashedName(string kind, string content)
     {
-        var text = KindName + "|" + Signature() + "|" + string.Join(",", Fuses);
+        var text = kind + "|" + content;
         uint hash = 2166136261;
         foreach (byte b in Encoding.UTF8.GetBytes(text)) { hash ^= b; hash *= 16777619; }
-        return KindName + "_" + hash.ToString("x8", CultureInfo.InvariantCulture);
+        return kind + "_" + hash.ToString("x8", CultureInfo.InvariantCulture);
     }
 }
 

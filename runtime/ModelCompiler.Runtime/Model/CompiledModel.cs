@@ -30,4 +30,10 @@ public abstract class CompiledModel
     /// <param name="arena">Scratch of at least <see cref="ArenaSizeInFloats"/> floats.</param>
     /// <param name="logits"><c>[batch.NumLogits, VocabSize]</c> output.</param>
     public abstract void Forward(ForwardBatch batch, ModelWeights weights, PagedKvCache kvCache, Span<float> arena, Span<float> logits);
+
+    /// <summary>
+    /// The CUDA forward pass (kernel source and launch plan) the generator emitted beside the CPU pass, or
+    /// null for an engine compiled without one.
+    /// </summary>
+    public virtual Cuda.CudaLaunchPlan? CudaPlan => null;
 }

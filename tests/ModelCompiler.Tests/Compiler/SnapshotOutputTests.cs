@@ -22,6 +22,15 @@ public sealed class SnapshotOutputTests
         Snapshot.Match(CompileFile(Descriptions.Stories260KPath, "Stories260K", "Stories260KEngine"), "Stories260KEngine");
 
     [Fact]
+    public void Stories260K_engine_cuda_part()
+    {
+        var result = ModelCompilerDriver.Compile(Descriptions.Read(Descriptions.Stories260KPath), "stories260K.model.json",
+            new EngineClassInfo("Stories260K", "Stories260KEngine", "stories260K.model.json"));
+        Assert.NotNull(result.CudaEngineSource);
+        Snapshot.Match(result.CudaEngineSource!, "Stories260KEngine.Cuda");
+    }
+
+    [Fact]
     public void TinyExplicit_engine() =>
         Snapshot.Match(CompileFile(Descriptions.TinyExplicitPath, "ModelCompiler.Tests.Engines", "TinyExplicitEngine"), "TinyExplicitEngine");
 

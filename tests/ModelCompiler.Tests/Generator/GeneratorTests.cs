@@ -82,14 +82,16 @@ public sealed class GeneratorTests
     // ------------------------------------------------------------------ output
 
     [Fact]
-    public void Generates_one_file_equal_to_the_compiler_core_output()
+    public void Generates_the_engine_and_its_cuda_part_equal_to_the_compiler_core_output()
     {
         var (_, result, output) = Run(EngineSource, Stories());
         Assert.Empty(result.Diagnostics);
-        var source = Assert.Single(result.GeneratedSources);
-        Assert.Equal("Demo.StoriesEngine.g.cs", source.HintName);
+        Assert.Equal(new[] { "Demo.StoriesEngine.Cuda.g.cs", "Demo.StoriesEngine.g.cs" }, result.GeneratedSources.Select(s => s.HintName).OrderBy(n => n, StringComparer.Ordinal));
+        var source = result.GeneratedSources.Single(s => s.HintName == "Demo.StoriesEngine.g.cs");
+        var cuda = result.GeneratedSources.Single(s => s.HintName == "Demo.StoriesEngine.Cuda.g.cs");
         var expected = ModelCompilerDriver.Compile(Descriptions.Stories260K, DescriptionPath, new EngineClassInfo("Demo", "StoriesEngine", "stories260K.model.json"));
         Assert.Equal(expected.Source, source.SourceText.ToString());
+        Assert.Equal(expected.CudaEngineSource, cuda.SourceText.ToString());
 
         if (RuntimeHasKernels)
         {
@@ -106,14 +108,14 @@ public sealed class GeneratorTests
         var unrelated = new InMemoryAdditionalText("/repo/readme.txt", "{ broken");
         var (_, result, _) = Run(EngineSource, decoy, unrelated, Stories());
         Assert.Empty(result.Diagnostics);
-        Assert.Single(result.GeneratedSources);
+        Assert.Equal(2, result.GeneratedSources.Length); // the engine and its CUDA part
     }
 
     [Fact]
     public void Engine_in_the_global_namespace_gets_a_hint_name_without_a_namespace()
     {
         var (_, result, _) = Run("[ModelCompiler.Runtime.ModelEngine(\"stories260K.model.json\")] partial class GlobalEngine { }", Stories());
-        Assert.Equal("GlobalEngine.g.cs", Assert.Single(result.GeneratedSources).HintName);
+        Assert.Equal(new[] { "GlobalEngine.Cuda.g.cs", "GlobalEngine.g.cs" }, result.GeneratedSources.Select(s => s.HintName).OrderBy(n => n, StringComparer.Ordinal));
     }
 
     // ------------------------------------------------------------------ diagnostics and their locations
@@ -156,7 +158,7 @@ public sealed class GeneratorTests
     {
         string text = Descriptions.Edit(Descriptions.Stories260K, "\"maxSequences\": 16", "\"maxSequence\": 16");
         var (_, result, _) = Run(EngineSource, Stories(text));
-        Assert.Single(result.GeneratedSources);
+        Assert.Equal(2, result.GeneratedSources.Length); // the engine and its CUDA part
         var d = Assert.Single(result.Diagnostics);
         Assert.Equal(("MC0015", DiagnosticSeverity.Warning), (d.Id, d.Severity));
         Assert.Equal(Descriptions.OffsetOf(text, "\"maxSequence\""), d.Location.SourceSpan.Start);
@@ -234,7 +236,7 @@ public sealed class GeneratorTests
         driver = driver.RunGenerators(compilation.AddSyntaxTrees(CSharpSyntaxTree.ParseText("namespace Demo; public static class Unrelated { public static int F() => 1; }", s_parseOptions, "/repo/src/Unrelated.cs")));
         var result = Assert.Single(driver.GetRunResult().Results);
         AssertCached(result);
-        Assert.Single(result.GeneratedSources);
+        Assert.Equal(2, result.GeneratedSources.Length); // the engine and its CUDA part
     }
 
     [Fact]
@@ -271,7 +273,7 @@ public sealed class GeneratorTests
         driver = driver.ReplaceAdditionalText(original, changed).RunGenerators(compilation);
         var result = Assert.Single(driver.GetRunResult().Results);
         Assert.Contains(IncrementalStepRunReason.Modified, Reasons(result, ModelEngineGenerator.Stages.Sources));
-        Assert.Contains("public const int NumLayers = 4;", Assert.Single(result.GeneratedSources).SourceText.ToString());
+        Assert.Contains("public const int NumLayers = 4;", result.GeneratedSources.Single(s => s.HintName == "Demo.StoriesEngine.g.cs").SourceText.ToString());
     }
 
     [Fact]
