@@ -1,0 +1,45 @@
+using ModelCompiler.Runtime.Engine;
+using ModelCompiler.Tests.Engine;
+using Xunit;
+using static ModelCompiler.Tests.Engine.EngineTestSupport;
+
+namespace ModelCompiler.Tests.CudaEmulation;
+
+/// <summary>Stories260K's generated CUDA source, run by the emulator through its launch plan, against the CPU engine.</summary>
+[Collection(EmulatorCollection.Name)]
+public sealed class EmulatedStories260KTests
+{
+    [Fact]
+    public void Prefill_then_decode_logits_match_the_cpu_engine()
+    {
+        int[] tokens = StoryTokens()[..40];
+        var engine = new Stories260KTestEngine();
+        using var runner = new ModelRunner(engine, OpenStories());
+        using var emulator = new EmulatorFixture();
+        using var cuda = new EmulatedCudaForward(emulator.Device, engine, runner.Weights);
+        int vocab = engine.Config.VocabSize;
+
+        var batch = runner.CreateBatch();
+        runner.Blocks.Allocate(0, 24);
+        batch.AddSequence(tokens.AsSpan(0, 24), 0, runner.Blocks.BlockTable(0), allLogits: true);
+        float[] emulated = cuda.Forward(batch);
+        float[] expected = runner.Forward(batch).ToArray();
+        Assert.Equal(expected.Length, emulated.Length);
+        for (int row = 0; row < 24; row++)
+        {
+            double error = MaxAbsDifference(emulated.AsSpan(row * vocab, vocab), expected[(row * vocab)..((row + 1) * vocab)]);
+            Assert.True(error <= 1e-4, $"prefill row {row}: max |emulated - cpu| = {error:E3}");
+        }
+
+        for (int position = 24; position < tokens.Length; position++)
+        {
+            runner.Blocks.Append(0, position + 1);
+            batch.Clear();
+            batch.AddSequence(tokens.AsSpan(position, 1), position, runner.Blocks.BlockTable(0));
+            float[] step = cuda.Forward(batch);
+            float[] cpu = runner.Forward(batch).ToArray();
+            double error = MaxAbsDifference(step, cpu);
+            Assert.True(error <= 1e-4, $"decode position {position}: max |emulated - cpu| = {error:E3}");
+        }
+    }
+}
