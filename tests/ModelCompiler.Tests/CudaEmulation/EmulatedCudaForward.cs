@@ -47,11 +47,41 @@ internal sealed class EmulatedCudaForward : IDisposable
     /// <summary>The batch's logits <c>[NumLogits, VocabSize]</c>.</summary>
     public float[] Forward(ForwardBatch batch)
     {
+        UploadBatch(batch);
+        Enqueue(batch);
+        return DownloadLogits(batch);
+    }
+
+    /// <summary>
+    /// Records the launches for <paramref name="batch"/>'s shape (token, sequence and logits counts are baked
+    /// in, as in a CUDA graph per batch-size bucket); <see cref="Replay"/> runs them on a new batch of that shape.
+    /// </summary>
+    public ICudaGraph Capture(ForwardBatch batch)
+    {
+        _device.BeginCapture();
+        Enqueue(batch);
+        return _device.EndCapture();
+    }
+
+    /// <summary>Uploads <paramref name="batch"/>'s arrays, replays <paramref name="graph"/>, returns the logits.</summary>
+    public float[] Replay(ICudaGraph graph, ForwardBatch batch)
+    {
+        UploadBatch(batch);
+        _device.Replay(graph);
+        return DownloadLogits(batch);
+    }
+
+    private void UploadBatch(ForwardBatch batch)
+    {
         Upload(_tokenIds, batch.TokenIds);
         Upload(_positions, batch.Positions);
         Upload(_sequenceOfToken, batch.SequenceOfToken);
         Upload(_logitsTokenIndices, batch.LogitsTokenIndices);
         Upload(_blockTables, batch.BlockTables);
+    }
+
+    private void Enqueue(ForwardBatch batch)
+    {
         Span<KernelArg> args = stackalloc KernelArg[32];
         foreach (CudaStage stage in new[] { CudaStage.Prologue, CudaStage.Layer, CudaStage.Epilogue })
         {
@@ -68,6 +98,10 @@ internal sealed class EmulatedCudaForward : IDisposable
                 }
             }
         }
+    }
+
+    private float[] DownloadLogits(ForwardBatch batch)
+    {
         var logits = new float[batch.NumLogits * _config.VocabSize];
         _device.CopyToHost(MemoryMarshal.AsBytes(logits.AsSpan()), _logits);
         return logits;
