@@ -1,0 +1,92 @@
+using ModelCompiler.Runtime.Cuda;
+using ModelCompiler.Runtime.Engine;
+using ModelCompiler.Tests.Engine;
+using Xunit;
+using static ModelCompiler.Tests.Engine.EngineTestSupport;
+
+namespace ModelCompiler.Tests.CudaEmulation;
+
+/// <summary>Stories260K's generated CUDA source, run by the emulator through its launch plan, against the CPU engine.</summary>
+[Collection(EmulatorCollection.Name)]
+public sealed class EmulatedStories260KTests
+{
+    [Fact]
+    public void Prefill_then_decode_logits_match_the_cpu_engine()
+    {
+        int[] tokens = StoryTokens()[..40];
+        var engine = new Stories260KTestEngine();
+        using var runner = new ModelRunner(engine, OpenStories());
+        using var emulator = new EmulatorFixture();
+        using var cuda = new EmulatedCudaForward(emulator.Device, engine, runner.Weights);
+        int vocab = engine.Config.VocabSize;
+
+        var batch = runner.CreateBatch();
+        runner.Blocks.Allocate(0, 24);
+        batch.AddSequence(tokens.AsSpan(0, 24), 0, runner.Blocks.BlockTable(0), allLogits: true);
+        float[] emulated = cuda.Forward(batch);
+        float[] expected = runner.Forward(batch).ToArray();
+        Assert.Equal(expected.Length, emulated.Length);
+        for (int row = 0; row < 24; row++)
+        {
+            double error = MaxAbsDifference(emulated.AsSpan(row * vocab, vocab), expected[(row * vocab)..((row + 1) * vocab)]);
+            Assert.True(error <= 1e-4, $"prefill row {row}: max |emulated - cpu| = {error:E3}");
+        }
+
+        for (int position = 24; position < tokens.Length; position++)
+        {
+            runner.Blocks.Append(0, position + 1);
+            batch.Clear();
+            batch.AddSequence(tokens.AsSpan(position, 1), position, runner.Blocks.BlockTable(0));
+            float[] step = cuda.Forward(batch);
+            float[] cpu = runner.Forward(batch).ToArray();
+            double error = MaxAbsDifference(step, cpu);
+            Assert.True(error <= 1e-4, $"decode position {position}: max |emulated - cpu| = {error:E3}");
+        }
+    }
+
+    [Fact]
+    public void Batched_prefill_and_graph_replayed_decode_over_interleaved_block_tables_match_the_cpu_engine()
+    {
+        int[] story = StoryTokens();
+        int[][] prompts = [story[..20], story[5..38], story[40..57]];
+        const int numDecodeSteps = 6;
+        long[] ids = [0, 1, 2];
+        var engine = new Stories260KTestEngine();
+        using var runner = new ModelRunner(engine, OpenStories());
+        using var emulator = new EmulatorFixture();
+        using var cuda = new EmulatedCudaForward(emulator.Device, engine, runner.Weights);
+        int vocab = engine.Config.VocabSize;
+        // Every sequence's blocks for its whole life, interleaved in the pool (0, 3, 6… for sequence 0).
+        AllocateInterleaved(runner.Blocks, ids, prompts.Select(p => p.Length + numDecodeSteps).ToArray());
+
+        var batch = runner.CreateBatch();
+        for (int s = 0; s < 3; s++) batch.AddSequence(prompts[s], 0, runner.Blocks.BlockTable(ids[s]), allLogits: true);
+        AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), "batched prefill");
+
+        ICudaGraph? graph = null;
+        for (int step = 0; step < numDecodeSteps; step++)
+        {
+            batch.Clear();
+            for (int s = 0; s < 3; s++)
+            {
+                int position = prompts[s].Length + step;
+                batch.AddSequence(story.AsSpan(60 + 7 * s + step, 1), position, runner.Blocks.BlockTable(ids[s]));
+            }
+            // The first step runs eagerly and is captured; the later ones replay the capture with new inputs.
+            float[] emulated = graph is null ? cuda.Forward(batch) : cuda.Replay(graph, batch);
+            graph ??= cuda.Capture(batch);
+            AssertClose(emulated, runner.Forward(batch).ToArray(), $"decode step {step}{(step > 0 ? " (graph replay)" : "")}");
+        }
+        graph?.Dispose();
+
+        void AssertClose(float[] emulated, float[] expected, string what)
+        {
+            Assert.Equal(expected.Length, emulated.Length);
+            for (int row = 0; row < expected.Length / vocab; row++)
+            {
+                double error = MaxAbsDifference(emulated.AsSpan(row * vocab, vocab), expected[(row * vocab)..((row + 1) * vocab)]);
+                Assert.True(error <= 1e-4, $"{what}, row {row}: max |emulated - cpu| = {error:E3}");
+            }
+        }
+    }
+}
