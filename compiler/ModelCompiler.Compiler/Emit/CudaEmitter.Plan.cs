@@ -11,7 +11,7 @@ internal sealed partial class CudaEmitter
     /// <summary>
     /// The engine's CUDA part as C#: <c>CudaSource</c> (the kernels, a verbatim string constant) and the launch
     /// plan as a static table, overriding <c>CompiledModel.CudaPlan</c>. A plan the kernels do not support
-    /// yet (matrices not in f32) yields a file that says so and leaves <c>CudaPlan</c> null.
+    /// yet (matrices not in f32, projection biases) yields a file that says so and leaves <c>CudaPlan</c> null.
     /// </summary>
     public static string EmitEngineFile(KernelPlan plan, EngineClassInfo info)
     {
@@ -25,9 +25,9 @@ internal sealed partial class CudaEmitter
         bool hasNamespace = !string.IsNullOrEmpty(info.Namespace);
         if (hasNamespace) w.Open($"namespace {info.Namespace}");
         w.Open($"partial class {info.ClassName}");
-        if (!Supports(plan))
+        if (UnsupportedReason(plan) is string reason)
         {
-            w.Line($"// No CUDA plan: the CUDA kernels read f32 matrices; this model's are {plan.Model.Weights.DType}.");
+            w.Line($"// No CUDA plan: {reason}.");
             w.Close();
             if (hasNamespace) w.Close();
             return w.ToString();

@@ -36,7 +36,17 @@ internal sealed partial class CudaEmitter
     }
 
     /// <summary>True when the plan can run on the CUDA kernels (f32 matrices; other dtypes are not emitted yet).</summary>
-    public static bool Supports(KernelPlan plan) => plan.Model.Weights.DType == "f32";
+    public static bool Supports(KernelPlan plan) => UnsupportedReason(plan) is null;
+
+    /// <summary>Why the CUDA kernels cannot run <paramref name="plan"/> yet, or null when they can.</summary>
+    public static string? UnsupportedReason(KernelPlan plan)
+    {
+        if (plan.Model.Weights.DType != "f32") return $"the CUDA kernels read f32 matrices; this model's are {plan.Model.Weights.DType}";
+        foreach (var step in plan.Block)
+            if (step is LinearStep { Bias: not null } or QkvStep { Bias: not null })
+                return "the CUDA kernels have no projection bias yet (qkvBias / 'bias' ops)";
+        return null;
+    }
 
     /// <summary>The CUDA C++ source and the launches of <paramref name="plan"/>.</summary>
     public static CudaProgram Emit(KernelPlan plan)
