@@ -2,7 +2,8 @@
 # The test command of the README: everything it needs, from a fresh Debian machine with the .NET SDK.
 #   1. the whole xunit suite (compiler, generator, runtime, engines against the reference), Release;
 #   2. the Stories260K engine published with Native AOT: zero trimming/AOT warnings, and greedy output
-#      byte-identical to the JIT build's.
+#      byte-identical to the JIT build's;
+#   3. the official OpenAI JavaScript SDK (npm `openai`, node's test runner) against that binary's `serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -45,4 +46,43 @@ if ! cmp /tmp/mc-aot.txt /tmp/mc-jit.txt; then
 fi
 echo "Native AOT output is byte-identical to the JIT build's ($(wc -c < /tmp/mc-aot.txt) bytes)"
 passed=$((passed + 1))
+
+echo "== end to end: the official OpenAI JavaScript SDK against the Native AOT engine's serve"
+# The native binary published above serves on a free loopback port; node's test runner drives the SDK.
+(cd tests/e2e-openai-js && timeout 300 npm ci --no-audit --no-fund --loglevel=error)
+port=$(node -e "const s = require('net').createServer(); s.listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })")
+api_key="e2e-$RANDOM$RANDOM"
+server_log=$(mktemp)
+"$native" serve --host 127.0.0.1 --port "$port" --api-key "$api_key" 2> "$server_log" &
+server_pid=$!
+stop_server() { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; }
+trap stop_server EXIT
+ready=0
+for _ in $(seq 1 120); do
+  if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
+  if node -e "fetch('http://127.0.0.1:$port/health').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"; then ready=1; break; fi
+  sleep 0.5
+done
+if [ "$ready" -ne 1 ]; then
+  echo "error: the server did not become healthy on port $port; its log:" >&2
+  cat "$server_log" >&2
+  exit 1
+fi
+e2e_log=$(mktemp)
+set +e
+(cd tests/e2e-openai-js && MC_BASE_URL="http://127.0.0.1:$port/v1" MC_API_KEY="$api_key" \
+  timeout 300 node --test --test-concurrency=1 openai.test.mjs) 2>&1 | tee "$e2e_log"
+e2e_status=${PIPESTATUS[0]}
+set -e
+stop_server
+trap - EXIT
+e2e_passed=$(grep -oE '^# pass [0-9]+' "$e2e_log" | awk '{print $3}' | tail -1)
+e2e_failed=$(grep -oE '^# fail [0-9]+' "$e2e_log" | awk '{print $3}' | tail -1)
+rm -f "$e2e_log" "$server_log"
+passed=$((passed + ${e2e_passed:-0}))
+failed=$((failed + ${e2e_failed:-0}))
+if [ "$e2e_status" -ne 0 ]; then
+  echo "$passed passed, $failed failed"
+  exit "$e2e_status"
+fi
 echo "$passed passed, $failed failed"

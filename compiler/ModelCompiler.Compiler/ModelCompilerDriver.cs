@@ -39,4 +39,25 @@ public static class ModelCompilerDriver
             return new CompilationResult(null, diagnostics);
         }
     }
+
+    /// <summary>
+    /// Compiles <paramref name="descriptionText"/> up to the kernel plan and renders the block graph, the
+    /// fused kernels, the arena layout and the weight table as text; null (with diagnostics) on errors.
+    /// </summary>
+    public static CompilationResult DumpPlan(string descriptionText, string descriptionPath)
+    {
+        var diagnostics = new List<CompilerDiagnostic>();
+        try
+        {
+            var parsed = DescriptionParser.Parse(descriptionText, descriptionPath);
+            diagnostics.AddRange(parsed.Diagnostics);
+            if (parsed.Description is null) return new CompilationResult(null, diagnostics);
+            return new CompilationResult(PlanPrinter.Print(Planner.Plan(parsed.Description)), diagnostics);
+        }
+        catch (Exception e)
+        {
+            diagnostics.Add(DiagnosticCatalog.InternalError.At(descriptionPath, SourceSpan.None, e.GetType().Name + ": " + e.Message));
+            return new CompilationResult(null, diagnostics);
+        }
+    }
 }

@@ -21,6 +21,7 @@ internal static class DescriptionParser
     public static readonly string[] TokenizerFormats = { "llama2c" };
     public static readonly string[] DTypes = { "f32", "f16", "bf16", "q8_0", "q4_0" };
     public static readonly string[] RopeStyles = { "interleaved", "half" };
+    public static readonly string[] ChatTemplates = { "plain", "llama2" };
 
     public static ParseResult Parse(string text, string path)
     {
@@ -42,9 +43,10 @@ internal static class DescriptionParser
         }
 
         var top = new FieldReader(root, "", path, diagnostics,
-            "name", "description", "architecture", "hyperparameters", "weights", "tokenizer", "runtime", "block");
+            "name", "description", "architecture", "hyperparameters", "weights", "tokenizer", "runtime", "block", "chatTemplate");
         string name = top.String("name", required: true, "Model", "the model's name");
         top.Get("description", JsonKind.String, "a string", required: false, "");
+        string chatTemplate = top.Choice("chatTemplate", ChatTemplates, required: false, "plain", DiagnosticCatalog.InvalidChoice, "");
         string architecture = top.Choice("architecture", Architectures, required: true, "",
             DiagnosticCatalog.UnknownArchitecture, "'llama' or 'custom'");
         var architectureNode = top.Find("architecture")?.Value ?? root;
@@ -73,7 +75,7 @@ internal static class DescriptionParser
         if (block is not null && hyper is not null) CheckArenaFits(top, path, block, hyper, runtime);
         if (HasErrors(diagnostics) || block is null || hyper is null)
             return new ParseResult(null, diagnostics);
-        return new ParseResult(new ModelDescription(name, architecture, hyper, weights, tokenizer, runtime, block), diagnostics);
+        return new ParseResult(new ModelDescription(name, architecture, hyper, weights, tokenizer, runtime, block) { ChatTemplate = chatTemplate }, diagnostics);
     }
 
     /// <summary>

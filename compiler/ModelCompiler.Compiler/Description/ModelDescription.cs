@@ -31,7 +31,11 @@ internal sealed record RuntimeOptions(int KvBlockSize, int MaxBatchTokens, int M
 /// </summary>
 internal sealed record ModelDescription(
     string Name, string Architecture, HyperParameters Hyper, WeightSourceDescription Weights,
-    TokenizerDescription Tokenizer, RuntimeOptions Runtime, BlockGraph Block);
+    TokenizerDescription Tokenizer, RuntimeOptions Runtime, BlockGraph Block)
+{
+    /// <summary>How the server renders chat messages into a prompt (<c>plain</c> or <c>llama2</c>).</summary>
+    public string ChatTemplate { get; init; } = "plain";
+}
 
 /// <summary>Result of parsing: a description when there were no errors, and every diagnostic found.</summary>
 internal sealed record ParseResult(ModelDescription? Description, IReadOnlyList<CompilerDiagnostic> Diagnostics);

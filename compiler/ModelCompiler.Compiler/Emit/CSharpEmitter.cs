@@ -115,6 +115,7 @@ internal sealed class CSharpEmitter
         P("WeightsPath", Str(m.Weights.Path));
         P("TokenizerFormat", Str(m.Tokenizer.Format));
         P("TokenizerPath", Str(m.Tokenizer.Path));
+        P("ChatTemplate", Str(m.ChatTemplate));
         _w.Line("};");
         _w.Line();
         _w.Line("/// <inheritdoc />");

@@ -32,6 +32,12 @@ internal sealed record WeightRef(string Name, int[] Shape, string[] Sources, boo
     /// <summary>Index in the global part of the table, or the slot within a layer's weights.</summary>
     public int Slot { get; set; } = -1;
     public string ShapeText => "[" + string.Join(", ", Shape) + "]";
+
+    /// <summary>The description's weight dtype; matrices are read in it, vectors are always widened to f32.</summary>
+    public string MatrixDType { get; init; } = "f32";
+
+    /// <summary>Shape and element type as stored, for comments: <c>[128, 64] q8_0</c>.</summary>
+    public string Typed => ShapeText + " " + (Shape.Length == 1 ? "f32" : MatrixDType);
 }
 
 /// <summary>
@@ -62,14 +68,14 @@ internal abstract record KernelStep
 internal sealed record EmbeddingStep(Buffer Output, WeightRef Table, int Dim) : KernelStep
 {
     public override string KindName => "embedding";
-    public override string Signature() => $"token ids [T] i32, {Table.Name} {Table.ShapeText} f32 -> {Output.Name} [T, {Dim}] f32";
+    public override string Signature() => $"token ids [T] i32, {Table.Name} {Table.Typed} -> {Output.Name} [T, {Dim}] f32";
 }
 
 /// <summary>RMSNorm on its own (when nothing could absorb it).</summary>
 internal sealed record RmsNormStep(Buffer Input, WeightRef Norm, Buffer Output, int Width) : KernelStep
 {
     public override string KindName => "rmsnorm";
-    public override string Signature() => $"{Input.Name} [T, {Width}] f32, {Norm.Name} {Norm.ShapeText} f32 -> {Output.Name} [T, {Width}] f32";
+    public override string Signature() => $"{Input.Name} [T, {Width}] f32, {Norm.Name} {Norm.Typed} -> {Output.Name} [T, {Width}] f32";
 }
 
 /// <summary>
@@ -82,7 +88,7 @@ internal sealed record LinearStep(Buffer Input, WeightRef Weight, Buffer Output,
 {
     public override string KindName => (Norm is null ? "" : "rmsnorm_") + "linear" + (AddToOutput ? "_residual" : "");
     public override string Signature() =>
-        $"{Input.Name} [T, {InDim}] f32{(Norm is null ? "" : $", {Norm.Name} {Norm.ShapeText} f32")}, {Weight.Name} {Weight.ShapeText} f32 -> " +
+        $"{Input.Name} [T, {InDim}] f32{(Norm is null ? "" : $", {Norm.Name} {Norm.Typed}")}, {Weight.Name} {Weight.Typed} -> " +
         $"{Output.Name} [T, {OutDim}] f32{(AddToOutput ? " (+=)" : "")}";
 }
 
@@ -94,7 +100,7 @@ internal sealed record QkvStep(Buffer Input, WeightRef Norm, WeightRef Wqkv, Buf
 {
     public override string KindName => "rmsnorm_qkv_rope_kvwrite";
     public override string Signature() =>
-        $"{Input.Name} [T, {Dim}] f32, {Norm.Name} {Norm.ShapeText} f32, {Wqkv.Name} {Wqkv.ShapeText} f32 -> {Qkv.Name} [T, {QDim + 2 * KvDim}] f32, K/V cache [blocks, blockSize, {KvDim}] f32";
+        $"{Input.Name} [T, {Dim}] f32, {Norm.Name} {Norm.Typed}, {Wqkv.Name} {Wqkv.Typed} -> {Qkv.Name} [T, {QDim + 2 * KvDim}] f32, K/V cache [blocks, blockSize, {KvDim}] f32";
 }
 
 /// <summary>Rotary embedding on its own, in place on a whole buffer.</summary>
@@ -113,7 +119,14 @@ internal sealed record AttentionStep(View Queries, View? Keys, View? Values, Buf
 {
     public override string KindName => Keys is null ? "paged_attention" : "kvwrite_paged_attention";
     public override string Signature() =>
-        $"q {Queries.Buffer.Name}[:, {Queries.ColumnOffset}:{Queries.ColumnOffset + Queries.Width}] f32, K/V cache f32 -> {Output.Name} [T, {QDim}] f32";
+        $"q {Describe(Queries)} f32, " +
+        (Keys is null || Values is null ? "" : $"k {Describe(Keys)} f32, v {Describe(Values)} f32 -> K/V cache, ") +
+        $"K/V cache f32 -> {Output.Name} [T, {QDim}] f32";
+
+    private static string Describe(View view) =>
+        view.ColumnOffset == 0 && view.Width == view.Buffer.Width
+            ? $"{view.Buffer.Name} [T, {view.Width}]"
+            : $"{view.Buffer.Name}[:, {view.ColumnOffset}:{view.ColumnOffset + view.Width}]";
 }
 
 /// <summary><c>silu(gate) · up</c> over the two halves of one gate|up projection.</summary>
@@ -142,7 +155,7 @@ internal sealed record LogitsStep(Buffer Input, Buffer Gathered, Buffer Normaliz
 {
     public override string KindName => "final_norm_lm_head";
     public override string Signature() =>
-        $"{Input.Name} rows [numLogits, {Dim}] f32, {Norm.Name} {Norm.ShapeText} f32, {Head.Name} {Head.ShapeText} f32 -> logits [numLogits, {VocabSize}] f32";
+        $"{Input.Name} rows [numLogits, {Dim}] f32, {Norm.Name} {Norm.Typed}, {Head.Name} {Head.Typed} -> logits [numLogits, {VocabSize}] f32";
 }
 
 /// <summary>

@@ -32,7 +32,7 @@ internal sealed class Planner
     private KernelPlan Run()
     {
         var residual = NewBuffer("x", _h.Dim);
-        var embedding = new WeightRef("tok_embeddings", new[] { _h.VocabSize, _h.Dim }, new[] { "tok_embeddings.weight" }, PerLayer: false) { Slot = 0 };
+        var embedding = new WeightRef("tok_embeddings", new[] { _h.VocabSize, _h.Dim }, new[] { "tok_embeddings.weight" }, PerLayer: false) { Slot = 0, MatrixDType = _model.Weights.DType };
         var prologue = new List<KernelStep>
         {
             new EmbeddingStep(residual, embedding, _h.Dim) { Fuses = new[] { "token embedding lookup" } },
@@ -50,7 +50,7 @@ internal sealed class Planner
 
         var finalNorm = new WeightRef("norm", new[] { _h.Dim }, new[] { "norm.weight" }, PerLayer: false);
         var head = new WeightRef("output", new[] { _h.VocabSize, _h.Dim },
-            new[] { _h.TiedEmbedding ? "tok_embeddings.weight" : "output.weight" }, PerLayer: false);
+            new[] { _h.TiedEmbedding ? "tok_embeddings.weight" : "output.weight" }, PerLayer: false) { MatrixDType = _model.Weights.DType };
         var gathered = NewBuffer("last_hidden", _h.Dim);
         var normalized = NewBuffer("last_hidden_normalized", _h.Dim);
         var epilogue = new List<KernelStep>
@@ -82,7 +82,7 @@ internal sealed class Planner
         foreach (var w in _layerWeights) if (w.Name == name) return w;
         var sources = new string[localNames.Length];
         for (int i = 0; i < sources.Length; i++) sources[i] = "layers.{layer}." + localNames[i] + ".weight";
-        var weight = new WeightRef(name, shape, sources, PerLayer: true) { Slot = _layerWeights.Count };
+        var weight = new WeightRef(name, shape, sources, PerLayer: true) { Slot = _layerWeights.Count, MatrixDType = _model.Weights.DType };
         _layerWeights.Add(weight);
         return weight;
     }

@@ -21,7 +21,7 @@ public sealed class ModelRunner : IDisposable
         var c = model.Config;
         try
         {
-            Weights = WeightBinder.Bind(model.WeightSpecs, source);
+            Weights = WeightBinder.Bind(model.WeightSpecs, source, c);
         }
         catch
         {

@@ -4,7 +4,6 @@ using System.Globalization;
 using ModelCompiler.Runtime.Engine;
 using ModelCompiler.Runtime.Sampling;
 using ModelCompiler.Runtime.Tokenization;
-using ModelCompiler.Runtime.Weights;
 
 namespace ModelCompiler.Runtime.Hosting;
 
@@ -20,13 +19,14 @@ internal static class GenerateCommand
         var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens; 0 disables.", DefaultValueFactory = _ => 0 };
         var topP = new Option<float>("--top-p") { Description = "Nucleus sampling probability mass; 1 disables.", DefaultValueFactory = _ => 0.9f };
         var seed = new Option<ulong?>("--seed") { Description = "Random seed (default: from the clock)." };
-        var weights = new Option<string>("--weights") { Description = $"Weights file ({config.WeightFormat}); default: {config.WeightsPath} in the shared folder." };
+        var weightOptions = new WeightOptions(config);
         var tokenizer = new Option<string>("--tokenizer") { Description = $"Tokenizer file ({config.TokenizerFormat}); default: {config.TokenizerPath} in the shared folder." };
 
         var command = new Command("generate", "Generate text from a prompt; prints the prompt and its continuation to stdout.")
         {
-            prompt, maxTokens, temperature, topK, topP, seed, weights, tokenizer,
+            prompt, maxTokens, temperature, topK, topP, seed, tokenizer,
         };
+        weightOptions.AddTo(command);
         command.SetAction(result =>
         {
             int numTokens = result.GetValue(maxTokens);
@@ -41,25 +41,24 @@ internal static class GenerateCommand
             {
                 return Fail(e.Message.Split('\n')[0].Trim());
             }
-            string weightsPath = result.GetValue(weights) ?? SharedPaths.Resolve(config.WeightsPath);
+            if (!weightOptions.TryGetSelection(result, out var weights, out string error)) return Fail(error);
             string tokenizerPath = result.GetValue(tokenizer) ?? SharedPaths.Resolve(config.TokenizerPath);
-            return Run(engine, result.GetValue(prompt) ?? "", numTokens, options, weightsPath, tokenizerPath);
+            return Run(engine, result.GetValue(prompt) ?? "", numTokens, options, weights, tokenizerPath);
         });
         return command;
     }
 
-    private static int Fail(string message)
+    internal static int Fail(string message)
     {
         Console.Error.WriteLine("error: " + message);
         return ModelHost.UsageOrInputError;
     }
 
-    private static int Run(CompiledModel engine, string prompt, int maxTokens, SamplingOptions options, string weightsPath, string tokenizerPath)
+    private static int Run(CompiledModel engine, string prompt, int maxTokens, SamplingOptions options, WeightSelection weights, string tokenizerPath)
     {
         var config = engine.Config;
-        var checkpoint = WeightFiles.OpenChecked(weightsPath, config, out var notes);
-        foreach (var note in notes) Console.Error.WriteLine("note: " + note);
-        using var runner = new ModelRunner(engine, checkpoint);
+        var source = WeightOptions.Open(config, weights, note => Console.Error.WriteLine("note: " + note));
+        using var runner = new ModelRunner(engine, source);
         var tokenizer = Llama2cTokenizer.Load(tokenizerPath, config.VocabSize);
         var generator = new TextGenerator(runner);
         int[] promptTokens = tokenizer.Encode(prompt, addBos: true);

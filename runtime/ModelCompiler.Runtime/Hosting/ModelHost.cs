@@ -21,6 +21,12 @@ public static class ModelHost
         var engine = new TEngine();
         var root = new RootCommand($"{engine.Config.Name}: an inference engine compiled by ModelCompiler.");
         root.Subcommands.Add(GenerateCommand.Create(engine));
+        var backends = ServeBackendFactory.ForEngine(engine);
+        var bench = BenchCommand.Create(engine);
+        bench.Subcommands.Add(BenchServeCommand.Create(engine, backends));
+        root.Subcommands.Add(bench);
+        root.Subcommands.Add(ServeCommand.Create(engine, backends));
+        root.Subcommands.Add(QuantizeCommand.Create(engine));
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {

@@ -2,6 +2,17 @@ using System;
 
 namespace ModelCompiler.Runtime.KvCache;
 
+/// <summary>Which of a sequence's new tokens get a logits row in a <see cref="ForwardBatch"/>.</summary>
+public enum LogitsRows
+{
+    /// <summary>None: a prefill chunk that does not reach the end of the prompt samples nothing.</summary>
+    None,
+    /// <summary>The last new token only (generation).</summary>
+    Last,
+    /// <summary>Every new token (scoring and tests).</summary>
+    All,
+}
+
 /// <summary>
 /// The input of one forward pass: the new tokens of several sequences, packed back to back, with each
 /// sequence's positions and block table. A sequence's new tokens occupy consecutive positions
@@ -73,7 +84,14 @@ public sealed class ForwardBatch
     /// <c>startPosition + tokens.Length - 1</c>. With <paramref name="allLogits"/> every new token gets a
     /// logits row (for scoring and tests); otherwise only the last one does (generation).
     /// </summary>
-    public void AddSequence(ReadOnlySpan<int> tokens, int startPosition, ReadOnlySpan<int> blockTable, bool allLogits = false)
+    public void AddSequence(ReadOnlySpan<int> tokens, int startPosition, ReadOnlySpan<int> blockTable, bool allLogits = false) =>
+        AddSequence(tokens, startPosition, blockTable, allLogits ? LogitsRows.All : LogitsRows.Last);
+
+    /// <summary>
+    /// Appends a sequence's new tokens, as <see cref="AddSequence(ReadOnlySpan{int}, int, ReadOnlySpan{int}, bool)"/>
+    /// does, with <paramref name="logitsRows"/> choosing which of them get a logits row.
+    /// </summary>
+    public void AddSequence(ReadOnlySpan<int> tokens, int startPosition, ReadOnlySpan<int> blockTable, LogitsRows logitsRows)
     {
         if (tokens.Length == 0) throw new ArgumentException("A sequence needs at least one new token.", nameof(tokens));
         if (NumSequences == MaxSequences) throw new InvalidOperationException($"The batch already holds {MaxSequences} sequences.");
@@ -98,7 +116,7 @@ public sealed class ForwardBatch
             TokenIds[t] = tokens[i];
             Positions[t] = startPosition + i;
             SequenceOfToken[t] = s;
-            if (allLogits || i == tokens.Length - 1) LogitsTokenIndices[NumLogits++] = t;
+            if (logitsRows == LogitsRows.All || (logitsRows == LogitsRows.Last && i == tokens.Length - 1)) LogitsTokenIndices[NumLogits++] = t;
         }
     }
 

@@ -41,4 +41,22 @@ public sealed class PagedKvCache
         int block = blockTable[position / BlockSize];
         return ((layer * NumBlocks + block) * BlockSize + position % BlockSize) * KvDim;
     }
+
+    /// <summary>
+    /// Copies every layer's keys and values of block <paramref name="sourceBlock"/> into
+    /// <paramref name="destinationBlock"/> (copy-on-write of a shared block, see <see cref="BlockCopy"/>).
+    /// </summary>
+    public void CopyBlock(int sourceBlock, int destinationBlock)
+    {
+        if ((uint)sourceBlock >= (uint)NumBlocks) throw new ArgumentOutOfRangeException(nameof(sourceBlock), sourceBlock, $"The pool has {NumBlocks} blocks.");
+        if ((uint)destinationBlock >= (uint)NumBlocks) throw new ArgumentOutOfRangeException(nameof(destinationBlock), destinationBlock, $"The pool has {NumBlocks} blocks.");
+        int blockFloats = BlockSize * KvDim;
+        for (int layer = 0; layer < NumLayers; layer++)
+        {
+            long layerBase = (long)layer * NumBlocks;
+            int source = (int)((layerBase + sourceBlock) * blockFloats), destination = (int)((layerBase + destinationBlock) * blockFloats);
+            Array.Copy(Keys, source, Keys, destination, blockFloats);
+            Array.Copy(Values, source, Values, destination, blockFloats);
+        }
+    }
 }

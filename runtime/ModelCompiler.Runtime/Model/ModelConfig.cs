@@ -58,6 +58,9 @@ public sealed record ModelConfig
     /// <summary>Default tokenizer file, relative to the repository's shared folder or absolute.</summary>
     public required string TokenizerPath { get; init; }
 
+    /// <summary>How the server renders chat messages into a prompt: <c>plain</c> or <c>llama2</c>.</summary>
+    public string ChatTemplate { get; init; } = "plain";
+
     /// <summary>Width of one head.</summary>
     public int HeadDim => Dim / NumHeads;
     /// <summary>Width of the keys (and values) of one token: <c>NumKvHeads * HeadDim</c>.</summary>

@@ -30,7 +30,6 @@ public sealed class Llama2cTokenizer
     // use spans of chars without allocating.
     private readonly Dictionary<string, int> _idOfPiece;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _idOfPieceSpan;
-    private readonly char[] _pairBuffer;
 
     private Llama2cTokenizer(byte[][] pieces, float[] scores, int maxTokenLength)
     {
@@ -46,7 +45,6 @@ public sealed class Llama2cTokenizer
             _idOfPiece.TryAdd(Encoding.Latin1.GetString(pieces[id]), id);
         }
         _idOfPieceSpan = _idOfPiece.GetAlternateLookup<ReadOnlySpan<char>>();
-        _pairBuffer = new char[2 * maxTokenLength];
     }
 
     /// <summary>Number of tokens.</summary>
@@ -204,7 +202,10 @@ public sealed class Llama2cTokenizer
     private bool TryLookupPair(int left, int right, out int id)
     {
         byte[] a = _pieces[left], b = _pieces[right];
-        var pair = _pairBuffer.AsSpan(0, a.Length + b.Length);
+        // A per-call buffer, not a field: Encode runs concurrently on server threads. Real pieces are
+        // short; a hostile file's long ones go to the heap instead of the stack.
+        int length = a.Length + b.Length;
+        Span<char> pair = length <= 256 ? stackalloc char[length] : new char[length];
         for (int i = 0; i < a.Length; i++) pair[i] = (char)a[i];
         for (int i = 0; i < b.Length; i++) pair[a.Length + i] = (char)b[i];
         return _idOfPieceSpan.TryGetValue(pair, out id);

@@ -22,7 +22,7 @@ public sealed record WeightTensor(string Name, WeightDType DType, long[] Shape, 
 }
 
 /// <summary>
-/// Every weight format (llama2.c, later GGUF and safetensors) behind one interface: named tensors
+/// Every weight format (llama2.c, GGUF, safetensors) behind one interface: named tensors
 /// over memory-mapped bytes.
 /// </summary>
 public interface IWeightSource : IDisposable
@@ -35,4 +35,12 @@ public interface IWeightSource : IDisposable
 
     /// <summary>Looks a tensor up by its checkpoint name.</summary>
     bool TryGetTensor(string name, out WeightTensor tensor);
+
+    /// <summary>
+    /// How the file's q and k projection rows are ordered for rotary embedding: <see cref="RopeStyle.Interleaved"/>
+    /// for llama2.c and GGUF (Meta's layout), <see cref="RopeStyle.Half"/> for Hugging Face safetensors.
+    /// Null means "already as the engine expects" (no permutation). The binder permutes q/k rows when this
+    /// differs from the engine's <see cref="ModelConfig.RopeStyle"/>.
+    /// </summary>
+    RopeStyle? RopeConvention => null;
 }

@@ -1,7 +1,5 @@
 using System;
 using System.Collections.Generic;
-using System.IO;
-using System.IO.MemoryMappedFiles;
 
 namespace ModelCompiler.Runtime.Weights;
 
@@ -15,32 +13,18 @@ namespace ModelCompiler.Runtime.Weights;
 public sealed unsafe class Llama2cCheckpoint : IWeightSource
 {
     private readonly string _path;
-    private readonly MemoryMappedFile _file;
-    private readonly MemoryMappedViewAccessor _view;
+    private readonly MappedFile _map;
     private readonly byte* _base;
     private readonly List<WeightTensor> _tensors = new();
     private readonly Dictionary<string, WeightTensor> _byName = new(StringComparer.Ordinal);
-    private bool _disposed;
 
-    private Llama2cCheckpoint(string path, Llama2cHeader header, MemoryMappedFile file, MemoryMappedViewAccessor view)
+    private Llama2cCheckpoint(string path, Llama2cHeader header, MappedFile map)
     {
         _path = path;
         Header = header;
-        _file = file;
-        _view = view;
-        byte* pointer = null;
-        view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
-        // The view may start before the requested offset (page alignment); PointerOffset corrects for it.
-        _base = pointer + view.PointerOffset;
-        try
-        {
-            AddTensors();
-        }
-        catch
-        {
-            view.SafeMemoryMappedViewHandle.ReleasePointer();
-            throw;
-        }
+        _map = map;
+        _base = map.Base;
+        AddTensors();
     }
 
     /// <summary>The decoded header.</summary>
@@ -53,6 +37,9 @@ public sealed unsafe class Llama2cCheckpoint : IWeightSource
     public IReadOnlyCollection<WeightTensor> Tensors => _tensors;
 
     /// <inheritdoc />
+    public RopeStyle? RopeConvention => RopeStyle.Interleaved;
+
+    /// <inheritdoc />
     public bool TryGetTensor(string name, out WeightTensor tensor) => _byName.TryGetValue(name, out tensor!);
 
     /// <summary>
@@ -61,43 +48,24 @@ public sealed unsafe class Llama2cCheckpoint : IWeightSource
     /// </summary>
     public static Llama2cCheckpoint Open(string path)
     {
-        if (!File.Exists(path)) throw new ModelLoadException($"weights file not found: {path}");
-
-        FileStream stream;
+        var map = MappedFile.Open(path, "llama2.c checkpoint", minLength: 1);
         try
         {
-            stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new ModelLoadException($"{path}: cannot open weights file ({e.Message})");
-        }
-
-        MemoryMappedFile? file = null;
-        MemoryMappedViewAccessor? view = null;
-        try
-        {
-            Span<byte> headerBytes = stackalloc byte[Llama2cHeader.SizeInBytes];
-            int numRead = stream.ReadAtLeast(headerBytes, headerBytes.Length, throwOnEndOfStream: false);
-            if (!Llama2cHeader.TryParse(headerBytes[..numRead], out var header, out var problem))
+            var headerBytes = new ReadOnlySpan<byte>(map.Base, (int)Math.Min(map.Length, Llama2cHeader.SizeInBytes));
+            if (!Llama2cHeader.TryParse(headerBytes, out var header, out var problem))
                 throw new ModelLoadException($"{path}: not a llama2.c checkpoint ({problem})");
 
             long expected = header.ExpectedFileSizeInBytes;
-            long found = stream.Length;
+            long found = map.Length;
             if (found < expected)
                 throw new ModelLoadException($"{path}: truncated llama2.c checkpoint (expected {expected} bytes, found {found})");
             if (found > expected)
                 throw new ModelLoadException($"{path}: llama2.c checkpoint has {found - expected} trailing bytes (expected {expected} bytes, found {found})");
-
-            file = MemoryMappedFile.CreateFromFile(stream, mapName: null, capacity: 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-            view = file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-            return new Llama2cCheckpoint(path, header, file, view);
+            return new Llama2cCheckpoint(path, header, map);
         }
         catch
         {
-            view?.Dispose();
-            file?.Dispose();
-            stream.Dispose();
+            map.Dispose();
             throw;
         }
     }
@@ -130,14 +98,7 @@ public sealed unsafe class Llama2cCheckpoint : IWeightSource
     }
 
     /// <inheritdoc />
-    public void Dispose()
-    {
-        if (_disposed) return;
-        _disposed = true;
-        _view.SafeMemoryMappedViewHandle.ReleasePointer();
-        _view.Dispose();
-        _file.Dispose();
-    }
+    public void Dispose() => _map.Dispose();
 
     // Walks the file in run.c's memory_map_weights order; offsets are in bytes from the start of the file.
     private void AddTensors()

@@ -18,8 +18,21 @@ public static class WeightBinder
     /// </summary>
     /// <exception cref="ModelLoadException">A tensor is missing, has the wrong shape, or fused pieces differ in type.</exception>
     /// <exception cref="ArgumentException">The specs themselves are inconsistent (an engine generator bug).</exception>
-    public static ModelWeights Bind(IReadOnlyList<WeightSpec> specs, IWeightSource source)
+    public static ModelWeights Bind(IReadOnlyList<WeightSpec> specs, IWeightSource source) => Bind(specs, source, null);
+
+    /// <summary>
+    /// Binds like <see cref="Bind(IReadOnlyList{WeightSpec}, IWeightSource)"/>, and when the source's
+    /// <see cref="IWeightSource.RopeConvention"/> differs from <paramref name="config"/>'s
+    /// <see cref="ModelConfig.RopeStyle"/>, reorders the rows of every q and k projection
+    /// (<see cref="RopePermutation"/>) into the engine's convention, in a copy (the file stays untouched).
+    /// </summary>
+    /// <param name="specs">The engine's weight table.</param>
+    /// <param name="source">The weight file; see the other overload for ownership.</param>
+    /// <param name="config">The engine's configuration (head counts and rotary style); null binds without permuting.</param>
+    public static ModelWeights Bind(IReadOnlyList<WeightSpec> specs, IWeightSource source, ModelConfig? config)
     {
+        RopeStyle? from = source.RopeConvention;
+        bool permute = config is not null && from is not null && from != config.RopeStyle;
         var resolved = new WeightTensor[specs.Count][];
         var indexSeen = new bool[specs.Count];
         foreach (var spec in specs)
@@ -40,7 +53,9 @@ public static class WeightBinder
             // Vectors are widened to f32 (they are tiny and the kernels read them as floats); a matrix
             // keeps its stored type. One tensor in a usable layout is borrowed; several are concatenated.
             bool widen = spec.Shape.Length == 1 && dtype != WeightDType.F32;
-            if (tensors.Length == 1 && !widen)
+            bool anyPermuted = false;
+            if (permute) foreach (var t in tensors) anyPermuted |= HeadsOf(t.Name, config!) > 0;
+            if (tensors.Length == 1 && !widen && !anyPermuted)
             {
                 weights.SetBorrowed(spec.Index, tensors[0].Data, dtype, rows, cols);
                 continue;
@@ -57,6 +72,12 @@ public static class WeightBinder
                     Quantization.WeightConversion.Decode(stored, tensor.DType, floats.Slice(0, (int)tensor.NumElements));
                     offset += (int)tensor.NumElements * sizeof(float);
                 }
+                else if (permute && HeadsOf(tensor.Name, config!) is > 0 and int numHeads)
+                {
+                    int numRows = checked((int)tensor.Shape[0]);
+                    RopePermutation.PermuteRows(stored, bytes.Slice(offset, stored.Length), numRows, stored.Length / numRows, numHeads, from!.Value, config!.RopeStyle);
+                    offset += stored.Length;
+                }
                 else
                 {
                     stored.CopyTo(bytes.Slice(offset));
@@ -66,6 +87,10 @@ public static class WeightBinder
         }
         return weights;
     }
+
+    // Heads of a q (NumHeads) or k (NumKvHeads) projection, whose rows the rotary convention orders; 0 for any other tensor.
+    private static int HeadsOf(string tensorName, ModelConfig config) =>
+        TensorNames.IsQuery(tensorName) ? config.NumHeads : TensorNames.IsKey(tensorName) ? config.NumKvHeads : 0;
 
     // Finds the spec's source tensors and checks that their rows stack into the spec's shape.
     private static WeightTensor[] Resolve(WeightSpec spec, IWeightSource source)

@@ -223,10 +223,10 @@ public sealed class DiagnosticTests
     [Fact]
     public void MC0010_unknown_weight_format()
     {
-        string text = Edit(Stories260K, "{ \"format\": \"llama2c\", \"dtype\"", "{ \"format\": \"gguf\", \"dtype\"");
+        string text = Edit(Stories260K, "{ \"format\": \"llama2c\", \"dtype\"", "{ \"format\": \"ggml\", \"dtype\"");
         var d = Expect(text, "MC0010");
-        AssertMessage(d, "'gguf'", "'weights.format'", "llama2c");
-        AssertAt(d, text, OffsetOf(text, "\"gguf\""));
+        AssertMessage(d, "'ggml'", "'weights.format'", "llama2c", "gguf", "safetensors");
+        AssertAt(d, text, OffsetOf(text, "\"ggml\""));
     }
 
     [Fact]
@@ -421,6 +421,15 @@ public sealed class DiagnosticTests
     }
 
     // ---------------------------------------------------------------- MC0018, MC0020, MC0021, MC0024
+
+    [Fact]
+    public void MC0018_unknown_chat_template()
+    {
+        string text = Edit(Stories260K, "\"architecture\": \"llama\",", "\"architecture\": \"llama\", \"chatTemplate\": \"chatml\",");
+        var d = Expect(text, "MC0018");
+        AssertMessage(d, "'chatTemplate' is 'chatml'", "plain", "llama2");
+        AssertAt(d, text, OffsetOf(text, "\"chatml\""));
+    }
 
     [Fact]
     public void MC0018_unknown_rope_style()

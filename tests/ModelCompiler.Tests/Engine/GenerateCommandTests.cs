@@ -1,9 +1,9 @@
 using System.Text;
-using ModelCompiler.Runtime.Hosting;
 using ModelCompiler.Runtime.Reference;
 using ModelCompiler.Runtime.Sampling;
 using Xunit;
 using static ModelCompiler.Tests.Engine.EngineTestSupport;
+using static ModelCompiler.Tests.Hosting.ConsoleCapture;
 
 namespace ModelCompiler.Tests.Engine;
 
@@ -15,25 +15,6 @@ public sealed class ConsoleCollection;
 [Collection(nameof(ConsoleCollection))]
 public class GenerateCommandTests
 {
-    private static (int ExitCode, string Stdout, string Stderr) Run<TEngine>(params string[] args) where TEngine : ModelCompiler.Runtime.CompiledModel, new()
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        var (oldOut, oldError) = (Console.Out, Console.Error);
-        Console.SetOut(stdout);
-        Console.SetError(stderr);
-        try
-        {
-            int code = ModelHost.Run<TEngine>(args);
-            return (code, stdout.ToString(), stderr.ToString());
-        }
-        finally
-        {
-            Console.SetOut(oldOut);
-            Console.SetError(oldError);
-        }
-    }
-
     [Fact]
     public void Greedy_generate_prints_the_prompt_and_the_reference_continuation_and_nothing_else()
     {

@@ -121,15 +121,22 @@ public class BlockManagerTests
             {
                 long id = live[random.Next(live.Length)];
                 int newTotal = expectedTokens[id] + random.Next(0, 2 * blockSize);
-                int needed = (newTotal + blockSize - 1) / blockSize - expectedTables[id].Count;
+                // Writing into a partly filled last block that another table shares copies it first.
+                var old = expectedTables[id];
+                bool copies = newTotal > expectedTokens[id] && expectedTokens[id] % blockSize != 0 &&
+                              expectedTables.Values.Count(t => t.Contains(old[^1])) > 1;
+                int needed = (newTotal + blockSize - 1) / blockSize - old.Count + (copies ? 1 : 0);
                 bool fits = needed <= manager.NumFreeBlocks;
                 Assert.Equal(fits, manager.CanAppend(id, newTotal));
                 if (!fits) { Assert.Throws<InvalidOperationException>(() => manager.Append(id, newTotal)); continue; }
                 var inUse = InUse(expectedTables);
-                manager.Append(id, newTotal);
+                var copy = manager.Append(id, newTotal);
                 var table = manager.BlockTable(id).ToArray();
-                Assert.Equal(expectedTables[id], table.Take(expectedTables[id].Count));   // existing blocks stay put
-                Assert.All(table.Skip(expectedTables[id].Count), block => Assert.DoesNotContain(block, inUse));
+                Assert.Equal(copies, copy.HasValue);
+                int kept = copies ? old.Count - 1 : old.Count;
+                Assert.Equal(old.Take(kept), table.Take(kept));   // existing blocks stay put, but for the copied one
+                if (copy is { } c) Assert.Equal((old[^1], table[kept]), (c.SourceBlock, c.DestinationBlock));
+                Assert.All(table.Skip(kept), block => Assert.DoesNotContain(block, inUse));
                 expectedTables[id] = table.ToList();
                 expectedTokens[id] = newTotal;
             }

@@ -1,0 +1,1 @@
+return ModelCompiler.Runtime.Hosting.ModelHost.Run<Llama110M.Llama110MEngine>(args);

@@ -1,0 +1,1 @@
+return ModelCompiler.Runtime.Hosting.ModelHost.Run<Llama15M.Llama15MEngine>(args);

@@ -1,0 +1,135 @@
+using System;
+using System.Diagnostics;
+using ModelCompiler.Runtime.KvCache;
+using ModelCompiler.Runtime.Sampling;
+
+namespace ModelCompiler.Runtime.Engine;
+
+/// <summary>What <see cref="Benchmark.Run"/> measures.</summary>
+/// <param name="NumPromptTokens">Synthetic prompt tokens prefilled per repetition.</param>
+/// <param name="NumDecodeSteps">Decode steps after the prefill (one token each; EOS ignored).</param>
+/// <param name="NumRepetitions">Timed repetitions, each a fresh sequence.</param>
+/// <param name="NumWarmups">Untimed repetitions first (the JIT's tiering, caches, page faults).</param>
+public sealed record BenchmarkOptions(int NumPromptTokens, int NumDecodeSteps, int NumRepetitions, int NumWarmups = 1)
+{
+    /// <summary>Why these options cannot run on <paramref name="config"/>, or null when they can.</summary>
+    public string? Problem(ModelConfig config)
+    {
+        if (NumPromptTokens < 1) return $"--prompt-tokens must be at least 1, got {NumPromptTokens}";
+        if (NumDecodeSteps < 1) return $"--gen-tokens must be at least 1, got {NumDecodeSteps}";
+        if (NumRepetitions < 1) return $"--repetitions must be at least 1, got {NumRepetitions}";
+        if (NumWarmups < 0) return $"--warmup must be 0 or more, got {NumWarmups}";
+        if ((long)NumPromptTokens + NumDecodeSteps > config.MaxSeqLen)
+            return $"--prompt-tokens {NumPromptTokens} plus --gen-tokens {NumDecodeSteps} exceed the context of {config.MaxSeqLen} tokens";
+        return null;
+    }
+}
+
+/// <summary>Raw timings of a benchmark, in seconds.</summary>
+/// <param name="Options">What was run.</param>
+/// <param name="PrefillSeconds"><c>[repetitions]</c> the prefill forward passes of each repetition.</param>
+/// <param name="TimeToFirstTokenSeconds"><c>[repetitions]</c> prefill plus choosing the first token.</param>
+/// <param name="DecodeStepSeconds"><c>[repetitions × decode steps]</c> every decode step: a one-token forward pass plus the argmax.</param>
+public sealed record BenchmarkTimings(BenchmarkOptions Options, double[] PrefillSeconds, double[] TimeToFirstTokenSeconds, double[] DecodeStepSeconds)
+{
+    /// <summary>Prompt tokens per second over all timed prefills.</summary>
+    public double PrefillTokensPerSecond => Options.NumPromptTokens * PrefillSeconds.Length / Sum(PrefillSeconds);
+
+    /// <summary>Decode steps per second over all timed decode steps (1 / mean time per output token).</summary>
+    public double DecodeTokensPerSecond => DecodeStepSeconds.Length / Sum(DecodeStepSeconds);
+
+    private static double Sum(double[] values)
+    {
+        double sum = 0;
+        foreach (double v in values) sum += v;
+        return sum;
+    }
+}
+
+/// <summary>
+/// The timing loop of the <c>bench</c> command: per repetition a fresh sequence, a prefill of synthetic
+/// prompt tokens (in chunks of at most <c>MaxBatchTokens</c>), then greedy decode steps that ignore EOS.
+/// The KV blocks are allocated and freed through the runner's block manager exactly as generation does.
+/// </summary>
+public static class Benchmark
+{
+    /// <summary>Runs <paramref name="options"/> (checked with <see cref="BenchmarkOptions.Problem"/>) on <paramref name="runner"/>.</summary>
+    public static BenchmarkTimings Run(ModelRunner runner, BenchmarkOptions options)
+    {
+        var config = runner.Config;
+        if (options.Problem(config) is string problem) throw new ArgumentException(problem, nameof(options));
+        int[] prompt = SyntheticPrompt(options.NumPromptTokens, config.VocabSize);
+        var batch = runner.CreateBatch();
+        var prefill = new double[options.NumRepetitions];
+        var firstToken = new double[options.NumRepetitions];
+        var steps = new double[options.NumRepetitions * options.NumDecodeSteps];
+        var scratchSteps = new double[options.NumDecodeSteps];
+        for (int run = 0; run < options.NumWarmups + options.NumRepetitions; run++)
+        {
+            int timed = run - options.NumWarmups;
+            var stepTimes = timed >= 0 ? steps.AsSpan(timed * options.NumDecodeSteps, options.NumDecodeSteps) : scratchSteps;
+            var (prefillSeconds, firstTokenSeconds) = RunSequence(runner, batch, prompt, run, stepTimes);
+            if (timed < 0) continue;
+            prefill[timed] = prefillSeconds;
+            firstToken[timed] = firstTokenSeconds;
+        }
+        return new BenchmarkTimings(options, prefill, firstToken, steps);
+    }
+
+    /// <summary>
+    /// Deterministic prompt ids: BOS, then a fixed pseudo-random walk over the vocabulary (the same for every
+    /// run and machine; ids 0–2 are special in llama2.c vocabularies and avoided when the vocabulary allows).
+    /// </summary>
+    public static int[] SyntheticPrompt(int numTokens, int vocabSize)
+    {
+        var random = new SplitMix64(0x5EED);
+        var tokens = new int[numTokens];
+        tokens[0] = Math.Min(TextGenerator.Bos, vocabSize - 1);
+        int first = vocabSize > 3 ? 3 : 0;
+        for (int i = 1; i < numTokens; i++) tokens[i] = first + (int)(random.NextUInt64() % (ulong)(vocabSize - first));
+        return tokens;
+    }
+
+    private static (double Prefill, double FirstToken) RunSequence(ModelRunner runner, ForwardBatch batch, int[] prompt, long id, Span<double> stepSeconds)
+    {
+        var config = runner.Config;
+        var blocks = runner.Blocks;
+        int total = prompt.Length + stepSeconds.Length;
+        if (!blocks.CanAllocate(total)) throw new InvalidOperationException($"The KV pool has no room for {total} tokens.");
+        blocks.Allocate(id, prompt.Length);
+        try
+        {
+            long start = Stopwatch.GetTimestamp();
+            ReadOnlySpan<float> logits = default;
+            for (int position = 0; position < prompt.Length;)
+            {
+                int chunk = Math.Min(config.MaxBatchTokens, prompt.Length - position);
+                batch.Clear();
+                batch.AddSequence(prompt.AsSpan(position, chunk), position, blocks.BlockTable(id));
+                logits = runner.Forward(batch);
+                position += chunk;
+            }
+            double prefill = Stopwatch.GetElapsedTime(start).TotalSeconds;
+            int next = Sampler.Argmax(logits);
+            double firstToken = Stopwatch.GetElapsedTime(start).TotalSeconds;
+
+            Span<int> one = stackalloc int[1];
+            for (int step = 0; step < stepSeconds.Length; step++)
+            {
+                long stepStart = Stopwatch.GetTimestamp();
+                int position = prompt.Length + step;
+                blocks.Append(id, position + 1);
+                one[0] = next;
+                batch.Clear();
+                batch.AddSequence(one, position, blocks.BlockTable(id));
+                next = Sampler.Argmax(runner.Forward(batch));
+                stepSeconds[step] = Stopwatch.GetElapsedTime(stepStart).TotalSeconds;
+            }
+            return (prefill, firstToken);
+        }
+        finally
+        {
+            blocks.Free(id);
+        }
+    }
+}

@@ -1,0 +1,96 @@
+using System;
+using System.CommandLine;
+using System.IO;
+using System.Text;
+using ModelCompiler.Runtime.Diagnostics;
+using ModelCompiler.Runtime.Engine;
+using ModelCompiler.Runtime.Threading;
+
+namespace ModelCompiler.Runtime.Hosting;
+
+/// <summary>
+/// The <c>bench</c> command: times prefill and decode on synthetic prompts, then measures this machine's
+/// copy bandwidth and FMA peak and prints the speeds as fractions of those roofs. A table goes to stdout,
+/// or with <c>--json</c> one JSON object; notes and errors go to stderr.
+/// </summary>
+internal static class BenchCommand
+{
+    public static Command Create(CompiledModel engine)
+    {
+        var config = engine.Config;
+        var weightOptions = new WeightOptions(config);
+        var promptTokens = new Option<int>("--prompt-tokens") { Description = "Synthetic prompt tokens prefilled per repetition.", DefaultValueFactory = _ => Math.Min(128, config.MaxSeqLen / 2) };
+        var genTokens = new Option<int>("--gen-tokens") { Description = "Decode steps per repetition (greedy, EOS ignored).", DefaultValueFactory = _ => Math.Min(128, config.MaxSeqLen / 2) };
+        var repetitions = new Option<int>("--repetitions") { Description = "Timed repetitions, each a fresh sequence.", DefaultValueFactory = _ => 5 };
+        var warmup = new Option<int>("--warmup") { Description = "Untimed repetitions before them.", DefaultValueFactory = _ => 1 };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object instead of the table." };
+        var noRoofline = new Option<bool>("--no-roofline") { Description = "Skip measuring the machine's copy bandwidth and FMA peak." };
+        // Probe sizes, for tests that need the command to be quick; the defaults are the measurement.
+        var probeCopyMiB = new Option<int>("--probe-copy-mib") { Hidden = true, DefaultValueFactory = _ => 512 };
+        var probeFmaIterations = new Option<long>("--probe-fma-iterations") { Hidden = true, DefaultValueFactory = _ => 50_000_000 };
+
+        var command = new Command("bench", "Measure prefill and decode speed against this machine's memory and compute roofs.")
+        {
+            promptTokens, genTokens, repetitions, warmup, json, noRoofline, probeCopyMiB, probeFmaIterations,
+        };
+        weightOptions.AddTo(command);
+        command.SetAction(result =>
+        {
+            var options = new BenchmarkOptions(result.GetValue(promptTokens), result.GetValue(genTokens), result.GetValue(repetitions), result.GetValue(warmup));
+            if (options.Problem(config) is string problem) return GenerateCommand.Fail(problem);
+            if (!weightOptions.TryGetSelection(result, out var weights, out string error)) return GenerateCommand.Fail(error);
+            int copyMiB = result.GetValue(probeCopyMiB);
+            long fmaIterations = result.GetValue(probeFmaIterations);
+            if (copyMiB < 1 || fmaIterations < 1) return GenerateCommand.Fail("the probe sizes must be positive");
+            var probes = result.GetValue(noRoofline) ? null : new ProbeSizes((long)copyMiB << 20, fmaIterations);
+            return Run(engine, options, weights, probes, result.GetValue(json));
+        });
+        return command;
+    }
+
+    private sealed record ProbeSizes(long CopyArraySizeInBytes, long FmaIterations);
+
+    private static int Run(CompiledModel engine, BenchmarkOptions options, WeightSelection weights, ProbeSizes? probes, bool json)
+    {
+        var config = engine.Config;
+        var source = WeightOptions.Open(config, weights, note => Console.Error.WriteLine("note: " + note));
+        string description = source.Description;
+        BenchmarkTimings timings;
+        ModelCost cost;
+        string dtypes;
+        long peakRss;
+        long? runPeakRss;
+        using (var runner = new ModelRunner(engine, source))
+        {
+            cost = ModelCost.Of(engine, runner.Weights);
+            dtypes = ModelCost.MatrixDTypes(engine, runner.Weights);
+            // Loading random weights holds an f32 copy (and managed arrays) for a while; the peak after
+            // loading is what running the model needs, so it is reported beside the process's peak.
+            // Aggressive: the GC also returns the freed managed arrays' pages to the OS, so RSS drops now.
+            GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+            long loadPeak = ProcessMemory.PeakResidentBytes();
+            bool reset = ProcessMemory.TryResetPeak();
+            timings = Benchmark.Run(runner, options);
+            long afterPeak = ProcessMemory.PeakResidentBytes();
+            peakRss = reset ? Math.Max(loadPeak, afterPeak) : afterPeak;
+            runPeakRss = reset ? afterPeak : null;
+        }
+        // After the model is gone, so the probe arrays do not add to its peak RSS or compete for memory.
+        var limits = probes is null ? null : Roofline.Measure(Environment.ProcessorCount, probes.CopyArraySizeInBytes, probes.FmaIterations);
+
+        var report = new BenchReport(config.Name, description, dtypes, WorkerPool.ThreadCount, timings, cost, peakRss, runPeakRss, limits);
+        // Console.Out rather than the raw stream, so tests can capture it.
+        if (json)
+        {
+            using var buffer = new MemoryStream();
+            report.WriteJson(buffer);
+            Console.Out.WriteLine(Encoding.UTF8.GetString(buffer.ToArray()));
+        }
+        else
+        {
+            report.WriteTable(Console.Out);
+        }
+        Console.Out.Flush();
+        return 0;
+    }
+}
