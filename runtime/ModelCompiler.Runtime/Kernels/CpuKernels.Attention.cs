@@ -192,11 +192,24 @@ public static partial class CpuKernels
                             throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {position}, which its block table does not cover.");
                         slots[i] = ((nint)(Layer * NumBlocks + block) * BlockSize + position % BlockSize) * KvDim + kvHead * headDim;
                     }
-                    for (int i = 0; i < tileLength; i++)
+                    if (headDim == 8 && Vector256.IsHardwareAccelerated)
                     {
-                        var key = new ReadOnlySpan<float>(Keys + slots[i], headDim);
+                        // Heads of 8 (Stories260K): one vector per key, no per-position call overhead.
                         for (int j = 0; j < numPassHeads; j++)
-                            scores[j * AttentionTile + i] = Dot(new ReadOnlySpan<float>(queryRow + (firstHead + j) * headDim, headDim), key) * ScoreScale;
+                        {
+                            var query = Vector256.Load(queryRow + (firstHead + j) * 8) * Vector256.Create(ScoreScale);
+                            float* headScores = scores + j * AttentionTile;
+                            for (int i = 0; i < tileLength; i++) headScores[i] = Vector256.Sum(query * Vector256.Load(Keys + slots[i]));
+                        }
+                    }
+                    else
+                    {
+                        for (int i = 0; i < tileLength; i++)
+                        {
+                            var key = new ReadOnlySpan<float>(Keys + slots[i], headDim);
+                            for (int j = 0; j < numPassHeads; j++)
+                                scores[j * AttentionTile + i] = Dot(new ReadOnlySpan<float>(queryRow + (firstHead + j) * headDim, headDim), key) * ScoreScale;
+                        }
                     }
                     for (int j = 0; j < numPassHeads; j++)
                     {
@@ -214,11 +227,25 @@ public static partial class CpuKernels
                         }
                         runningSum[j] += ExpSubtract(headScores, tileLength, runningMax[j]);
                     }
-                    for (int i = 0; i < tileLength; i++)
+                    if (headDim == 8 && Vector256.IsHardwareAccelerated)
                     {
-                        var value = new ReadOnlySpan<float>(Values + slots[i], headDim);
                         for (int j = 0; j < numPassHeads; j++)
-                            MultiplyAdd(value, scores[j * AttentionTile + i], new Span<float>(accumulators + j * headDim, headDim));
+                        {
+                            float* headScores = scores + j * AttentionTile;
+                            var acc = Vector256.Load(accumulators + j * 8);
+                            for (int i = 0; i < tileLength; i++)
+                                acc = Vector256.FusedMultiplyAdd(Vector256.Load(Values + slots[i]), Vector256.Create(headScores[i]), acc);
+                            acc.Store(accumulators + j * 8);
+                        }
+                    }
+                    else
+                    {
+                        for (int i = 0; i < tileLength; i++)
+                        {
+                            var value = new ReadOnlySpan<float>(Values + slots[i], headDim);
+                            for (int j = 0; j < numPassHeads; j++)
+                                MultiplyAdd(value, scores[j * AttentionTile + i], new Span<float>(accumulators + j * headDim, headDim));
+                        }
                     }
                 }
 
