@@ -154,6 +154,15 @@ public static partial class CpuKernels
         public int QRowStride, MaxBlocksPerSequence, NumBlocks, Layer, NumHeads, NumKvHeads, HeadDim, KvDim, BlockSize;
         public float ScoreScale;
 
+        /// <summary>Cache offset of the first slot of a sequence's logical block; a block the table lacks is an error.</summary>
+        private readonly nint BlockSlot(int* blockTable, int logicalBlock, int t, int sequence)
+        {
+            int block = blockTable[logicalBlock];
+            if ((uint)block >= (uint)NumBlocks)
+                throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {logicalBlock * BlockSize}, which its block table does not cover.");
+            return (nint)(Layer * NumBlocks + block) * BlockSize * KvDim;
+        }
+
         public void Execute(int chunk)
         {
             int t = chunk / NumKvHeads, kvHead = chunk % NumKvHeads;
@@ -184,13 +193,18 @@ public static partial class CpuKernels
                 for (int tileStart = 0; tileStart <= lastPosition; tileStart += AttentionTile)
                 {
                     int tileLength = Math.Min(AttentionTile, lastPosition + 1 - tileStart);
-                    for (int i = 0; i < tileLength; i++)
+                    // Slot of every position of the tile, walking the block table: one division per tile, one
+                    // lookup per block (a division per position was the largest cost of small-model decode).
+                    int logicalBlock = tileStart / BlockSize, offset = tileStart - logicalBlock * BlockSize;
+                    nint blockSlot = BlockSlot(blockTable, logicalBlock, t, sequence) + kvHead * headDim;
+                    for (int i = 0; i < tileLength; i++, offset++)
                     {
-                        int position = tileStart + i;
-                        int block = blockTable[position / BlockSize];
-                        if ((uint)block >= (uint)NumBlocks)
-                            throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {position}, which its block table does not cover.");
-                        slots[i] = ((nint)(Layer * NumBlocks + block) * BlockSize + position % BlockSize) * KvDim + kvHead * headDim;
+                        if (offset == BlockSize)
+                        {
+                            offset = 0;
+                            blockSlot = BlockSlot(blockTable, ++logicalBlock, t, sequence) + kvHead * headDim;
+                        }
+                        slots[i] = blockSlot + (nint)offset * KvDim;
                     }
                     if (headDim == 8 && Vector256.IsHardwareAccelerated)
                     {
