@@ -14,7 +14,8 @@ public sealed class BenchmarkConfig : ManualConfig
         AddLogger(BenchmarkDotNet.Loggers.ConsoleLogger.Default);
         AddColumnProvider(DefaultColumnProviders.Instance);
         AddExporter(BenchmarkDotNet.Exporters.MarkdownExporter.GitHub);
-        AddJob(Job.Default.WithWarmupCount(2).WithIterationCount(10).WithLaunchCount(1));
+        // In process: no build and launch per case (80 Linear cases), and the worker pool stays warm across cases.
+        AddJob(Job.Default.WithWarmupCount(2).WithIterationCount(10).WithLaunchCount(1).WithToolchain(BenchmarkDotNet.Toolchains.InProcess.Emit.InProcessEmitToolchain.Instance));
         AddColumn(StatisticColumn.Median, new ThroughputColumn("GB/s", b => b.WeightBytes), new ThroughputColumn("GFLOP/s", b => b.Flops));
         WithOption(ConfigOptions.JoinSummary, true);
     }

@@ -154,6 +154,15 @@ public static partial class CpuKernels
         public int QRowStride, MaxBlocksPerSequence, NumBlocks, Layer, NumHeads, NumKvHeads, HeadDim, KvDim, BlockSize;
         public float ScoreScale;
 
+        /// <summary>Cache offset of the first slot of a sequence's logical block; a block the table lacks is an error.</summary>
+        private readonly nint BlockSlot(int* blockTable, int logicalBlock, int t, int sequence)
+        {
+            int block = blockTable[logicalBlock];
+            if ((uint)block >= (uint)NumBlocks)
+                throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {logicalBlock * BlockSize}, which its block table does not cover.");
+            return (nint)(Layer * NumBlocks + block) * BlockSize * KvDim;
+        }
+
         public void Execute(int chunk)
         {
             int t = chunk / NumKvHeads, kvHead = chunk % NumKvHeads;
@@ -184,19 +193,37 @@ public static partial class CpuKernels
                 for (int tileStart = 0; tileStart <= lastPosition; tileStart += AttentionTile)
                 {
                     int tileLength = Math.Min(AttentionTile, lastPosition + 1 - tileStart);
-                    for (int i = 0; i < tileLength; i++)
+                    // Slot of every position of the tile, walking the block table: one division per tile, one
+                    // lookup per block (a division per position was the largest cost of small-model decode).
+                    int logicalBlock = tileStart / BlockSize, offset = tileStart - logicalBlock * BlockSize;
+                    nint blockSlot = BlockSlot(blockTable, logicalBlock, t, sequence) + kvHead * headDim;
+                    for (int i = 0; i < tileLength; i++, offset++)
                     {
-                        int position = tileStart + i;
-                        int block = blockTable[position / BlockSize];
-                        if ((uint)block >= (uint)NumBlocks)
-                            throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {position}, which its block table does not cover.");
-                        slots[i] = ((nint)(Layer * NumBlocks + block) * BlockSize + position % BlockSize) * KvDim + kvHead * headDim;
+                        if (offset == BlockSize)
+                        {
+                            offset = 0;
+                            blockSlot = BlockSlot(blockTable, ++logicalBlock, t, sequence) + kvHead * headDim;
+                        }
+                        slots[i] = blockSlot + (nint)offset * KvDim;
                     }
-                    for (int i = 0; i < tileLength; i++)
+                    if (headDim == 8 && Vector256.IsHardwareAccelerated)
                     {
-                        var key = new ReadOnlySpan<float>(Keys + slots[i], headDim);
+                        // Heads of 8 (Stories260K): one vector per key, no per-position call overhead.
                         for (int j = 0; j < numPassHeads; j++)
-                            scores[j * AttentionTile + i] = Dot(new ReadOnlySpan<float>(queryRow + (firstHead + j) * headDim, headDim), key) * ScoreScale;
+                        {
+                            var query = Vector256.Load(queryRow + (firstHead + j) * 8) * Vector256.Create(ScoreScale);
+                            float* headScores = scores + j * AttentionTile;
+                            for (int i = 0; i < tileLength; i++) headScores[i] = Vector256.Sum(query * Vector256.Load(Keys + slots[i]));
+                        }
+                    }
+                    else
+                    {
+                        for (int i = 0; i < tileLength; i++)
+                        {
+                            var key = new ReadOnlySpan<float>(Keys + slots[i], headDim);
+                            for (int j = 0; j < numPassHeads; j++)
+                                scores[j * AttentionTile + i] = Dot(new ReadOnlySpan<float>(queryRow + (firstHead + j) * headDim, headDim), key) * ScoreScale;
+                        }
                     }
                     for (int j = 0; j < numPassHeads; j++)
                     {
@@ -214,11 +241,25 @@ public static partial class CpuKernels
                         }
                         runningSum[j] += ExpSubtract(headScores, tileLength, runningMax[j]);
                     }
-                    for (int i = 0; i < tileLength; i++)
+                    if (headDim == 8 && Vector256.IsHardwareAccelerated)
                     {
-                        var value = new ReadOnlySpan<float>(Values + slots[i], headDim);
                         for (int j = 0; j < numPassHeads; j++)
-                            MultiplyAdd(value, scores[j * AttentionTile + i], new Span<float>(accumulators + j * headDim, headDim));
+                        {
+                            float* headScores = scores + j * AttentionTile;
+                            var acc = Vector256.Load(accumulators + j * 8);
+                            for (int i = 0; i < tileLength; i++)
+                                acc = Vector256.FusedMultiplyAdd(Vector256.Load(Values + slots[i]), Vector256.Create(headScores[i]), acc);
+                            acc.Store(accumulators + j * 8);
+                        }
+                    }
+                    else
+                    {
+                        for (int i = 0; i < tileLength; i++)
+                        {
+                            var value = new ReadOnlySpan<float>(Values + slots[i], headDim);
+                            for (int j = 0; j < numPassHeads; j++)
+                                MultiplyAdd(value, scores[j * AttentionTile + i], new Span<float>(accumulators + j * headDim, headDim));
+                        }
                     }
                 }
 
