@@ -27,7 +27,7 @@ internal sealed class WeightOptions
         Weights = new Option<string>("--weights") { Description = $"Weights file (format from its magic bytes); default: {config.WeightsPath} in the shared folder." };
         RandomWeights = new Option<int?>("--random-weights") { Description = "Use deterministic random weights from this seed instead of a file." };
         DType = new Option<string>("--dtype") { Description = "Matrix type of the random weights: f32, f16, bf16, q8_0 or q4_0 (default f32)." };
-        Threads = new Option<int?>("--threads") { Description = "Kernel threads (default: one per logical core)." };
+        Threads = new Option<int?>("--threads") { Description = "Kernel threads (default: one per logical core; one for models narrower than 256)." };
     }
 
     public Option<string> Weights { get; }
@@ -78,7 +78,7 @@ internal sealed class WeightOptions
     /// <exception cref="ModelLoadException">The file cannot be used with this engine.</exception>
     public static IWeightSource Open(ModelConfig config, WeightSelection selection, Action<string> note)
     {
-        if (selection.NumThreads is int n) WorkerPool.SetThreadCount(n);
+        WorkerPool.SetThreadCount(selection.NumThreads ?? DefaultThreadCount(config));
         if (selection.RandomSeed is int seed)
         {
             var random = InMemoryWeightSource.CreateRandomLlama(config, seed);
@@ -93,6 +93,12 @@ internal sealed class WeightOptions
         foreach (var line in notes) note(line);
         return source;
     }
+
+    /// <summary>
+    /// Threads when <c>--threads</c> is not given: every core, except for tiny models whose kernels are too
+    /// short to amortise a hand-off (measured: Stories260K prefill ran 3× faster on one thread than on two).
+    /// </summary>
+    internal static int DefaultThreadCount(ModelConfig config) => config.Dim < 256 ? 1 : Environment.ProcessorCount;
 
     private static IEnumerable<string> Names()
     {
