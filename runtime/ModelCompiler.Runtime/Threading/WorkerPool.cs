@@ -27,7 +27,8 @@ public interface IParallelJob
 /// function pointer to a generic trampoline that knows the job's type, bumps the generation counter and wakes
 /// the workers that sleep. Every participant (the caller included) then takes chunk indices from one shared
 /// counter until it passes <c>numChunks</c>, so a thread that the OS deschedules (this machine is shared) just
-/// takes fewer chunks. The caller returns once every worker has reported back, so the job's stack slot outlives
+/// takes fewer chunks, and one that wakes after every chunk was claimed skips the run. The caller returns once
+/// every worker that joined has reported back, so the job's stack slot outlives
 /// every use. Nothing is allocated per call: no delegates, no boxing, no tasks.</para>
 /// <para>Idle workers spin for <see cref="SpinMicroseconds"/> after their last job (a decode step's kernels come a
 /// few microseconds apart), then block on a per-worker semaphore; the caller releases only the sleepers.</para>
@@ -60,7 +61,11 @@ public static unsafe class WorkerPool
 
     // Shared by the participants of the current run.
     private static int s_nextChunk;
+    // Workers inside a run (joined, not yet done). Only ever incremented and decremented in pairs by the
+    // workers themselves, never reset, so a late worker's pair can straddle runs without unbalancing it.
     private static int s_pendingWorkers;
+    // The generation still accepting workers, or 0 once the caller has claimed every chunk and closed it.
+    private static long s_openGeneration;
     private static ExceptionDispatchInfo? s_exception;
     private static long s_generation;
 
@@ -131,11 +136,11 @@ public static unsafe class WorkerPool
         s_numChunks = numChunks;
         s_nextChunk = 0;
         s_exception = null;
-        Volatile.Write(ref s_pendingWorkers, numWorkers);
         // A worker takes part in generation g only if it was assigned g, so one that is slow to notice an
         // earlier generation can never mistake this run's state for that one's.
         var workers = s_workers;
         long generation = s_generation + 1;
+        s_openGeneration = generation;
         for (int i = 0; i < numWorkers; i++) workers[i].Assign(generation);
         // Full fence: the job is visible before the new generation, and the generation before the sleep
         // flags are read (pairs with the fence in Worker.Loop).
@@ -144,6 +149,11 @@ public static unsafe class WorkerPool
 
         ExecuteChunks();
 
+        // Every chunk is claimed. Close the run, then wait only for the workers that joined it: one the OS
+        // has not scheduled yet (this machine is shared) finds the run closed and never touches the job, so
+        // the caller does not wait for it. Both sides use full fences (close, then read the count; join,
+        // then read the open flag), so a worker that saw the run open is always counted here.
+        Interlocked.Exchange(ref s_openGeneration, 0);
         var spin = new SpinWait();
         while (Volatile.Read(ref s_pendingWorkers) != 0) spin.SpinOnce(sleep1Threshold: -1);
         s_job = null;
@@ -234,7 +244,8 @@ public static unsafe class WorkerPool
                 }
                 seen = current;
                 if (Volatile.Read(ref _assignedGeneration) != current) continue;
-                ExecuteChunks();
+                Interlocked.Increment(ref s_pendingWorkers);
+                if (Volatile.Read(ref s_openGeneration) == current) ExecuteChunks();
                 Interlocked.Decrement(ref s_pendingWorkers);
             }
         }
