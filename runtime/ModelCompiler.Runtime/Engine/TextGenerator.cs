@@ -28,12 +28,12 @@ public sealed class TextGenerator
     /// <summary>End-of-sequence token.</summary>
     public const int Eos = 2;
 
-    private readonly ModelRunner _runner;
+    private readonly IModelRunner _runner;
     private readonly ForwardBatch _batch;
     private long _nextSequenceId;
 
     /// <summary>Creates a generator over <paramref name="runner"/>.</summary>
-    public TextGenerator(ModelRunner runner)
+    public TextGenerator(IModelRunner runner)
     {
         _runner = runner;
         _batch = runner.CreateBatch();
