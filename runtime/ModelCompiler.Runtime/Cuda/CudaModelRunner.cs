@@ -101,6 +101,7 @@ public sealed class CudaModelRunner : IModelRunner
         {
             FreeAll();
             if (disposeWeights) weights.Dispose();
+            if (ownsDevice) device.Dispose();
             throw;
         }
         if (disposeWeights) weights.Dispose();
