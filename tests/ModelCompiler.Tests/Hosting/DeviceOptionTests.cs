@@ -58,6 +58,16 @@ public sealed class DeviceOptionTests
     }
 
     [Fact]
+    public void Serve_runs_on_the_cpu_only_and_refuses_cuda_in_one_line()
+    {
+        var (code, stdout, stderr) = Run<Stories260KTestEngine>("serve", "--device", "cuda", "--port", "0");
+        Assert.Equal(2, code);
+        Assert.Equal("", stdout);
+        Assert.StartsWith("error: --device cuda: serve runs on the CPU only", stderr);
+        Assert.Single(stderr.TrimEnd('\n').Split('\n'));
+    }
+
+    [Fact]
     public void Unknown_device_is_an_error()
     {
         var (code, _, stderr) = Run<Stories260KTestEngine>("generate", "--device", "tpu");
