@@ -122,7 +122,8 @@ public static class Benchmark
                 one[0] = next;
                 batch.Clear();
                 batch.AddSequence(one, position, blocks.BlockTable(id));
-                next = Sampler.Argmax(runner.Forward(batch));
+                runner.ForwardGreedy(batch, one);
+                next = one[0];
                 stepSeconds[step] = Stopwatch.GetElapsedTime(stepStart).TotalSeconds;
             }
             return (prefill, firstToken);

@@ -1,5 +1,6 @@
 using System;
 using ModelCompiler.Runtime.KvCache;
+using ModelCompiler.Runtime.Sampling;
 
 namespace ModelCompiler.Runtime.Engine;
 
@@ -18,4 +19,17 @@ public interface IModelRunner : IDisposable
     ForwardBatch CreateBatch();
     /// <summary>Runs <paramref name="batch"/>; returns its logits <c>[batch.NumLogits, VocabSize]</c>, valid until the next call.</summary>
     ReadOnlySpan<float> Forward(ForwardBatch batch);
+
+    /// <summary>
+    /// Runs <paramref name="batch"/> and writes each logits row's argmax to <paramref name="tokens"/>. By
+    /// default on the host over <see cref="Forward"/>; the CUDA runner samples on the device so that only
+    /// the ids come back.
+    /// </summary>
+    void ForwardGreedy(ForwardBatch batch, Span<int> tokens)
+    {
+        if (tokens.Length < batch.NumLogits) throw new ArgumentException($"{batch.NumLogits} token slots needed.", nameof(tokens));
+        ReadOnlySpan<float> logits = Forward(batch);
+        int vocab = Config.VocabSize;
+        for (int i = 0; i < batch.NumLogits; i++) tokens[i] = Sampler.Argmax(logits.Slice(i * vocab, vocab));
+    }
 }

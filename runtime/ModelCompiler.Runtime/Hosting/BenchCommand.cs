@@ -6,6 +6,7 @@ using ModelCompiler.Runtime.Cuda;
 using ModelCompiler.Runtime.Diagnostics;
 using ModelCompiler.Runtime.Weights;
 using ModelCompiler.Runtime.Engine;
+using ModelCompiler.Runtime.Interop.Cuda;
 using ModelCompiler.Runtime.Threading;
 
 namespace ModelCompiler.Runtime.Hosting;
@@ -88,7 +89,14 @@ internal static class BenchCommand
             {
                 cost = ModelCost.Of(engine, host);
                 dtypes = $"f32 on {gpu.Name} (stored: {ModelCost.MatrixDTypes(engine, host)})";
-                cudaRunner = new CudaModelRunner(gpu, engine, host, ownsDevice: true);
+                try
+                {
+                    cudaRunner = new CudaModelRunner(gpu, engine, host, ownsDevice: true);
+                }
+                catch (Exception e) when (e is CudaException or NvrtcCompileException or Cuda.Emulation.EmulatorCompileException)
+                {
+                    throw new ModelLoadException($"{gpu.Name}: {e.Message.Split('\n')[0].Trim()}");
+                }
             }
             using (cudaRunner)
             {
@@ -99,20 +107,22 @@ internal static class BenchCommand
             runPeakRss = null;
         }
         else
-        using (var runner = new ModelRunner(engine, source))
         {
-            cost = ModelCost.Of(engine, runner.Weights);
-            dtypes = ModelCost.MatrixDTypes(engine, runner.Weights);
-            // Loading random weights holds an f32 copy (and managed arrays) for a while; the peak after
-            // loading is what running the model needs, so it is reported beside the process's peak.
-            // Aggressive: the GC also returns the freed managed arrays' pages to the OS, so RSS drops now.
-            GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-            long loadPeak = ProcessMemory.PeakResidentBytes();
-            bool reset = ProcessMemory.TryResetPeak();
-            timings = Benchmark.Run(runner, options);
-            long afterPeak = ProcessMemory.PeakResidentBytes();
-            peakRss = reset ? Math.Max(loadPeak, afterPeak) : afterPeak;
-            runPeakRss = reset ? afterPeak : null;
+            using (var runner = new ModelRunner(engine, source))
+            {
+                cost = ModelCost.Of(engine, runner.Weights);
+                dtypes = ModelCost.MatrixDTypes(engine, runner.Weights);
+                // Loading random weights holds an f32 copy (and managed arrays) for a while; the peak after
+                // loading is what running the model needs, so it is reported beside the process's peak.
+                // Aggressive: the GC also returns the freed managed arrays' pages to the OS, so RSS drops now.
+                GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+                long loadPeak = ProcessMemory.PeakResidentBytes();
+                bool reset = ProcessMemory.TryResetPeak();
+                timings = Benchmark.Run(runner, options);
+                long afterPeak = ProcessMemory.PeakResidentBytes();
+                peakRss = reset ? Math.Max(loadPeak, afterPeak) : afterPeak;
+                runPeakRss = reset ? afterPeak : null;
+            }
         }
         // After the model is gone, so the probe arrays do not add to its peak RSS or compete for memory.
         var limits = probes is null ? null : Roofline.Measure(Environment.ProcessorCount, probes.CopyArraySizeInBytes, probes.FmaIterations);

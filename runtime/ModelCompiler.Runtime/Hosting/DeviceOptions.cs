@@ -3,6 +3,7 @@ using System.CommandLine;
 using ModelCompiler.Runtime.Cuda;
 using ModelCompiler.Runtime.Cuda.Emulation;
 using ModelCompiler.Runtime.Engine;
+using ModelCompiler.Runtime.Interop.Cuda;
 using ModelCompiler.Runtime.Weights;
 
 namespace ModelCompiler.Runtime.Hosting;
@@ -15,8 +16,20 @@ namespace ModelCompiler.Runtime.Hosting;
 internal sealed record DeviceChoice(ICudaDevice? Device, string? Note)
 {
     /// <summary>Creates the runner: the CPU engine, or <see cref="CudaModelRunner"/> owning <see cref="Device"/>.</summary>
-    public IModelRunner CreateRunner(CompiledModel engine, IWeightSource source) =>
-        Device is null ? new ModelRunner(engine, source) : new CudaModelRunner(Device, engine, source, ownsDevice: true);
+    /// <exception cref="ModelLoadException">The kernels could not be compiled or loaded, or a driver call failed (one line, exit code 2).</exception>
+    public IModelRunner CreateRunner(CompiledModel engine, IWeightSource source)
+    {
+        if (Device is null) return new ModelRunner(engine, source);
+        string name = Device.Name;
+        try
+        {
+            return new CudaModelRunner(Device, engine, source, ownsDevice: true);
+        }
+        catch (Exception e) when (e is CudaException or NvrtcCompileException or EmulatorCompileException)
+        {
+            throw new ModelLoadException($"{name}: {e.Message.Split('\n')[0].Trim()}");
+        }
+    }
 }
 
 /// <summary>
