@@ -2,6 +2,7 @@ using ModelCompiler.Runtime;
 using ModelCompiler.Runtime.Cuda;
 using ModelCompiler.Runtime.Engine;
 using ModelCompiler.Runtime.Weights;
+using ModelCompiler.Tests.Engine;
 using Xunit;
 
 namespace ModelCompiler.Tests.CudaEmulation;
@@ -39,5 +40,28 @@ public sealed class EmulatedLlama15MTests
             EmulatedStories260KTests.AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), vocab, $"decode position {position}");
         }
         Assert.Equal(1, cuda.NumCapturedGraphs);
+    }
+}
+
+/// <summary>Weights stored in another type are decoded to f32 when the CUDA runner uploads them.</summary>
+[Collection(EmulatorCollection.Name)]
+public sealed class EmulatedWeightDecodeTests
+{
+    [Theory]
+    [InlineData(WeightDType.F16, 2e-3)]
+    [InlineData(WeightDType.BF16, 2e-3)]
+    public void Half_precision_weights_decoded_on_upload_match_the_cpu_engine(WeightDType dtype, double tolerance)
+    {
+        var engine = new Stories260KTestEngine();
+        var config = engine.Config;
+        using var runner = new ModelRunner(engine, new ConvertedWeightSource(InMemoryWeightSource.CreateRandomLlama(config, seed: 3), dtype));
+        Assert.Contains(Enumerable.Range(0, runner.Weights.Count), i => runner.Weights.DType(i) == dtype);
+        using var emulator = new EmulatorFixture();
+        using var cuda = new CudaModelRunner(emulator.Device, engine, runner.Weights);
+
+        var batch = runner.CreateBatch();
+        runner.Blocks.Allocate(0, 8);
+        batch.AddSequence([1, 20, 300, 40, 5, 60, 7, 80], 0, runner.Blocks.BlockTable(0), allLogits: true);
+        EmulatedStories260KTests.AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), config.VocabSize, WeightDTypes.Name(dtype), tolerance);
     }
 }
