@@ -54,7 +54,7 @@ public sealed record BenchmarkTimings(BenchmarkOptions Options, double[] Prefill
 public static class Benchmark
 {
     /// <summary>Runs <paramref name="options"/> (checked with <see cref="BenchmarkOptions.Problem"/>) on <paramref name="runner"/>.</summary>
-    public static BenchmarkTimings Run(ModelRunner runner, BenchmarkOptions options)
+    public static BenchmarkTimings Run(IModelRunner runner, BenchmarkOptions options)
     {
         var config = runner.Config;
         if (options.Problem(config) is string problem) throw new ArgumentException(problem, nameof(options));
@@ -90,7 +90,7 @@ public static class Benchmark
         return tokens;
     }
 
-    private static (double Prefill, double FirstToken) RunSequence(ModelRunner runner, ForwardBatch batch, int[] prompt, long id, Span<double> stepSeconds)
+    private static (double Prefill, double FirstToken) RunSequence(IModelRunner runner, ForwardBatch batch, int[] prompt, long id, Span<double> stepSeconds)
     {
         var config = runner.Config;
         var blocks = runner.Blocks;
@@ -122,7 +122,8 @@ public static class Benchmark
                 one[0] = next;
                 batch.Clear();
                 batch.AddSequence(one, position, blocks.BlockTable(id));
-                next = Sampler.Argmax(runner.Forward(batch));
+                runner.ForwardGreedy(batch, one);
+                next = one[0];
                 stepSeconds[step] = Stopwatch.GetElapsedTime(stepStart).TotalSeconds;
             }
             return (prefill, firstToken);

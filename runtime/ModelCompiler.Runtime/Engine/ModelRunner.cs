@@ -9,7 +9,7 @@ namespace ModelCompiler.Runtime.Engine;
 /// buffer. It runs forward passes over batches; which sequence owns which KV blocks is decided outside
 /// (by a <see cref="BlockManager"/> and, later, the scheduler).
 /// </summary>
-public sealed class ModelRunner : IDisposable
+public sealed class ModelRunner : IModelRunner
 {
     private readonly float[] _arena;
     private readonly float[] _logits;

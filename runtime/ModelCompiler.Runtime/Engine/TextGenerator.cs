@@ -28,12 +28,12 @@ public sealed class TextGenerator
     /// <summary>End-of-sequence token.</summary>
     public const int Eos = 2;
 
-    private readonly ModelRunner _runner;
+    private readonly IModelRunner _runner;
     private readonly ForwardBatch _batch;
     private long _nextSequenceId;
 
     /// <summary>Creates a generator over <paramref name="runner"/>.</summary>
-    public TextGenerator(ModelRunner runner)
+    public TextGenerator(IModelRunner runner)
     {
         _runner = runner;
         _batch = runner.CreateBatch();
@@ -71,6 +71,7 @@ public sealed class TextGenerator
             var timeToFirstToken = clock.Elapsed;
             int generated = 0;
             Span<int> one = stackalloc int[1];
+            bool greedy = sampler.Options.Temperature == 0;
             while (true)
             {
                 generated++;
@@ -81,7 +82,10 @@ public sealed class TextGenerator
                 one[0] = next;
                 _batch.Clear();
                 _batch.AddSequence(one, position, blocks.BlockTable(id));
-                next = sampler.Sample(_runner.Forward(_batch));
+                // Greedy: the argmax where the logits are (on a GPU only the id comes back).
+                if (greedy) _runner.ForwardGreedy(_batch, one);
+                else one[0] = sampler.Sample(_runner.Forward(_batch));
+                next = one[0];
                 position++;
             }
             return new GenerationStats(promptTokens.Length, generated, timeToFirstToken, clock.Elapsed - timeToFirstToken);

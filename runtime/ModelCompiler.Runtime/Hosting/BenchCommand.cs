@@ -2,8 +2,11 @@ using System;
 using System.CommandLine;
 using System.IO;
 using System.Text;
+using ModelCompiler.Runtime.Cuda;
 using ModelCompiler.Runtime.Diagnostics;
+using ModelCompiler.Runtime.Weights;
 using ModelCompiler.Runtime.Engine;
+using ModelCompiler.Runtime.Interop.Cuda;
 using ModelCompiler.Runtime.Threading;
 
 namespace ModelCompiler.Runtime.Hosting;
@@ -19,6 +22,7 @@ internal static class BenchCommand
     {
         var config = engine.Config;
         var weightOptions = new WeightOptions(config);
+        var deviceOptions = new DeviceOptions();
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "Synthetic prompt tokens prefilled per repetition.", DefaultValueFactory = _ => Math.Min(128, config.MaxSeqLen / 2) };
         var genTokens = new Option<int>("--gen-tokens") { Description = "Decode steps per repetition (greedy, EOS ignored).", DefaultValueFactory = _ => Math.Min(128, config.MaxSeqLen / 2) };
         var repetitions = new Option<int>("--repetitions") { Description = "Timed repetitions, each a fresh sequence.", DefaultValueFactory = _ => 5 };
@@ -34,6 +38,7 @@ internal static class BenchCommand
             promptTokens, genTokens, repetitions, warmup, json, noRoofline, probeCopyMiB, probeFmaIterations,
         };
         weightOptions.AddTo(command);
+        deviceOptions.AddTo(command);
         command.SetAction(result =>
         {
             var options = new BenchmarkOptions(result.GetValue(promptTokens), result.GetValue(genTokens), result.GetValue(repetitions), result.GetValue(warmup));
@@ -43,37 +48,81 @@ internal static class BenchCommand
             long fmaIterations = result.GetValue(probeFmaIterations);
             if (copyMiB < 1 || fmaIterations < 1) return GenerateCommand.Fail("the probe sizes must be positive");
             var probes = result.GetValue(noRoofline) ? null : new ProbeSizes((long)copyMiB << 20, fmaIterations);
-            return Run(engine, options, weights, probes, result.GetValue(json));
+            if (!deviceOptions.TryResolve(result, engine, out var device, out error)) return GenerateCommand.Fail(error);
+            // The roofs are this machine's CPU's: they say nothing about a GPU's run.
+            if (device.Device is not null) probes = null;
+            return Run(engine, options, weights, device, probes, result.GetValue(json));
         });
         return command;
     }
 
     private sealed record ProbeSizes(long CopyArraySizeInBytes, long FmaIterations);
 
-    private static int Run(CompiledModel engine, BenchmarkOptions options, WeightSelection weights, ProbeSizes? probes, bool json)
+    private static int Run(CompiledModel engine, BenchmarkOptions options, WeightSelection weights, DeviceChoice device, ProbeSizes? probes, bool json)
     {
         var config = engine.Config;
-        var source = WeightOptions.Open(config, weights, note => Console.Error.WriteLine("note: " + note));
+        IWeightSource source;
+        try
+        {
+            source = WeightOptions.Open(config, weights, note => Console.Error.WriteLine("note: " + note));
+        }
+        catch
+        {
+            device.Device?.Dispose();
+            throw;
+        }
+        if (device.Note is not null) Console.Error.WriteLine("note: " + device.Note);
         string description = source.Description;
         BenchmarkTimings timings;
         ModelCost cost;
         string dtypes;
         long peakRss;
         long? runPeakRss;
-        using (var runner = new ModelRunner(engine, source))
+        if (device.Device is ICudaDevice gpu)
         {
-            cost = ModelCost.Of(engine, runner.Weights);
-            dtypes = ModelCost.MatrixDTypes(engine, runner.Weights);
-            // Loading random weights holds an f32 copy (and managed arrays) for a while; the peak after
-            // loading is what running the model needs, so it is reported beside the process's peak.
-            // Aggressive: the GC also returns the freed managed arrays' pages to the OS, so RSS drops now.
-            GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-            long loadPeak = ProcessMemory.PeakResidentBytes();
-            bool reset = ProcessMemory.TryResetPeak();
-            timings = Benchmark.Run(runner, options);
-            long afterPeak = ProcessMemory.PeakResidentBytes();
-            peakRss = reset ? Math.Max(loadPeak, afterPeak) : afterPeak;
-            runPeakRss = reset ? afterPeak : null;
+            // The weights are bound on the host for the cost model, uploaded (decoded to f32), then freed.
+            ModelWeights host;
+            try { host = WeightBinder.Bind(engine.WeightSpecs, source, config); }
+            catch { source.Dispose(); gpu.Dispose(); throw; }
+            CudaModelRunner cudaRunner;
+            using (host)
+            {
+                cost = ModelCost.Of(engine, host);
+                dtypes = $"f32 on {gpu.Name} (stored: {ModelCost.MatrixDTypes(engine, host)})";
+                try
+                {
+                    cudaRunner = new CudaModelRunner(gpu, engine, host, ownsDevice: true);
+                }
+                catch (Exception e) when (e is CudaException or NvrtcCompileException or Cuda.Emulation.EmulatorCompileException)
+                {
+                    throw new ModelLoadException($"{gpu.Name}: {e.Message.Split('\n')[0].Trim()}");
+                }
+            }
+            using (cudaRunner)
+            {
+                Console.Error.WriteLine("note: running on " + gpu.Name + "; the memory and FMA roofs are the CPU's, so they are not measured");
+                timings = Benchmark.Run(cudaRunner, options);
+            }
+            peakRss = ProcessMemory.PeakResidentBytes();
+            runPeakRss = null;
+        }
+        else
+        {
+            using (var runner = new ModelRunner(engine, source))
+            {
+                cost = ModelCost.Of(engine, runner.Weights);
+                dtypes = ModelCost.MatrixDTypes(engine, runner.Weights);
+                // Loading random weights holds an f32 copy (and managed arrays) for a while; the peak after
+                // loading is what running the model needs, so it is reported beside the process's peak.
+                // Aggressive: the GC also returns the freed managed arrays' pages to the OS, so RSS drops now.
+                GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+                long loadPeak = ProcessMemory.PeakResidentBytes();
+                bool reset = ProcessMemory.TryResetPeak();
+                timings = Benchmark.Run(runner, options);
+                long afterPeak = ProcessMemory.PeakResidentBytes();
+                peakRss = reset ? Math.Max(loadPeak, afterPeak) : afterPeak;
+                runPeakRss = reset ? afterPeak : null;
+            }
         }
         // After the model is gone, so the probe arrays do not add to its peak RSS or compete for memory.
         var limits = probes is null ? null : Roofline.Measure(Environment.ProcessorCount, probes.CopyArraySizeInBytes, probes.FmaIterations);

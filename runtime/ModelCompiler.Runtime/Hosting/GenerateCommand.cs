@@ -20,6 +20,7 @@ internal static class GenerateCommand
         var topP = new Option<float>("--top-p") { Description = "Nucleus sampling probability mass; 1 disables.", DefaultValueFactory = _ => 0.9f };
         var seed = new Option<ulong?>("--seed") { Description = "Random seed (default: from the clock)." };
         var weightOptions = new WeightOptions(config);
+        var deviceOptions = new DeviceOptions();
         var tokenizer = new Option<string>("--tokenizer") { Description = $"Tokenizer file ({config.TokenizerFormat}); default: {config.TokenizerPath} in the shared folder." };
 
         var command = new Command("generate", "Generate text from a prompt; prints the prompt and its continuation to stdout.")
@@ -27,6 +28,7 @@ internal static class GenerateCommand
             prompt, maxTokens, temperature, topK, topP, seed, tokenizer,
         };
         weightOptions.AddTo(command);
+        deviceOptions.AddTo(command);
         command.SetAction(result =>
         {
             int numTokens = result.GetValue(maxTokens);
@@ -43,9 +45,30 @@ internal static class GenerateCommand
             }
             if (!weightOptions.TryGetSelection(result, out var weights, out string error)) return Fail(error);
             string tokenizerPath = result.GetValue(tokenizer) ?? SharedPaths.Resolve(config.TokenizerPath);
-            return Run(engine, result.GetValue(prompt) ?? "", numTokens, options, weights, tokenizerPath);
+            if (!deviceOptions.TryResolve(result, engine, out var device, out error)) return Fail(error);
+            return Run(engine, result.GetValue(prompt) ?? "", numTokens, options, weights, device, tokenizerPath);
         });
         return command;
+    }
+
+    /// <summary>
+    /// Opens the weights, then prints <paramref name="device"/>'s note (after the weights, so that a bad
+    /// file is still one error line) and creates the runner on the chosen device.
+    /// </summary>
+    internal static IModelRunner OpenRunner(CompiledModel engine, WeightSelection weights, DeviceChoice device)
+    {
+        try
+        {
+            var source = WeightOptions.Open(engine.Config, weights, note => Console.Error.WriteLine("note: " + note));
+            if (device.Note is not null) Console.Error.WriteLine("note: " + device.Note);
+            else if (device.Device is not null) Console.Error.WriteLine("note: running on " + device.Device.Name);
+            return device.CreateRunner(engine, source);
+        }
+        catch
+        {
+            device.Device?.Dispose();
+            throw;
+        }
     }
 
     internal static int Fail(string message)
@@ -54,11 +77,10 @@ internal static class GenerateCommand
         return ModelHost.UsageOrInputError;
     }
 
-    private static int Run(CompiledModel engine, string prompt, int maxTokens, SamplingOptions options, WeightSelection weights, string tokenizerPath)
+    private static int Run(CompiledModel engine, string prompt, int maxTokens, SamplingOptions options, WeightSelection weights, DeviceChoice device, string tokenizerPath)
     {
         var config = engine.Config;
-        var source = WeightOptions.Open(config, weights, note => Console.Error.WriteLine("note: " + note));
-        using var runner = new ModelRunner(engine, source);
+        using var runner = OpenRunner(engine, weights, device);
         var tokenizer = Llama2cTokenizer.Load(tokenizerPath, config.VocabSize);
         var generator = new TextGenerator(runner);
         int[] promptTokens = tokenizer.Encode(prompt, addBos: true);

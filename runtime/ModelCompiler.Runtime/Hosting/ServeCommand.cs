@@ -31,8 +31,22 @@ internal sealed record ServeBackendFactory(Action<Command> AddOptions, Func<Pars
     {
         var config = engine.Config;
         var weights = new WeightOptions(config);
-        return new ServeBackendFactory(weights.AddTo, result =>
+        // The serving engine runs on the CPU for now: CudaModelRunner is not wired into InferenceEngine yet.
+        var device = new Option<string>("--device")
         {
+            Description = "Where to run: serve runs on the CPU for now (auto and cpu); cuda is refused until the serving engine drives the CUDA runner.",
+            DefaultValueFactory = _ => "auto",
+        };
+        void AddOptions(Command command)
+        {
+            weights.AddTo(command);
+            command.Options.Add(device);
+        }
+        return new ServeBackendFactory(AddOptions, result =>
+        {
+            string deviceName = (result.GetValue(device) ?? "auto").Trim().ToLowerInvariant();
+            if (deviceName == "cuda") throw new ArgumentException("--device cuda: serve runs on the CPU only for now; use generate or bench on the GPU");
+            if (deviceName is not ("auto" or "cpu")) throw new ArgumentException($"--device must be auto, cpu or cuda; got '{deviceName}'");
             if (!weights.TryGetSelection(result, out var selection, out string error)) throw new ArgumentException(error);
             return () =>
             {

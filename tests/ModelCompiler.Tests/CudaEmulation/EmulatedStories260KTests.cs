@@ -1,12 +1,13 @@
 using ModelCompiler.Runtime.Cuda;
 using ModelCompiler.Runtime.Engine;
+using ModelCompiler.Runtime.Sampling;
 using ModelCompiler.Tests.Engine;
 using Xunit;
 using static ModelCompiler.Tests.Engine.EngineTestSupport;
 
 namespace ModelCompiler.Tests.CudaEmulation;
 
-/// <summary>Stories260K's generated CUDA source, run by the emulator through its launch plan, against the CPU engine.</summary>
+/// <summary>Stories260K's generated CUDA source, run by <see cref="CudaModelRunner"/> on the emulator, against the CPU engine.</summary>
 [Collection(EmulatorCollection.Name)]
 public sealed class EmulatedStories260KTests
 {
@@ -17,13 +18,13 @@ public sealed class EmulatedStories260KTests
         var engine = new Stories260KTestEngine();
         using var runner = new ModelRunner(engine, OpenStories());
         using var emulator = new EmulatorFixture();
-        using var cuda = new EmulatedCudaForward(emulator.Device, engine, runner.Weights);
+        using var cuda = new CudaModelRunner(emulator.Device, engine, runner.Weights);
         int vocab = engine.Config.VocabSize;
 
         var batch = runner.CreateBatch();
         runner.Blocks.Allocate(0, 24);
         batch.AddSequence(tokens.AsSpan(0, 24), 0, runner.Blocks.BlockTable(0), allLogits: true);
-        float[] emulated = cuda.Forward(batch);
+        float[] emulated = cuda.Forward(batch).ToArray();
         float[] expected = runner.Forward(batch).ToArray();
         Assert.Equal(expected.Length, emulated.Length);
         for (int row = 0; row < 24; row++)
@@ -31,17 +32,19 @@ public sealed class EmulatedStories260KTests
             double error = MaxAbsDifference(emulated.AsSpan(row * vocab, vocab), expected[(row * vocab)..((row + 1) * vocab)]);
             Assert.True(error <= 1e-4, $"prefill row {row}: max |emulated - cpu| = {error:E3}");
         }
+        Assert.Equal(0, cuda.NumCapturedGraphs); // prefill runs eagerly
 
         for (int position = 24; position < tokens.Length; position++)
         {
             runner.Blocks.Append(0, position + 1);
             batch.Clear();
             batch.AddSequence(tokens.AsSpan(position, 1), position, runner.Blocks.BlockTable(0));
-            float[] step = cuda.Forward(batch);
+            float[] step = cuda.Forward(batch).ToArray();
             float[] cpu = runner.Forward(batch).ToArray();
             double error = MaxAbsDifference(step, cpu);
             Assert.True(error <= 1e-4, $"decode position {position}: max |emulated - cpu| = {error:E3}");
         }
+        Assert.Equal(1, cuda.NumCapturedGraphs); // every decode step replayed bucket 1's graph
     }
 
     [Fact]
@@ -54,16 +57,14 @@ public sealed class EmulatedStories260KTests
         var engine = new Stories260KTestEngine();
         using var runner = new ModelRunner(engine, OpenStories());
         using var emulator = new EmulatorFixture();
-        using var cuda = new EmulatedCudaForward(emulator.Device, engine, runner.Weights);
-        int vocab = engine.Config.VocabSize;
+        using var cuda = new CudaModelRunner(emulator.Device, engine, runner.Weights);
         // Every sequence's blocks for its whole life, interleaved in the pool (0, 3, 6… for sequence 0).
         AllocateInterleaved(runner.Blocks, ids, prompts.Select(p => p.Length + numDecodeSteps).ToArray());
 
         var batch = runner.CreateBatch();
         for (int s = 0; s < 3; s++) batch.AddSequence(prompts[s], 0, runner.Blocks.BlockTable(ids[s]), allLogits: true);
-        AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), "batched prefill");
+        AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), engine.Config.VocabSize, "batched prefill");
 
-        ICudaGraph? graph = null;
         for (int step = 0; step < numDecodeSteps; step++)
         {
             batch.Clear();
@@ -72,21 +73,90 @@ public sealed class EmulatedStories260KTests
                 int position = prompts[s].Length + step;
                 batch.AddSequence(story.AsSpan(60 + 7 * s + step, 1), position, runner.Blocks.BlockTable(ids[s]));
             }
-            // The first step runs eagerly and is captured; the later ones replay the capture with new inputs.
-            float[] emulated = graph is null ? cuda.Forward(batch) : cuda.Replay(graph, batch);
-            graph ??= cuda.Capture(batch);
-            AssertClose(emulated, runner.Forward(batch).ToArray(), $"decode step {step}{(step > 0 ? " (graph replay)" : "")}");
+            // Three rows pad to bucket 4: the first step captures its graph, every step replays it.
+            AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), engine.Config.VocabSize, $"decode step {step} (graph replay)");
         }
-        graph?.Dispose();
+        Assert.Equal(4, cuda.BucketFor(3));
+        Assert.Equal(1, cuda.NumCapturedGraphs);
+    }
 
-        void AssertClose(float[] emulated, float[] expected, string what)
+    [Fact]
+    public void Graph_replay_across_buckets_with_padding_rows_leaves_real_sequences_intact()
+    {
+        int[] story = StoryTokens();
+        const int numSequences = 5, promptLength = 9;
+        int[] schedule = [1, 5, 2, 3, 5, 1, 4, 2]; // live sequences per step: buckets 1, 8, 2, 4, 8, 1, 4, 2
+        var engine = new Stories260KTestEngine();
+        using var runner = new ModelRunner(engine, OpenStories());
+        using var emulator = new EmulatorFixture();
+        using var cuda = new CudaModelRunner(emulator.Device, engine, runner.Weights);
+        Assert.Equal([1, 2, 4, 8, 16], cuda.DecodeBuckets);
+        long[] ids = Enumerable.Range(0, numSequences).Select(i => (long)i).ToArray();
+        AllocateInterleaved(runner.Blocks, ids, Enumerable.Repeat(promptLength + schedule.Length, numSequences).ToArray());
+        int[] length = new int[numSequences];
+
+        var batch = runner.CreateBatch();
+        for (int s = 0; s < numSequences; s++)
         {
-            Assert.Equal(expected.Length, emulated.Length);
-            for (int row = 0; row < expected.Length / vocab; row++)
+            batch.AddSequence(story.AsSpan(11 * s, promptLength), 0, runner.Blocks.BlockTable(ids[s]));
+            length[s] = promptLength;
+        }
+        AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), engine.Config.VocabSize, "prefill");
+
+        for (int step = 0; step < schedule.Length; step++)
+        {
+            batch.Clear();
+            for (int s = 0; s < schedule[step]; s++)
             {
-                double error = MaxAbsDifference(emulated.AsSpan(row * vocab, vocab), expected[(row * vocab)..((row + 1) * vocab)]);
-                Assert.True(error <= 1e-4, $"{what}, row {row}: max |emulated - cpu| = {error:E3}");
+                batch.AddSequence(story.AsSpan((40 + 3 * s + step) % story.Length, 1), length[s], runner.Blocks.BlockTable(ids[s]));
+                length[s]++;
             }
+            AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), engine.Config.VocabSize,
+                $"step {step}: {schedule[step]} sequences in bucket {cuda.BucketFor(schedule[step])}");
+        }
+        Assert.Equal(4, cuda.NumCapturedGraphs); // buckets 1, 2, 4 and 8
+    }
+
+    [Fact]
+    public void Greedy_text_on_the_device_is_the_cpu_engines()
+    {
+        const int numTokens = 48;
+        var tokenizer = StoriesTokenizer();
+        int[] prompt = tokenizer.Encode("Once upon a time", addBos: true);
+        var engine = new Stories260KTestEngine();
+        using var runner = new ModelRunner(engine, OpenStories());
+        var expected = new List<int>();
+        new TextGenerator(runner).Generate(prompt, numTokens, new Sampler(engine.Config.VocabSize, new SamplingOptions(0f, 0, 1f, 0)), expected.Add, stopAtEndOfText: false);
+
+        using var emulator = new EmulatorFixture();
+        using var cuda = new CudaModelRunner(emulator.Device, engine, OpenStories());
+        // Sampling on the device: only the token ids come back.
+        var actual = new List<int>();
+        var batch = cuda.CreateBatch();
+        cuda.Blocks.Allocate(0, prompt.Length);
+        batch.AddSequence(prompt, 0, cuda.Blocks.BlockTable(0));
+        Span<int> next = stackalloc int[1];
+        cuda.ForwardGreedy(batch, next);
+        for (int position = prompt.Length; actual.Count < numTokens; position++)
+        {
+            actual.Add(next[0]);
+            if (actual.Count == numTokens) break;
+            cuda.Blocks.Append(0, position + 1);
+            batch.Clear();
+            batch.AddSequence(next, position, cuda.Blocks.BlockTable(0));
+            cuda.ForwardGreedy(batch, next);
+        }
+        Assert.Equal(expected, actual);
+        Assert.Equal(tokenizer.Decode(expected.ToArray()), tokenizer.Decode(actual.ToArray()));
+    }
+
+    internal static void AssertClose(ReadOnlySpan<float> emulated, float[] expected, int vocab, string what, double tolerance = 1e-4)
+    {
+        Assert.Equal(expected.Length, emulated.Length);
+        for (int row = 0; row < expected.Length / vocab; row++)
+        {
+            double error = MaxAbsDifference(emulated.Slice(row * vocab, vocab), expected[(row * vocab)..((row + 1) * vocab)]);
+            Assert.True(error <= tolerance, $"{what}, row {row}: max |emulated - cpu| = {error:E3}");
         }
     }
 }

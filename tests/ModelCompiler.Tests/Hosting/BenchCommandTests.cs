@@ -76,7 +76,7 @@ public class BenchCommandTests
     [Fact]
     public void Default_output_is_a_table_on_stdout()
     {
-        var (code, stdout, stderr) = Run<Stories260KTestEngine>(Bench());
+        var (code, stdout, stderr) = Run<Stories260KTestEngine>([.. Bench(), "--device", "cpu"]);
         Assert.True(code == 0, stderr);
         Assert.Contains("prefill", stdout);
         Assert.Contains("tokens/s", stdout);

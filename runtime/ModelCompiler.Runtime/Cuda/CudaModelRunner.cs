@@ -1,0 +1,339 @@
+using System;
+using System.Collections.Generic;
+using System.Runtime.InteropServices;
+using ModelCompiler.Runtime.Engine;
+using ModelCompiler.Runtime.KvCache;
+using ModelCompiler.Runtime.Quantization;
+using ModelCompiler.Runtime.Weights;
+
+namespace ModelCompiler.Runtime.Cuda;
+
+/// <summary>
+/// Runs a compiled model's <see cref="CudaLaunchPlan"/> on an <see cref="ICudaDevice"/> (a GPU through the
+/// driver API, or the CPU emulator): the weights are uploaded once (f32; other stored types are decoded to
+/// f32 on upload, as the plan's kernels read f32), and the activation arena, scratch, batch arrays, logits,
+/// sampled ids and the paged KV pool live in device memory. Which sequence owns which KV block is decided
+/// on the host by <see cref="Blocks"/>, exactly as for the CPU engine; only the block tables travel.
+/// </summary>
+/// <remarks>
+/// <para>Prefill batches run eagerly. A decode batch (one new token and one logits row per sequence) is
+/// padded to its batch-size bucket (1, 2, 4, 8, … up to the largest batch the model takes) and runs as that
+/// bucket's captured graph: the graph is captured on the bucket's first use, and every step copies its
+/// inputs into the same device buffers before replaying it.</para>
+/// <para>Padding rows must not touch real sequences' KV: the device pool has one block more than
+/// <see cref="ModelConfig.NumKvBlocks"/>, <see cref="PaddingBlock"/>, which the host block manager never
+/// hands out. A padding row is token 0 at position 0 whose block table is that block alone, so it writes
+/// its K/V into slot 0 of the padding block, attends over that one position, and its logits are dropped.</para>
+/// <para>One caller at a time.</para>
+/// </remarks>
+public sealed class CudaModelRunner : IModelRunner
+{
+    private readonly ICudaDevice _device;
+    private readonly bool _ownsDevice;
+    private readonly CudaLaunchPlan _plan;
+    private readonly ICudaModule _module;
+    private readonly List<DevicePointer> _allocations = [];
+    private readonly DevicePointer[] _weights;
+    private readonly DevicePointer _arena, _scratch, _tokenIds, _positions, _sequenceOfToken, _logitsTokenIndices, _blockTables, _keys, _values, _logits, _sampled;
+    private readonly long _layerCacheFloats;
+    private readonly float[] _hostLogits;
+    private readonly int[] _paddingTable;
+    private readonly int[] _buckets;
+    private readonly ForwardBatch _padded;
+    private readonly Dictionary<(int Bucket, bool Greedy), ICudaGraph> _graphs = [];
+    private bool _disposed;
+
+    /// <summary>
+    /// Binds <paramref name="source"/> to <paramref name="model"/>'s weight table, uploads the weights and
+    /// frees the host copy. The runner owns <paramref name="source"/> from here on; it owns
+    /// <paramref name="device"/> only when <paramref name="ownsDevice"/>.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The model has no CUDA plan.</exception>
+    public CudaModelRunner(ICudaDevice device, CompiledModel model, IWeightSource source, bool ownsDevice = false)
+        : this(device, model, BindOwned(model, source), ownsDevice, disposeWeights: true)
+    {
+    }
+
+    /// <summary>
+    /// Uploads <paramref name="weights"/> (bound from <paramref name="model"/>'s weight table; read only
+    /// here, the caller keeps them) and allocates the device buffers.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The model has no CUDA plan.</exception>
+    public CudaModelRunner(ICudaDevice device, CompiledModel model, ModelWeights weights, bool ownsDevice = false)
+        : this(device, model, weights, ownsDevice, disposeWeights: false)
+    {
+    }
+
+    private CudaModelRunner(ICudaDevice device, CompiledModel model, ModelWeights weights, bool ownsDevice, bool disposeWeights)
+    {
+        try
+        {
+            _plan = model.CudaPlan ?? throw new NotSupportedException($"{model.Config.Name} was compiled without a CUDA plan.");
+            _device = device;
+            _ownsDevice = ownsDevice;
+            Model = model;
+            var c = model.Config;
+            _module = device.LoadModule(_plan.Source, ModuleName(c.Name));
+            _weights = new DevicePointer[weights.Count];
+            for (int i = 0; i < weights.Count; i++) _weights[i] = UploadWeight(weights, i);
+
+            _arena = Allocate(4L * Math.Max(_plan.ArenaFloats, 1));
+            _scratch = Allocate(4L * Math.Max(_plan.ScratchFloats, 1));
+            _tokenIds = Allocate(4L * c.MaxBatchTokens);
+            _positions = Allocate(4L * c.MaxBatchTokens);
+            _sequenceOfToken = Allocate(4L * c.MaxBatchTokens);
+            _logitsTokenIndices = Allocate(4L * c.MaxBatchTokens);
+            _blockTables = Allocate(4L * c.MaxSequences * c.MaxBlocksPerSequence);
+            // One block more than the host hands out: the padding rows' block (see the remarks).
+            _layerCacheFloats = (long)(c.NumKvBlocks + 1) * c.KvBlockSize * c.KvDim;
+            _keys = Allocate(4L * c.NumLayers * _layerCacheFloats);
+            _values = Allocate(4L * c.NumLayers * _layerCacheFloats);
+            _logits = Allocate(4L * c.MaxBatchTokens * c.VocabSize);
+            _sampled = Allocate(4L * c.MaxBatchTokens);
+            _hostLogits = new float[(long)c.MaxBatchTokens * c.VocabSize];
+
+            Blocks = new BlockManager(c.NumKvBlocks, c.KvBlockSize);
+            _paddingTable = [PaddingBlock];
+            _buckets = Buckets(Math.Min(c.MaxSequences, c.MaxBatchTokens));
+            _padded = CreateBatch();
+        }
+        catch
+        {
+            FreeAll();
+            if (disposeWeights) weights.Dispose();
+            if (ownsDevice) device.Dispose();
+            throw;
+        }
+        if (disposeWeights) weights.Dispose();
+    }
+
+    /// <summary>The compiled model.</summary>
+    public CompiledModel Model { get; }
+    /// <inheritdoc/>
+    public ModelConfig Config => Model.Config;
+    /// <summary>The device the plan runs on.</summary>
+    public ICudaDevice Device => _device;
+    /// <inheritdoc/>
+    public BlockManager Blocks { get; }
+    /// <summary>Decode batches go through captured graphs (true by default); false runs every batch eagerly.</summary>
+    public bool UseGraphs { get; set; } = true;
+    /// <summary>The device KV block padding rows write to; the host block manager never hands it out.</summary>
+    public int PaddingBlock => Config.NumKvBlocks;
+    /// <summary>The decode batch-size buckets, ascending: 1, 2, 4, … and the largest decode batch.</summary>
+    public IReadOnlyList<int> DecodeBuckets => _buckets;
+    /// <summary>How many graphs have been captured (one per bucket used, for logits and for greedy ids).</summary>
+    public int NumCapturedGraphs => _graphs.Count;
+
+    /// <inheritdoc/>
+    public ForwardBatch CreateBatch() =>
+        new(Config.MaxBatchTokens, Config.MaxSequences, Config.MaxBlocksPerSequence, Config.KvBlockSize);
+
+    /// <summary>The smallest bucket that holds <paramref name="numSequences"/> decode rows.</summary>
+    public int BucketFor(int numSequences)
+    {
+        foreach (int b in _buckets) if (b >= numSequences) return b;
+        throw new ArgumentOutOfRangeException(nameof(numSequences), $"A decode batch holds at most {_buckets[^1]} sequences.");
+    }
+
+    /// <summary>Runs <paramref name="batch"/> on the device; returns its logits <c>[batch.NumLogits, VocabSize]</c>, valid until the next call.</summary>
+    public ReadOnlySpan<float> Forward(ForwardBatch batch)
+    {
+        Run(batch, greedy: false);
+        int count = batch.NumLogits * Config.VocabSize;
+        _device.CopyToHost(MemoryMarshal.AsBytes(_hostLogits.AsSpan(0, count)), _logits);
+        return _hostLogits.AsSpan(0, count);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="batch"/> and greedy sampling on the device; writes the argmax token of each
+    /// logits row to <paramref name="tokens"/> (only the ids come back to the host).
+    /// </summary>
+    public void ForwardGreedy(ForwardBatch batch, Span<int> tokens)
+    {
+        if (tokens.Length < batch.NumLogits) throw new ArgumentException($"{batch.NumLogits} token slots needed.", nameof(tokens));
+        Run(batch, greedy: true);
+        _device.CopyToHost(MemoryMarshal.AsBytes(tokens[..batch.NumLogits]), _sampled);
+    }
+
+    private void Run(ForwardBatch batch, bool greedy)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (batch.NumTokens == 0) throw new ArgumentException("The batch is empty.", nameof(batch));
+        if (batch.MaxBlocksPerSequence != Config.MaxBlocksPerSequence || batch.MaxTokens > Config.MaxBatchTokens || batch.MaxSequences > Config.MaxSequences)
+            throw new ArgumentException("The batch was not sized for this model (use CreateBatch).", nameof(batch));
+        if (UseGraphs && IsDecode(batch) && batch.NumSequences <= _buckets[^1])
+        {
+            int bucket = BucketFor(batch.NumSequences);
+            ForwardBatch padded = Pad(batch, bucket);
+            UploadBatch(padded);
+            if (!_graphs.TryGetValue((bucket, greedy), out ICudaGraph? graph))
+            {
+                _device.BeginCapture();
+                try { Enqueue(padded, greedy); }
+                finally { graph = _device.EndCapture(); }
+                _graphs[(bucket, greedy)] = graph;
+            }
+            _device.Replay(graph);
+            return;
+        }
+        UploadBatch(batch);
+        Enqueue(batch, greedy);
+    }
+
+    private static bool IsDecode(ForwardBatch batch)
+    {
+        if (batch.NumTokens != batch.NumSequences || batch.NumLogits != batch.NumSequences) return false;
+        for (int s = 0; s < batch.NumSequences; s++)
+            if (batch.SequenceLength[s] != 1 || batch.LogitsTokenIndices[s] != s) return false;
+        return true;
+    }
+
+    // The real rows first, in order, then padding rows on the padding block.
+    private ForwardBatch Pad(ForwardBatch batch, int bucket)
+    {
+        _padded.Clear();
+        for (int s = 0; s < batch.NumSequences; s++)
+            _padded.AddSequence(batch.TokenIds.AsSpan(s, 1), batch.StartPosition[s], batch.BlockTable(s));
+        ReadOnlySpan<int> paddingToken = [0];
+        for (int s = batch.NumSequences; s < bucket; s++) _padded.AddSequence(paddingToken, 0, _paddingTable);
+        return _padded;
+    }
+
+    private void UploadBatch(ForwardBatch batch)
+    {
+        Upload(_tokenIds, batch.TokenIds.AsSpan(0, batch.NumTokens));
+        Upload(_positions, batch.Positions.AsSpan(0, batch.NumTokens));
+        Upload(_sequenceOfToken, batch.SequenceOfToken.AsSpan(0, batch.NumTokens));
+        Upload(_logitsTokenIndices, batch.LogitsTokenIndices.AsSpan(0, Math.Max(batch.NumLogits, 1)));
+        Upload(_blockTables, batch.BlockTables.AsSpan(0, batch.NumSequences * batch.MaxBlocksPerSequence));
+    }
+
+    private void Enqueue(ForwardBatch batch, bool greedy)
+    {
+        Span<KernelArg> args = stackalloc KernelArg[32];
+        ReadOnlySpan<CudaStage> stages = greedy
+            ? [CudaStage.Prologue, CudaStage.Layer, CudaStage.Epilogue, CudaStage.Sampling]
+            : [CudaStage.Prologue, CudaStage.Layer, CudaStage.Epilogue];
+        foreach (CudaStage stage in stages)
+        {
+            int numRepeats = stage == CudaStage.Layer ? Config.NumLayers : 1;
+            for (int layer = 0; layer < numRepeats; layer++)
+            {
+                foreach (CudaLaunch launch in _plan.Launches)
+                {
+                    if (launch.Stage != stage) continue;
+                    Dim3 grid = launch.Grid.For(batch.NumTokens, batch.NumSequences, batch.NumLogits);
+                    if (grid.Y == 0) continue;
+                    if (launch.Args.Count > args.Length) throw new NotSupportedException($"Kernel {launch.Kernel} takes more than {args.Length} arguments.");
+                    for (int i = 0; i < launch.Args.Count; i++) args[i] = Bind(launch.Args[i], layer, batch);
+                    _device.Launch(_module, launch.Kernel, grid, launch.Block, launch.SharedMemoryBytes, args[..launch.Args.Count]);
+                }
+            }
+        }
+    }
+
+    private KernelArg Bind(CudaArg arg, int layer, ForwardBatch batch) => arg.Kind switch
+    {
+        CudaArgKind.Weight or CudaArgKind.LayerWeight => KernelArg.Pointer(_weights[_plan.WeightIndex(arg, layer)]),
+        CudaArgKind.Arena => KernelArg.Pointer(_arena.Offset(4L * arg.Value)),
+        CudaArgKind.Scratch => KernelArg.Pointer(_scratch.Offset(4L * arg.Value)),
+        CudaArgKind.TokenIds => KernelArg.Pointer(_tokenIds),
+        CudaArgKind.Positions => KernelArg.Pointer(_positions),
+        CudaArgKind.SequenceOfToken => KernelArg.Pointer(_sequenceOfToken),
+        CudaArgKind.LogitsTokenIndices => KernelArg.Pointer(_logitsTokenIndices),
+        CudaArgKind.BlockTables => KernelArg.Pointer(_blockTables),
+        CudaArgKind.BlockTableStride => KernelArg.Int(batch.MaxBlocksPerSequence),
+        CudaArgKind.KeyCache => KernelArg.Pointer(_keys.Offset(4L * layer * _layerCacheFloats)),
+        CudaArgKind.ValueCache => KernelArg.Pointer(_values.Offset(4L * layer * _layerCacheFloats)),
+        CudaArgKind.Logits => KernelArg.Pointer(_logits),
+        CudaArgKind.SampledTokens => KernelArg.Pointer(_sampled),
+        CudaArgKind.NumTokens => KernelArg.Int(batch.NumTokens),
+        CudaArgKind.NumSequences => KernelArg.Int(batch.NumSequences),
+        CudaArgKind.NumLogits => KernelArg.Int(batch.NumLogits),
+        CudaArgKind.Int => KernelArg.Int(arg.Value),
+        CudaArgKind.Float => KernelArg.Float(arg.FloatValue),
+        CudaArgKind.Null => KernelArg.Pointer(default),
+        _ => throw new NotSupportedException($"CUDA argument kind {arg.Kind} is not known to this runtime."),
+    };
+
+    private DevicePointer UploadWeight(ModelWeights weights, int index)
+    {
+        WeightMatrix matrix = weights.Matrix(index);
+        if (matrix.DType == WeightDType.F32) return Upload(MemoryMarshal.AsBytes(matrix.AsFloats()));
+        // The plan's kernels read f32: decode other stored types once, row by row, on the way up.
+        long count = (long)matrix.Rows * matrix.Cols;
+        DevicePointer pointer = Allocate(4 * count);
+        var row = new float[matrix.Cols];
+        for (int r = 0; r < matrix.Rows; r++)
+        {
+            WeightConversion.Decode(matrix.Row(r), matrix.DType, row);
+            _device.CopyToDevice(pointer.Offset(4L * r * matrix.Cols), MemoryMarshal.AsBytes(row.AsSpan()));
+        }
+        return pointer;
+    }
+
+    private DevicePointer Allocate(long sizeInBytes)
+    {
+        DevicePointer p = _device.Allocate(sizeInBytes);
+        _allocations.Add(p);
+        return p;
+    }
+
+    private DevicePointer Upload(ReadOnlySpan<byte> bytes)
+    {
+        DevicePointer p = Allocate(Math.Max(bytes.Length, 1));
+        if (bytes.Length > 0) _device.CopyToDevice(p, bytes);
+        return p;
+    }
+
+    private void Upload(DevicePointer destination, ReadOnlySpan<int> values)
+    {
+        if (values.Length > 0) _device.CopyToDevice(destination, MemoryMarshal.AsBytes(values));
+    }
+
+    private static int[] Buckets(int largest)
+    {
+        var buckets = new List<int>();
+        for (int b = 1; b < largest; b *= 2) buckets.Add(b);
+        buckets.Add(Math.Max(largest, 1));
+        return buckets.ToArray();
+    }
+
+    private static string ModuleName(string modelName)
+    {
+        Span<char> chars = stackalloc char[Math.Min(modelName.Length, 64)];
+        for (int i = 0; i < chars.Length; i++) chars[i] = char.IsAsciiLetterOrDigit(modelName[i]) ? char.ToLowerInvariant(modelName[i]) : '_';
+        return chars.Length == 0 ? "model" : new string(chars);
+    }
+
+    private static ModelWeights BindOwned(CompiledModel model, IWeightSource source)
+    {
+        try
+        {
+            return WeightBinder.Bind(model.WeightSpecs, source, model.Config);
+        }
+        catch
+        {
+            source.Dispose();
+            throw;
+        }
+    }
+
+    private void FreeAll()
+    {
+        foreach (var graph in _graphs.Values) graph.Dispose();
+        _graphs.Clear();
+        foreach (var p in _allocations) _device?.Free(p);
+        _allocations.Clear();
+        _module?.Dispose();
+    }
+
+    /// <summary>Frees the graphs, the device memory and the module (and the device, when the runner owns it).</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        FreeAll();
+        if (_ownsDevice) _device.Dispose();
+    }
+}
