@@ -44,6 +44,20 @@ __device__ __forceinline__ mc_float4 mc_ldg_f4(const float* p)
 #define MC_LDG_F4(p) (*(const mc_float4*)(p))
 #endif
 
+// Sixteen bytes (8 halves, or 16 bytes of quants) loaded as one read-only access (16-byte aligned).
+struct MC_ALIGN16 mc_uint4 { uint32_t x, y, z, w; };
+#ifdef MC_USE_PTX
+__device__ __forceinline__ mc_uint4 mc_ldg_u4(const void* p)
+{
+    mc_uint4 v;
+    asm volatile(""ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"" : ""=r""(v.x), ""=r""(v.y), ""=r""(v.z), ""=r""(v.w) : ""l""(p));
+    return v;
+}
+#define MC_LDG_U4(p) mc_ldg_u4(p)
+#else
+#define MC_LDG_U4(p) (*(const mc_uint4*)(p))
+#endif
+
 // f16 and bf16 as raw bits (uint16_t) with conversions: cvt on the GPU, bit arithmetic elsewhere.
 #ifdef MC_USE_PTX
 __device__ __forceinline__ float mc_f16_to_f32(uint16_t h)
@@ -148,6 +162,129 @@ __device__ __forceinline__ float mc_lane_dot(const float* __restrict__ w, const 
     return acc;
 }
 
+// Weight types of the projection kernels (template argument WT), with GGUF row layouts: a row of IN
+// weights is IN f32 | IN f16 | IN bf16 | IN/32 Q8_0 blocks (f16 scale d, 32 int8 q; w = d·q; 34 B) |
+// IN/32 Q4_0 blocks (f16 scale d, 16 B: element j is the low nibble of byte j, j + 16 the high one;
+// w = d·(q − 8); 18 B). Rows are contiguous; a matrix starts 16-byte aligned. Norm vectors stay f32.
+#define MC_W_F32 0
+#define MC_W_F16 1
+#define MC_W_BF16 2
+#define MC_W_Q8_0 3
+#define MC_W_Q4_0 4
+
+// Bytes of one row of IN weights of type WT.
+template <int WT, int IN>
+__device__ __forceinline__ constexpr int64_t mc_row_bytes()
+{
+    return WT == MC_W_F32 ? (int64_t)IN * 4 : WT == MC_W_F16 || WT == MC_W_BF16 ? (int64_t)IN * 2
+        : WT == MC_W_Q8_0 ? (int64_t)(IN / 32) * 34 : (int64_t)(IN / 32) * 18;
+}
+
+// A 16-bit float of type WT (f16 or bf16) as f32.
+template <int WT>
+__device__ __forceinline__ float mc_half(uint32_t bits)
+{
+    if constexpr (WT == MC_W_BF16) return MC_BF16_TO_F32((uint16_t)bits);
+    else return MC_F16_TO_F32((uint16_t)bits);
+}
+
+// Weight c of a row of type WT, as f32.
+template <int WT>
+__device__ __forceinline__ float mc_weight_at(const uint8_t* __restrict__ row, int c)
+{
+    if constexpr (WT == MC_W_F32) return ((const float*)row)[c];
+    else if constexpr (WT == MC_W_F16 || WT == MC_W_BF16) return mc_half<WT>(((const uint16_t*)row)[c]);
+    else if constexpr (WT == MC_W_Q8_0)
+    {
+        const uint8_t* block = row + (int64_t)(c >> 5) * 34;
+        return MC_F16_TO_F32(*(const uint16_t*)block) * (float)(int8_t)block[2 + (c & 31)];
+    }
+    else
+    {
+        const uint8_t* block = row + (int64_t)(c >> 5) * 18;
+        const int j = c & 31;
+        const int q = j < 16 ? (block[2 + j] & 15) : (block[2 + j - 16] >> 4);
+        return MC_F16_TO_F32(*(const uint16_t*)block) * (float)(q - 8);
+    }
+}
+
+// x[i] · g[i] (NORM) or x[i].
+template <bool NORM>
+__device__ __forceinline__ float mc_xn(const float* __restrict__ x, const float* __restrict__ g, int i)
+{
+    return NORM ? x[i] * g[i] : x[i];
+}
+
+// mc_lane_dot for a weight row of type WT (wrow: the row's first byte). f16/bf16 with VEC: 16-byte loads
+// of 8 weights (KLEN and k0 multiples of 8). Q8_0/Q4_0: 8 lanes per block, 4 blocks per warp step, so a
+// warp reads 4 consecutive blocks per step (KLEN and k0 multiples of 32).
+template <int WT, int KLEN, bool VEC, bool NORM>
+__device__ __forceinline__ float mc_lane_dot_w(const uint8_t* __restrict__ wrow, const float* __restrict__ x, const float* __restrict__ g, int k0, int lane)
+{
+    if constexpr (WT == MC_W_F32) return mc_lane_dot<KLEN, VEC, NORM>((const float*)wrow, x, g, k0, lane);
+    else if constexpr (WT == MC_W_F16 || WT == MC_W_BF16)
+    {
+        const uint16_t* w = (const uint16_t*)wrow;
+        float acc = 0.0f;
+        if (VEC)
+        {
+#pragma unroll 2
+            for (int i = k0 + lane * 8; i < k0 + KLEN; i += 256)
+            {
+                mc_uint4 wv = MC_LDG_U4(w + i);
+                mc_float4 xa = MC_LDG_F4(x + i), xb = MC_LDG_F4(x + i + 4);
+                if (NORM)
+                {
+                    mc_float4 ga = MC_LDG_F4(g + i), gb = MC_LDG_F4(g + i + 4);
+                    xa.x *= ga.x; xa.y *= ga.y; xa.z *= ga.z; xa.w *= ga.w;
+                    xb.x *= gb.x; xb.y *= gb.y; xb.z *= gb.z; xb.w *= gb.w;
+                }
+                acc += mc_half<WT>(wv.x & 0xffffu) * xa.x + mc_half<WT>(wv.x >> 16) * xa.y
+                     + mc_half<WT>(wv.y & 0xffffu) * xa.z + mc_half<WT>(wv.y >> 16) * xa.w
+                     + mc_half<WT>(wv.z & 0xffffu) * xb.x + mc_half<WT>(wv.z >> 16) * xb.y
+                     + mc_half<WT>(wv.w & 0xffffu) * xb.z + mc_half<WT>(wv.w >> 16) * xb.w;
+            }
+        }
+        else
+        {
+            for (int i = k0 + lane; i < k0 + KLEN; i += 32) acc += mc_half<WT>(w[i]) * mc_xn<NORM>(x, g, i);
+        }
+        return acc;
+    }
+    else
+    {
+        constexpr int BLOCK_BYTES = WT == MC_W_Q8_0 ? 34 : 18;
+        const int sub = lane & 7;
+        float acc = 0.0f;
+        for (int b = (k0 >> 5) + (lane >> 3); b < ((k0 + KLEN) >> 5); b += 4)
+        {
+            const uint8_t* block = wrow + (int64_t)b * BLOCK_BYTES;
+            const float d = MC_F16_TO_F32(*(const uint16_t*)block);
+            const uint16_t* q = (const uint16_t*)(block + 2);
+            const int i = b * 32;
+            float s;
+            if constexpr (WT == MC_W_Q8_0)
+            {
+                // Lane sub: quants 4·sub .. 4·sub + 3 (two 16-bit loads: the quants are 2-byte aligned).
+                const uint32_t lo = q[2 * sub], hi = q[2 * sub + 1];
+                const int c = i + 4 * sub;
+                s = (float)(int8_t)(lo & 0xffu) * mc_xn<NORM>(x, g, c) + (float)(int8_t)(lo >> 8) * mc_xn<NORM>(x, g, c + 1)
+                  + (float)(int8_t)(hi & 0xffu) * mc_xn<NORM>(x, g, c + 2) + (float)(int8_t)(hi >> 8) * mc_xn<NORM>(x, g, c + 3);
+            }
+            else
+            {
+                // Lane sub: bytes 2·sub, 2·sub + 1: elements 2·sub, 2·sub + 1 (low nibbles), + 16 (high nibbles).
+                const uint32_t p = q[sub];
+                const int c = i + 2 * sub;
+                s = (float)((int)(p & 15u) - 8) * mc_xn<NORM>(x, g, c) + (float)((int)((p >> 8) & 15u) - 8) * mc_xn<NORM>(x, g, c + 1)
+                  + (float)((int)((p >> 4) & 15u) - 8) * mc_xn<NORM>(x, g, c + 16) + (float)((int)(p >> 12) - 8) * mc_xn<NORM>(x, g, c + 17);
+            }
+            acc += d * s;
+        }
+        return acc;
+    }
+}
+
 // 1/sqrt(mean(x²) + eps) of up to TT rows (x row r of token j: rows ? rows[t0 + j] : t0 + j), one warp
 // per row, into inv[TT]; every thread of the block reaches the barrier at the end.
 template <int IN, int TT>
@@ -169,9 +306,10 @@ __device__ __forceinline__ void mc_inverse_rms(const float* __restrict__ x, cons
 // output row, TT tokens per block (a weight row is read once for TT tokens), grid (ceil(OUT / warps),
 // ceil(numTokens / TT), KSPLIT). KSPLIT > 1 splits the columns and accumulates with atomicAdd (only with
 // ADD, whose output already holds the residual). rows (GATHER) picks x's rows (the logits rows).
-template <int IN, int OUT, int TT, int KSPLIT, bool VEC, bool NORM, bool ADD>
+// WT: the weight type (MC_W_*), w the matrix's first byte.
+template <int WT, int IN, int OUT, int TT, int KSPLIT, bool VEC, bool NORM, bool ADD>
 __device__ __forceinline__ void mc_matvec(const float* __restrict__ x, const int* __restrict__ rows, const float* __restrict__ g, float eps,
-    const float* __restrict__ w, float* __restrict__ y, int numTokens)
+    const void* __restrict__ w, float* __restrict__ y, int numTokens)
 {
     __shared__ float inv[TT];
     const int t0 = blockIdx.y * TT;
@@ -182,13 +320,13 @@ __device__ __forceinline__ void mc_matvec(const float* __restrict__ x, const int
     if (o >= OUT) return;
     constexpr int KLEN = IN / KSPLIT;
     const int k0 = (int)blockIdx.z * KLEN;
-    const float* wr = w + (int64_t)o * IN;
+    const uint8_t* wr = (const uint8_t*)w + (int64_t)o * mc_row_bytes<WT, IN>();
 #pragma unroll
     for (int j = 0; j < TT; j++)
     {
         if (j >= nt) break;
         const float* xr = x + (int64_t)(rows ? rows[t0 + j] : t0 + j) * IN;
-        float s = mc_warp_sum(mc_lane_dot<KLEN, VEC, NORM>(wr, xr, g, k0, lane));
+        float s = mc_warp_sum(mc_lane_dot_w<WT, KLEN, VEC, NORM>(wr, xr, g, k0, lane));
         if (lane == 0)
         {
             if (NORM) s *= inv[j];
@@ -212,8 +350,8 @@ __device__ __forceinline__ int64_t mc_cache_slot(const int* __restrict__ blockTa
 // rotation pair of rows (2i, 2i+1 interleaved; i, i + HD/2 half) of one head for TT tokens, rotates
 // them by the token's angle (formed in double, as the CPU does) and stores q, k, v into the qkv row and
 // k, v into the token's cache slot. Grid (ceil(pairs / warps), ceil(numTokens / TT)).
-template <int DIM, int QD, int KVD, int HD, int BS, int TT, bool VEC, bool INTERLEAVED>
-__device__ __forceinline__ void mc_qkv_rope_kvwrite(const float* __restrict__ x, const float* __restrict__ g, float eps, const float* __restrict__ w,
+template <int WT, int DIM, int QD, int KVD, int HD, int BS, int TT, bool VEC, bool INTERLEAVED>
+__device__ __forceinline__ void mc_qkv_rope_kvwrite(const float* __restrict__ x, const float* __restrict__ g, float eps, const void* __restrict__ w,
     float* __restrict__ qkv, const int* __restrict__ positions, const int* __restrict__ sequenceOfToken, const int* __restrict__ blockTables,
     int blockTableStride, float* __restrict__ keyCache, float* __restrict__ valueCache, int numTokens, double theta)
 {
@@ -234,8 +372,8 @@ __device__ __forceinline__ void mc_qkv_rope_kvwrite(const float* __restrict__ x,
     {
         const int t = t0 + j;
         const float* xr = x + (int64_t)t * DIM;
-        float a = mc_warp_sum(mc_lane_dot<DIM, VEC, true>(w + (int64_t)r0 * DIM, xr, g, 0, lane)) * inv[j];
-        float b = mc_warp_sum(mc_lane_dot<DIM, VEC, true>(w + (int64_t)r1 * DIM, xr, g, 0, lane)) * inv[j];
+        float a = mc_warp_sum(mc_lane_dot_w<WT, DIM, VEC, true>((const uint8_t*)w + (int64_t)r0 * mc_row_bytes<WT, DIM>(), xr, g, 0, lane)) * inv[j];
+        float b = mc_warp_sum(mc_lane_dot_w<WT, DIM, VEC, true>((const uint8_t*)w + (int64_t)r1 * mc_row_bytes<WT, DIM>(), xr, g, 0, lane)) * inv[j];
         if (lane != 0) continue;
         const int position = positions[t];
         if (r0 < QD + KVD)

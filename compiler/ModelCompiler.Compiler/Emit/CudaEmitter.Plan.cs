@@ -11,7 +11,7 @@ internal sealed partial class CudaEmitter
     /// <summary>
     /// The engine's CUDA part as C#: <c>CudaSource</c> (the kernels, a verbatim string constant) and the launch
     /// plan as a static table, overriding <c>CompiledModel.CudaPlan</c>. A plan the kernels do not support
-    /// yet (matrices not in f32, projection biases) yields a file that says so and leaves <c>CudaPlan</c> null.
+    /// yet (projection biases) yields a file that says so and leaves <c>CudaPlan</c> null.
     /// </summary>
     public static string EmitEngineFile(KernelPlan plan, EngineClassInfo info)
     {
@@ -64,6 +64,7 @@ internal sealed partial class CudaEmitter
         }
         string U(uint v) => v.ToString(CultureInfo.InvariantCulture) + "u";
         return $"new({CodeWriter.Str(l.Kernel)}, {Rt}CudaStage.{l.Stage}, new({U(l.GridX)}, {Rt}CudaCount.{l.YCount}, {CodeWriter.Int(l.YDivisor)}, {U(l.GridZ)}), " +
-               $"new({U(l.Block)}), 0, new {Rt}CudaArg[] {{ {string.Join(", ", args)} }})";
+               $"new({U(l.Block)}), 0, new {Rt}CudaArg[] {{ {string.Join(", ", args)} }})" +
+               (l.DTypeArg >= 0 ? $" {{ DTypeArg = {CodeWriter.Int(l.DTypeArg)} }}" : "");
     }
 }

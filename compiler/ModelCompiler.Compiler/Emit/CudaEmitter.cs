@@ -35,13 +35,12 @@ internal sealed partial class CudaEmitter
         _h = plan.Model.Hyper;
     }
 
-    /// <summary>True when the plan can run on the CUDA kernels (f32 matrices; other dtypes are not emitted yet).</summary>
+    /// <summary>True when the plan can run on the CUDA kernels (every weight type: each projection has a kernel per matrix type).</summary>
     public static bool Supports(KernelPlan plan) => UnsupportedReason(plan) is null;
 
     /// <summary>Why the CUDA kernels cannot run <paramref name="plan"/> yet, or null when they can.</summary>
     public static string? UnsupportedReason(KernelPlan plan)
     {
-        if (plan.Model.Weights.DType != "f32") return $"the CUDA kernels read f32 matrices; this model's are {plan.Model.Weights.DType}";
         foreach (var step in plan.Block)
             if (step is LinearStep { Bias: not null } or QkvStep { Bias: not null })
                 return "the CUDA kernels have no projection bias yet (qkvBias / 'bias' ops)";
@@ -109,6 +108,10 @@ internal sealed partial class CudaEmitter
 
     private void Add(string kernel, CudaStageName stage, uint gridX, CudaCountName yCount, int yDivisor, uint gridZ, uint block, params Arg[] args) =>
         _launches.Add(new Launch(kernel, stage, gridX, yCount, yDivisor, gridZ, block, args));
+
+    /// <summary>Adds a launch with weight-type variants: the kernel for the type of the matrix bound to argument <paramref name="dtypeArg"/>.</summary>
+    private void Add(string kernel, CudaStageName stage, uint gridX, CudaCountName yCount, int yDivisor, uint gridZ, uint block, int dtypeArg, params Arg[] args) =>
+        _launches.Add(new Launch(kernel, stage, gridX, yCount, yDivisor, gridZ, block, args, dtypeArg));
 }
 
 /// <summary>Mirrors the runtime's CudaStage (the compiler core does not reference the runtime).</summary>
@@ -121,7 +124,8 @@ internal enum CudaCountName { One, Tokens, Sequences, Logits }
 internal sealed record Arg(string Kind, int Value = 0, float FloatValue = 0f);
 
 /// <summary>One launch of the plan, as the emitted C# table will state it.</summary>
-internal sealed record Launch(string Kernel, CudaStageName Stage, uint GridX, CudaCountName YCount, int YDivisor, uint GridZ, uint Block, IReadOnlyList<Arg> Args);
+/// <remarks><paramref name="DTypeArg"/>: the index of the matrix argument whose type picks the kernel variant (see the runtime's CudaLaunchPlan.KernelFor), or -1.</remarks>
+internal sealed record Launch(string Kernel, CudaStageName Stage, uint GridX, CudaCountName YCount, int YDivisor, uint GridZ, uint Block, IReadOnlyList<Arg> Args, int DTypeArg = -1);
 
 /// <summary>The CUDA source, the launches in order, and the scratch they need in floats.</summary>
 internal sealed record CudaProgram(string Source, IReadOnlyList<Launch> Launches, int ScratchFloats);

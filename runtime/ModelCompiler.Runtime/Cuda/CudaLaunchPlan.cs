@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using ModelCompiler.Runtime.Weights;
 
 namespace ModelCompiler.Runtime.Cuda;
 
@@ -111,7 +112,20 @@ public readonly record struct CudaArg(CudaArgKind Kind, int Value = 0, float Flo
 /// <param name="Block">Threads per block.</param>
 /// <param name="SharedMemoryBytes">Dynamic shared memory (the kernels use static shared memory: 0).</param>
 /// <param name="Args">Its arguments, in order.</param>
-public sealed record CudaLaunch(string Kernel, CudaStage Stage, CudaGrid Grid, Dim3 Block, int SharedMemoryBytes, IReadOnlyList<CudaArg> Args);
+/// <remarks>
+/// A launch that reads a matrix has a kernel per weight type, because the weights file decides the type at
+/// run time: <see cref="DTypeArg"/> names the argument whose bound matrix picks it, and
+/// <see cref="CudaLaunchPlan.KernelFor(CudaLaunch, Func{int, WeightDType}, int)"/> gives the kernel's name.
+/// </remarks>
+public sealed record CudaLaunch(string Kernel, CudaStage Stage, CudaGrid Grid, Dim3 Block, int SharedMemoryBytes, IReadOnlyList<CudaArg> Args)
+{
+    /// <summary>
+    /// Index into <see cref="Args"/> of the matrix argument (a <see cref="CudaArgKind.Weight"/> or
+    /// <see cref="CudaArgKind.LayerWeight"/>) whose type selects the kernel variant, or -1 when the launch has
+    /// one kernel (<see cref="Kernel"/>) whatever the weights. Grid, block and arguments are the same for every variant.
+    /// </summary>
+    public int DTypeArg { get; init; } = -1;
+}
 
 /// <summary>
 /// The CUDA forward pass of a compiled model as data: the kernel source and the launches in order. The
@@ -127,6 +141,31 @@ public sealed record CudaLaunch(string Kernel, CudaStage Stage, CudaGrid Grid, D
 /// <param name="Launches">Every launch, in order.</param>
 public sealed record CudaLaunchPlan(string Source, int ArenaFloats, int ScratchFloats, int FirstLayerWeight, int LayerWeightCount, IReadOnlyList<CudaLaunch> Launches)
 {
+    /// <summary>
+    /// The name of the kernel variant for matrices of type <paramref name="dtype"/>: <paramref name="baseName"/> itself
+    /// for f32 (backward compatible), else <c>baseName + "_" + WeightDTypes.Name(dtype)</c>, i.e. <c>NAME_f16</c>,
+    /// <c>NAME_bf16</c>, <c>NAME_q8_0</c>, <c>NAME_q4_0</c>. The variant reads the matrix as the raw bytes of the
+    /// file in GGUF row layout (f16/bf16 bits; Q8_0 blocks of an f16 scale and 32 int8, 34 B; Q4_0 blocks of an
+    /// f16 scale and 16 B of nibbles, 18 B), rows contiguous, the matrix 16-byte aligned; 1-D weights (norms)
+    /// are always f32. Q8_0/Q4_0 variants exist only for matrices whose rows are whole 32-weight blocks (the
+    /// weight binder refuses other block-quantized matrices); the source's <c>extern "C"</c> names are the truth.
+    /// </summary>
+    public static string KernelFor(string baseName, WeightDType dtype) =>
+        dtype == WeightDType.F32 ? baseName : baseName + "_" + WeightDTypes.Name(dtype);
+
+    /// <summary>
+    /// The kernel <paramref name="launch"/> runs for <paramref name="layer"/>: <see cref="CudaLaunch.Kernel"/> when it has
+    /// no variants, else <see cref="KernelFor(string, WeightDType)"/> with the type of the matrix bound to its
+    /// <see cref="CudaLaunch.DTypeArg"/> (<paramref name="dtypeOfWeight"/> maps a weight table index to its type).
+    /// </summary>
+    public string KernelFor(CudaLaunch launch, Func<int, WeightDType> dtypeOfWeight, int layer)
+    {
+        ArgumentNullException.ThrowIfNull(launch);
+        ArgumentNullException.ThrowIfNull(dtypeOfWeight);
+        if (launch.DTypeArg < 0) return launch.Kernel;
+        return KernelFor(launch.Kernel, dtypeOfWeight(WeightIndex(launch.Args[launch.DTypeArg], layer)));
+    }
+
     /// <summary>Table index of a weight argument for <paramref name="layer"/>.</summary>
     public int WeightIndex(CudaArg arg, int layer) => arg.Kind switch
     {
