@@ -197,17 +197,34 @@ internal sealed partial class CudaEmitter
         if (s.AddToOutput && !norm && rowBlocks < 120 && s.InDim >= 1024)
             foreach (int k in new[] { 4, 2 })
                 if (s.InDim % (k * (vec ? 128 : 32)) == 0 && rowBlocks * k <= 264) { kSplit = k; break; }
-        string semantics = norm ? "CpuKernels.RmsNormLinear; the norm folded into the dot products"
+        string baseSemantics = norm ? "CpuKernels.RmsNormLinear; the norm folded into the dot products"
             : s.AddToOutput ? "CpuKernels.LinearAddResidual" : "CpuKernels.Linear";
-        semantics += "; one warp per output row" + (kSplit > 1 ? $", split-K in {Int(kSplit)} parts accumulated with atomicAdd" : "");
+        string semantics = baseSemantics + "; one warp per output row" + (kSplit > 1 ? $", split-K in {Int(kSplit)} parts accumulated with atomicAdd" : "");
         foreach (var t in WeightTypesFor(s.InDim))
             Kernel(t.Kernel(name), s, semantics + TypeNote(t),
                 $"const float* __restrict__ x, const float* __restrict__ g, const {t.CType}* __restrict__ w, float* __restrict__ y, int numTokens",
                 $"mc_matvec<{t.Macro}, {Int(s.InDim)}, {Int(s.OutDim)}, {Int(TokensPerTile)}, {Int(kSplit)}, {Bool(VecFor(t, vec, s.InDim, s.InDim / kSplit))}, {Bool(norm)}, {Bool(s.AddToOutput)}>(x, (const int*)0, g, {F(_h.NormEps)}, w, y, numTokens);",
                 $"grid ({Int(rowBlocks)}, {tiles}, {Int(kSplit)}), block {Int(ProjectionThreads)}");
         // A projection without a norm still takes g (a null pointer): one signature for every projection.
-        Add(name, stage, (uint)rowBlocks, CudaCountName.Tokens, TokensPerTile, (uint)kSplit, ProjectionThreads, 2,
-            ArenaArg(s.Input), s.Norm is null ? new Arg("Null") : WeightArg(s.Norm), WeightArg(s.Weight), ArenaArg(s.Output), NumTokens);
+        var args = new[] { ArenaArg(s.Input), s.Norm is null ? new Arg("Null") : WeightArg(s.Norm), WeightArg(s.Weight), ArenaArg(s.Output), NumTokens };
+        // The prefill variant on tensor cores: f16/bf16 matrices with rows of whole 32-weight chunks only.
+        Launch? prefill = null;
+        if (s.InDim % 32 == 0)
+        {
+            string mma = name + "_mma";
+            int mmaBlocks = Blocks(s.OutDim, MmaRows);
+            foreach (var t in AllWeightTypes)
+            {
+                if (!t.IsHalf) continue;
+                Kernel(t.Kernel(mma), s, baseSemantics + $"; prefill on tensor cores (mma.sync m16n8k16, f32 accumulation), x rounded to {t.Name}, " +
+                    $"{Int(MmaRows)} rows × {Int(MmaTokens)} tokens per block" + TypeNote(t),
+                    $"const float* __restrict__ x, const float* __restrict__ g, const {t.CType}* __restrict__ w, float* __restrict__ y, int numTokens",
+                    $"mc_gemm_mma<{t.Macro}, {Int(s.InDim)}, {Int(s.OutDim)}, {Bool(vec)}, {Bool(norm)}, {Bool(s.AddToOutput)}>(x, g, {F(_h.NormEps)}, w, y, numTokens);",
+                    $"grid ({Int(mmaBlocks)}, ceil(T / {Int(MmaTokens)}), 1), block {Int(MmaThreads)}; instead of {name} when T >= {Int(PrefillMinTokens)}");
+            }
+            prefill = new Launch(mma, stage, (uint)mmaBlocks, CudaCountName.Tokens, MmaTokens, 1, MmaThreads, args, 2);
+        }
+        _launches.Add(new Launch(name, stage, (uint)rowBlocks, CudaCountName.Tokens, TokensPerTile, (uint)kSplit, ProjectionThreads, args, 2, prefill));
     }
 
     private void EmitAttention(AttentionStep s, string name, CudaStageName stage)

@@ -25,7 +25,7 @@ typedef unsigned long long uint64_t;
 #define MC_USE_PTX 1
 #endif
 #else
-#define MC_ALIGN16 alignas(16)
+#define MC_ALIGN16 __attribute__((aligned(16)))
 #endif
 
 // Four floats loaded or stored as one 16-byte access (rows are 16-byte aligned where it is used).
@@ -91,6 +91,112 @@ __device__ __forceinline__ float mc_bf16_to_f32(uint16_t b)
     return c.f;
 }
 #define MC_BF16_TO_F32(b) mc_bf16_to_f32(b)
+
+// f32 to f16/bf16 bits, rounded to nearest even: cvt on the GPU (bf16 from sm_80), bit arithmetic elsewhere.
+__device__ __forceinline__ uint16_t mc_f32_to_f16_bits(float f)
+{
+    union { float f; uint32_t u; } c; c.f = f;
+    const uint32_t sign = (c.u >> 16) & 0x8000u, ax = c.u & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
+    if (ax < 0x38800000u)
+    {
+        if (ax < 0x33000000u) return (uint16_t)sign;
+        const uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u;
+        const uint32_t shift = 126u - e, half = 1u << (shift - 1u), rem = m & ((1u << shift) - 1u);
+        uint32_t r = m >> shift;
+        if (rem > half || (rem == half && (r & 1u))) r++;
+        return (uint16_t)(sign | r);
+    }
+    uint32_t r = (ax >> 13) - (112u << 10);
+    const uint32_t rem = ax & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) r++;
+    return (uint16_t)(sign | r);
+}
+__device__ __forceinline__ uint16_t mc_f32_to_bf16_bits(float f)
+{
+    union { float f; uint32_t u; } c; c.f = f;
+    if ((c.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((c.u >> 16) | 0x40u);
+    return (uint16_t)((c.u + 0x7fffu + ((c.u >> 16) & 1u)) >> 16);
+}
+#ifdef MC_USE_PTX
+__device__ __forceinline__ uint16_t mc_f32_to_f16(float f)
+{
+    uint16_t h;
+    asm(""cvt.rn.f16.f32 %0, %1;"" : ""=h""(h) : ""f""(f));
+    return h;
+}
+#define MC_F32_TO_F16(f) mc_f32_to_f16(f)
+#else
+#define MC_F32_TO_F16(f) mc_f32_to_f16_bits(f)
+#endif
+#if defined(MC_USE_PTX) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+__device__ __forceinline__ uint16_t mc_f32_to_bf16(float f)
+{
+    uint16_t h;
+    asm(""cvt.rn.bf16.f32 %0, %1;"" : ""=h""(h) : ""f""(f));
+    return h;
+}
+#define MC_F32_TO_BF16(f) mc_f32_to_bf16(f)
+#else
+#define MC_F32_TO_BF16(f) mc_f32_to_bf16_bits(f)
+#endif
+
+// Tensor-core D += A·B for one warp, m16n8k16, f16 (or bf16) inputs and f32 accumulators, in the PTX
+// fragment layout (g = lane / 4, t = lane % 4; a pair is two 16-bit values in one register, low half first):
+//   a[0] = A[g][2t, 2t+1], a[1] = A[g+8][2t, 2t+1], a[2] = A[g][2t+8, 2t+9], a[3] = A[g+8][2t+8, 2t+9];
+//   b[0] = B[2t, 2t+1][g], b[1] = B[2t+8, 2t+9][g];
+//   d[0], d[1] = D[g][2t, 2t+1], d[2], d[3] = D[g+8][2t, 2t+1].
+// mma.sync on sm_80 and later; elsewhere (and in the emulator) the same fragments gathered with shuffles
+// and summed in f32, k in order. Every lane of the warp must call it.
+template <bool BF16>
+__device__ __forceinline__ void mc_mma_m16n8k16_portable(float* d, const uint32_t* a, const uint32_t* b)
+{
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    float s[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+    for (int q = 0; q < 4; q++)
+    {
+        // Lane 4g + q holds A rows g, g+8 at k = 2q, 2q+1, 2q+8, 2q+9; lane 4n + q holds B column n there.
+        const uint32_t a0 = __shfl_sync(0xffffffffu, a[0], 4 * g + q), a1 = __shfl_sync(0xffffffffu, a[1], 4 * g + q);
+        const uint32_t a2 = __shfl_sync(0xffffffffu, a[2], 4 * g + q), a3 = __shfl_sync(0xffffffffu, a[3], 4 * g + q);
+        uint32_t bl[2], bh[2];
+        for (int e = 0; e < 2; e++)
+        {
+            bl[e] = __shfl_sync(0xffffffffu, b[0], 4 * (2 * t + e) + q);
+            bh[e] = __shfl_sync(0xffffffffu, b[1], 4 * (2 * t + e) + q);
+        }
+        for (int e = 0; e < 2; e++)
+        {
+            const uint32_t rows[2][2] = { { a0, a2 }, { a1, a3 } };
+            for (int r = 0; r < 2; r++)
+            {
+                const uint32_t lo = rows[r][0], hi = rows[r][1];
+                if (BF16)
+                    s[2 * r + e] += MC_BF16_TO_F32((uint16_t)(lo & 0xffffu)) * MC_BF16_TO_F32((uint16_t)(bl[e] & 0xffffu))
+                                  + MC_BF16_TO_F32((uint16_t)(lo >> 16)) * MC_BF16_TO_F32((uint16_t)(bl[e] >> 16))
+                                  + MC_BF16_TO_F32((uint16_t)(hi & 0xffffu)) * MC_BF16_TO_F32((uint16_t)(bh[e] & 0xffffu))
+                                  + MC_BF16_TO_F32((uint16_t)(hi >> 16)) * MC_BF16_TO_F32((uint16_t)(bh[e] >> 16));
+                else
+                    s[2 * r + e] += MC_F16_TO_F32((uint16_t)(lo & 0xffffu)) * MC_F16_TO_F32((uint16_t)(bl[e] & 0xffffu))
+                                  + MC_F16_TO_F32((uint16_t)(lo >> 16)) * MC_F16_TO_F32((uint16_t)(bl[e] >> 16))
+                                  + MC_F16_TO_F32((uint16_t)(hi & 0xffffu)) * MC_F16_TO_F32((uint16_t)(bh[e] & 0xffffu))
+                                  + MC_F16_TO_F32((uint16_t)(hi >> 16)) * MC_F16_TO_F32((uint16_t)(bh[e] >> 16));
+            }
+        }
+    }
+    for (int i = 0; i < 4; i++) d[i] += s[i];
+}
+#if defined(MC_USE_PTX) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define MC_MMA_M16N8K16_F16(d, a, b) asm volatile( \
+    ""mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"" \
+    : ""+f""((d)[0]), ""+f""((d)[1]), ""+f""((d)[2]), ""+f""((d)[3]) : ""r""((a)[0]), ""r""((a)[1]), ""r""((a)[2]), ""r""((a)[3]), ""r""((b)[0]), ""r""((b)[1]))
+#define MC_MMA_M16N8K16_BF16(d, a, b) asm volatile( \
+    ""mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"" \
+    : ""+f""((d)[0]), ""+f""((d)[1]), ""+f""((d)[2]), ""+f""((d)[3]) : ""r""((a)[0]), ""r""((a)[1]), ""r""((a)[2]), ""r""((a)[3]), ""r""((b)[0]), ""r""((b)[1]))
+#else
+#define MC_MMA_M16N8K16_F16(d, a, b) mc_mma_m16n8k16_portable<false>((d), (a), (b))
+#define MC_MMA_M16N8K16_BF16(d, a, b) mc_mma_m16n8k16_portable<true>((d), (a), (b))
+#endif
 // ---- end of prelude ----
 ";
 
@@ -336,6 +442,91 @@ __device__ __forceinline__ void mc_matvec(const float* __restrict__ x, const int
             else *out = s;
         }
     }
+}
+
+// Prefill projection on tensor cores: y[t, o] (+)= Σ_i W[o, i] · xn[t, i], W f16 or bf16 (WT) as raw bits,
+// xn = NORM ? x · inv_rms · g : x rounded to W's type, f32 accumulation (m16n8k16). A block of 4 warps
+// computes 64 rows × 32 tokens (warp w: rows 16w .. 16w + 15, four 8-token fragments); K in chunks of 32
+// through shared memory. Grid (ceil(OUT / 64), ceil(numTokens / 32)); IN a multiple of 32; VEC: x rows
+// 16-byte aligned. Each output is owned by one lane, so ADD needs no atomics.
+template <int WT, int IN, int OUT, bool VEC, bool NORM, bool ADD>
+__device__ __forceinline__ void mc_gemm_mma(const float* __restrict__ x, const float* __restrict__ g, float eps, const void* __restrict__ w,
+    float* __restrict__ y, int numTokens)
+{
+    constexpr int BM = 64, BN = 32, BK = 32, LDS = BK + 8;
+    __shared__ MC_ALIGN16 uint16_t ws[BM * LDS];
+    __shared__ MC_ALIGN16 uint16_t xs[BN * LDS];
+    __shared__ float inv[BN];
+    const int m0 = blockIdx.x * BM, t0 = blockIdx.y * BN;
+    const int nt = numTokens - t0 < BN ? numTokens - t0 : BN;
+    if (NORM) mc_inverse_rms<IN, BN>(x, (const int*)0, eps, t0, nt, inv);
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
+    float acc[4][4];
+    for (int j = 0; j < 4; j++) for (int i = 0; i < 4; i++) acc[j][i] = 0.0f;
+    const uint16_t* wh = (const uint16_t*)w;
+    for (int k0 = 0; k0 < IN; k0 += BK)
+    {
+        for (int p = tid; p < BM * BK / 8; p += 128)
+        {
+            const int r = p >> 2, c = (p & 3) * 8;
+            mc_uint4 v = { 0u, 0u, 0u, 0u };
+            if (m0 + r < OUT) v = MC_LDG_U4(wh + (int64_t)(m0 + r) * IN + k0 + c);
+            *(mc_uint4*)(ws + r * LDS + c) = v;
+        }
+        for (int p = tid; p < BN * BK / 4; p += 128)
+        {
+            const int n = p >> 3, c = (p & 7) * 4;
+            mc_float4 v = { 0.0f, 0.0f, 0.0f, 0.0f };
+            if (n < nt)
+            {
+                const float* xr = x + (int64_t)(t0 + n) * IN + k0 + c;
+                if (VEC) v = MC_LDG_F4(xr);
+                else { v.x = xr[0]; v.y = xr[1]; v.z = xr[2]; v.w = xr[3]; }
+                if (NORM)
+                {
+                    const float s = inv[n];
+                    v.x *= g[k0 + c] * s; v.y *= g[k0 + c + 1] * s; v.z *= g[k0 + c + 2] * s; v.w *= g[k0 + c + 3] * s;
+                }
+            }
+            uint16_t* d = xs + n * LDS + c;
+            if (WT == MC_W_BF16) { d[0] = MC_F32_TO_BF16(v.x); d[1] = MC_F32_TO_BF16(v.y); d[2] = MC_F32_TO_BF16(v.z); d[3] = MC_F32_TO_BF16(v.w); }
+            else { d[0] = MC_F32_TO_F16(v.x); d[1] = MC_F32_TO_F16(v.y); d[2] = MC_F32_TO_F16(v.z); d[3] = MC_F32_TO_F16(v.w); }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 16)
+        {
+            const uint16_t* ar = ws + (warp * 16 + gq) * LDS + kk + 2 * tq;
+            uint32_t a[4];
+            a[0] = *(const uint32_t*)ar;
+            a[1] = *(const uint32_t*)(ar + 8 * LDS);
+            a[2] = *(const uint32_t*)(ar + 8);
+            a[3] = *(const uint32_t*)(ar + 8 * LDS + 8);
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+            {
+                const uint16_t* br = xs + (j * 8 + gq) * LDS + kk + 2 * tq;
+                uint32_t b[2];
+                b[0] = *(const uint32_t*)br;
+                b[1] = *(const uint32_t*)(br + 8);
+                if (WT == MC_W_BF16) MC_MMA_M16N8K16_BF16(acc[j], a, b);
+                else MC_MMA_M16N8K16_F16(acc[j], a, b);
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+        for (int i = 0; i < 4; i++)
+        {
+            const int o = m0 + warp * 16 + gq + (i >> 1) * 8, n = j * 8 + 2 * tq + (i & 1);
+            if (o < OUT && n < nt)
+            {
+                float* out = y + (int64_t)(t0 + n) * OUT + o;
+                if (ADD) *out += acc[j][i];
+                else *out = acc[j][i];
+            }
+        }
 }
 
 // Slot (in floats) of a token's K/V row in one layer's [numBlocks, BS, KVD] pool, through its block table.

@@ -21,6 +21,14 @@ internal sealed partial class CudaEmitter
     /// <summary>Positions per attention split (one thread per position).</summary>
     internal const int AttentionChunk = 128;
     private const int ElementwiseThreads = 256;
+    /// <summary>Output rows per block of the tensor-core prefill GEMM (4 warps of 16 rows).</summary>
+    internal const int MmaRows = 64;
+    /// <summary>Tokens per block of the tensor-core prefill GEMM.</summary>
+    internal const int MmaTokens = 32;
+    /// <summary>Threads per block of the tensor-core prefill GEMM.</summary>
+    internal const int MmaThreads = 128;
+    /// <summary>Batches of at least this many tokens take a launch's prefill variant (mirrors the runtime's CudaLaunch.PrefillMinTokens).</summary>
+    internal const int PrefillMinTokens = 16;
 
     private readonly KernelPlan _plan;
     private readonly HyperParameters _h;
@@ -125,7 +133,9 @@ internal sealed record Arg(string Kind, int Value = 0, float FloatValue = 0f);
 
 /// <summary>One launch of the plan, as the emitted C# table will state it.</summary>
 /// <remarks><paramref name="DTypeArg"/>: the index of the matrix argument whose type picks the kernel variant (see the runtime's CudaLaunchPlan.KernelFor), or -1.</remarks>
-internal sealed record Launch(string Kernel, CudaStageName Stage, uint GridX, CudaCountName YCount, int YDivisor, uint GridZ, uint Block, IReadOnlyList<Arg> Args, int DTypeArg = -1);
+/// <remarks><paramref name="Prefill"/>: the launch that replaces this one for batches of at least PrefillMinTokens tokens, for the weight types it has kernels for.</remarks>
+internal sealed record Launch(string Kernel, CudaStageName Stage, uint GridX, CudaCountName YCount, int YDivisor, uint GridZ, uint Block, IReadOnlyList<Arg> Args,
+    int DTypeArg = -1, Launch? Prefill = null);
 
 /// <summary>The CUDA source, the launches in order, and the scratch they need in floats.</summary>
 internal sealed record CudaProgram(string Source, IReadOnlyList<Launch> Launches, int ScratchFloats);

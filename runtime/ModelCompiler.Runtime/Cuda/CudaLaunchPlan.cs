@@ -125,7 +125,32 @@ public sealed record CudaLaunch(string Kernel, CudaStage Stage, CudaGrid Grid, D
     /// one kernel (<see cref="Kernel"/>) whatever the weights. Grid, block and arguments are the same for every variant.
     /// </summary>
     public int DTypeArg { get; init; } = -1;
+
+    /// <summary>
+    /// Batches of at least this many tokens run a launch's <see cref="Prefill"/> variant where it has one for
+    /// the bound matrix's type (below it the matrix-vector kernels, which read each weight once per 8 tokens, win).
+    /// </summary>
+    public const int PrefillMinTokens = 16;
+
+    /// <summary>
+    /// The tensor-core variant of this launch for prefill (mma.sync m16n8k16, f32 accumulation; sm_80 and later
+    /// use the tensor cores, older devices a shuffle-based definition of the same fragment math), or null. It
+    /// has its own kernel base name (<c>NAME_mma</c>), grid and block, the same arguments, and kernels only for
+    /// <see cref="PrefillDTypes"/> (<c>NAME_mma_f16</c>, <c>NAME_mma_bf16</c>: there is no f32 one); pick it with
+    /// <see cref="CudaLaunchPlan.Select"/>. The activations are rounded to the matrix's type before the products.
+    /// </summary>
+    public CudaLaunch? Prefill { get; init; }
+
+    /// <summary>The matrix types this launch, as a <see cref="Prefill"/> variant, has kernels for (empty: every type).</summary>
+    public IReadOnlyList<WeightDType> PrefillDTypes { get; init; } = Array.Empty<WeightDType>();
 }
+
+/// <summary>The kernel, grid and block a launch runs with for one batch (see <see cref="CudaLaunchPlan.Select"/>).</summary>
+/// <param name="Kernel">The <c>extern "C"</c> kernel name.</param>
+/// <param name="Grid">The grid as a function of the batch.</param>
+/// <param name="Block">Threads per block.</param>
+/// <param name="SharedMemoryBytes">Dynamic shared memory.</param>
+public readonly record struct CudaKernelChoice(string Kernel, CudaGrid Grid, Dim3 Block, int SharedMemoryBytes);
 
 /// <summary>
 /// The CUDA forward pass of a compiled model as data: the kernel source and the launches in order. The
@@ -164,6 +189,28 @@ public sealed record CudaLaunchPlan(string Source, int ArenaFloats, int ScratchF
         ArgumentNullException.ThrowIfNull(dtypeOfWeight);
         if (launch.DTypeArg < 0) return launch.Kernel;
         return KernelFor(launch.Kernel, dtypeOfWeight(WeightIndex(launch.Args[launch.DTypeArg], layer)));
+    }
+
+    /// <summary>
+    /// What <paramref name="launch"/> runs for <paramref name="layer"/> in a batch of <paramref name="numTokens"/> tokens:
+    /// its <see cref="CudaLaunch.Prefill"/> variant when there is one, <paramref name="numTokens"/> ≥
+    /// <see cref="CudaLaunch.PrefillMinTokens"/> and the bound matrix's type is among its
+    /// <see cref="CudaLaunch.PrefillDTypes"/>; else the launch itself; in both cases the kernel of
+    /// <see cref="KernelFor(CudaLaunch, Func{int, WeightDType}, int)"/>. A CUDA graph captured for a token-count
+    /// bucket keeps that choice (the arguments are the same, only kernel, grid and block differ).
+    /// </summary>
+    public CudaKernelChoice Select(CudaLaunch launch, int numTokens, Func<int, WeightDType> dtypeOfWeight, int layer)
+    {
+        ArgumentNullException.ThrowIfNull(launch);
+        ArgumentNullException.ThrowIfNull(dtypeOfWeight);
+        if (launch.Prefill is CudaLaunch prefill && numTokens >= CudaLaunch.PrefillMinTokens && prefill.DTypeArg >= 0)
+        {
+            WeightDType dtype = dtypeOfWeight(WeightIndex(prefill.Args[prefill.DTypeArg], layer));
+            bool has = prefill.PrefillDTypes.Count == 0;
+            foreach (var t in prefill.PrefillDTypes) has |= t == dtype;
+            if (has) return new CudaKernelChoice(KernelFor(prefill.Kernel, dtype), prefill.Grid, prefill.Block, prefill.SharedMemoryBytes);
+        }
+        return new CudaKernelChoice(KernelFor(launch, dtypeOfWeight, layer), launch.Grid, launch.Block, launch.SharedMemoryBytes);
     }
 
     /// <summary>Table index of a weight argument for <paramref name="layer"/>.</summary>
