@@ -157,6 +157,16 @@ public readonly record struct CudaKernelChoice(string Kernel, CudaGrid Grid, Dim
 /// runner binds each <see cref="CudaArg"/> to device memory (weights uploaded once, the arena, scratch,
 /// batch arrays, the KV pool) and enqueues <see cref="Launches"/>: Prologue, Layer × NumLayers, Epilogue,
 /// and Sampling when token ids are wanted.
+/// <para>
+/// Weight types: the weights file decides each matrix's type at run time, so every launch that reads a
+/// matrix (embedding, QKV, projections, LM head) has one kernel per type. The runner uploads each matrix as
+/// the file's raw bytes (16-byte aligned; 1-D weights widened to f32 as the CPU binder does) and runs, per
+/// launch and layer, <see cref="Select"/> (or <see cref="KernelFor(CudaLaunch, Func{int, WeightDType}, int)"/>
+/// when it ignores prefill variants). Kernel names: the f32 kernel is <see cref="CudaLaunch.Kernel"/> itself;
+/// the others are <c>Kernel + "_" + WeightDTypes.Name(dtype)</c> (<c>_f16</c>, <c>_bf16</c>, <c>_q8_0</c>,
+/// <c>_q4_0</c>); prefill variants are <c>Prefill.Kernel + "_f16"</c> / <c>"_bf16"</c> with
+/// <c>Prefill.Kernel = Kernel + "_mma"</c>.
+/// </para>
 /// </summary>
 /// <param name="Source">CUDA C++ source of every kernel (prelude included; no #include).</param>
 /// <param name="ArenaFloats">Activation arena size in floats (the same layout as the CPU pass).</param>
