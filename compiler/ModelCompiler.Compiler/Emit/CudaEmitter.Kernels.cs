@@ -216,7 +216,7 @@ internal sealed partial class CudaEmitter
             foreach (var t in AllWeightTypes)
             {
                 if (!t.IsHalf) continue;
-                Kernel(t.Kernel(mma), s, baseSemantics + $"; prefill on tensor cores (mma.sync m16n8k16, f32 accumulation), x rounded to {t.Name}, " +
+                Kernel(t.Kernel(mma), s, baseSemantics + $"; prefill on tensor cores (mma.sync m16n8k16, f32 accumulation), x as a hi + lo pair of {t.Name}, " +
                     $"{Int(MmaRows)} rows × {Int(MmaTokens)} tokens per block" + TypeNote(t),
                     $"const float* __restrict__ x, const float* __restrict__ g, const {t.CType}* __restrict__ w, float* __restrict__ y, int numTokens",
                     $"mc_gemm_mma<{t.Macro}, {Int(s.InDim)}, {Int(s.OutDim)}, {Bool(vec)}, {Bool(norm)}, {Bool(s.AddToOutput)}>(x, g, {F(_h.NormEps)}, w, y, numTokens);",

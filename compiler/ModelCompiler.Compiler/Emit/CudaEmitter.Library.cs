@@ -445,7 +445,9 @@ __device__ __forceinline__ void mc_matvec(const float* __restrict__ x, const int
 }
 
 // Prefill projection on tensor cores: y[t, o] (+)= Σ_i W[o, i] · xn[t, i], W f16 or bf16 (WT) as raw bits,
-// xn = NORM ? x · inv_rms · g : x rounded to W's type, f32 accumulation (m16n8k16). A block of 4 warps
+// xn = NORM ? x · inv_rms · g : x, f32 accumulation (m16n8k16). xn is split into two values of W's type,
+// hi = round(xn) and lo = round(xn − hi), and both go through the tensor cores (two mma per fragment), so
+// the activations keep 22 (f16) or 16 (bf16) significant bits instead of 11 or 8. A block of 4 warps
 // computes 64 rows × 32 tokens (warp w: rows 16w .. 16w + 15, four 8-token fragments); K in chunks of 32
 // through shared memory. Grid (ceil(OUT / 64), ceil(numTokens / 32)); IN a multiple of 32; VEC: x rows
 // 16-byte aligned. Each output is owned by one lane, so ADD needs no atomics.
@@ -456,6 +458,7 @@ __device__ __forceinline__ void mc_gemm_mma(const float* __restrict__ x, const f
     constexpr int BM = 64, BN = 32, BK = 32, LDS = BK + 8;
     __shared__ MC_ALIGN16 uint16_t ws[BM * LDS];
     __shared__ MC_ALIGN16 uint16_t xs[BN * LDS];
+    __shared__ MC_ALIGN16 uint16_t xl[BN * LDS];
     __shared__ float inv[BN];
     const int m0 = blockIdx.x * BM, t0 = blockIdx.y * BN;
     const int nt = numTokens - t0 < BN ? numTokens - t0 : BN;
@@ -488,9 +491,15 @@ __device__ __forceinline__ void mc_gemm_mma(const float* __restrict__ x, const f
                     v.x *= g[k0 + c] * s; v.y *= g[k0 + c + 1] * s; v.z *= g[k0 + c + 2] * s; v.w *= g[k0 + c + 3] * s;
                 }
             }
-            uint16_t* d = xs + n * LDS + c;
-            if (WT == MC_W_BF16) { d[0] = MC_F32_TO_BF16(v.x); d[1] = MC_F32_TO_BF16(v.y); d[2] = MC_F32_TO_BF16(v.z); d[3] = MC_F32_TO_BF16(v.w); }
-            else { d[0] = MC_F32_TO_F16(v.x); d[1] = MC_F32_TO_F16(v.y); d[2] = MC_F32_TO_F16(v.z); d[3] = MC_F32_TO_F16(v.w); }
+            const float e[4] = { v.x, v.y, v.z, v.w };
+            for (int q = 0; q < 4; q++)
+            {
+                uint16_t hi, lo;
+                if (WT == MC_W_BF16) { hi = MC_F32_TO_BF16(e[q]); lo = MC_F32_TO_BF16(e[q] - MC_BF16_TO_F32(hi)); }
+                else { hi = MC_F32_TO_F16(e[q]); lo = MC_F32_TO_F16(e[q] - MC_F16_TO_F32(hi)); }
+                xs[n * LDS + c + q] = hi;
+                xl[n * LDS + c + q] = lo;
+            }
         }
         __syncthreads();
 #pragma unroll
@@ -505,12 +514,14 @@ __device__ __forceinline__ void mc_gemm_mma(const float* __restrict__ x, const f
 #pragma unroll
             for (int j = 0; j < 4; j++)
             {
-                const uint16_t* br = xs + (j * 8 + gq) * LDS + kk + 2 * tq;
-                uint32_t b[2];
-                b[0] = *(const uint32_t*)br;
-                b[1] = *(const uint32_t*)(br + 8);
-                if (WT == MC_W_BF16) MC_MMA_M16N8K16_BF16(acc[j], a, b);
-                else MC_MMA_M16N8K16_F16(acc[j], a, b);
+                const int at = (j * 8 + gq) * LDS + kk + 2 * tq;
+                uint32_t b[2], bl[2];
+                b[0] = *(const uint32_t*)(xs + at);
+                b[1] = *(const uint32_t*)(xs + at + 8);
+                bl[0] = *(const uint32_t*)(xl + at);
+                bl[1] = *(const uint32_t*)(xl + at + 8);
+                if (WT == MC_W_BF16) { MC_MMA_M16N8K16_BF16(acc[j], a, bl); MC_MMA_M16N8K16_BF16(acc[j], a, b); }
+                else { MC_MMA_M16N8K16_F16(acc[j], a, bl); MC_MMA_M16N8K16_F16(acc[j], a, b); }
             }
         }
         __syncthreads();

@@ -137,7 +137,7 @@ public sealed record CudaLaunch(string Kernel, CudaStage Stage, CudaGrid Grid, D
     /// use the tensor cores, older devices a shuffle-based definition of the same fragment math), or null. It
     /// has its own kernel base name (<c>NAME_mma</c>), grid and block, the same arguments, and kernels only for
     /// <see cref="PrefillDTypes"/> (<c>NAME_mma_f16</c>, <c>NAME_mma_bf16</c>: there is no f32 one); pick it with
-    /// <see cref="CudaLaunchPlan.Select"/>. The activations are rounded to the matrix's type before the products.
+    /// <see cref="CudaLaunchPlan.Select"/>. The activations go in as a hi + lo pair of the matrix's type (two products per fragment), so they keep 22 (f16) or 16 (bf16) significant bits; f16 activations beyond ±65504 would overflow.
     /// </summary>
     public CudaLaunch? Prefill { get; init; }
 

@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using ModelCompiler.Runtime;
 using ModelCompiler.Runtime.Cuda;
 using ModelCompiler.Runtime.KvCache;
+using ModelCompiler.Runtime.Weights;
 
 namespace ModelCompiler.Tests.CudaEmulation;
 
@@ -18,6 +19,7 @@ internal sealed class EmulatedCudaForward : IDisposable
     private readonly ModelConfig _config;
     private readonly ICudaModule _module;
     private readonly DevicePointer[] _weights;
+    private readonly WeightDType[] _dtypes;
     private readonly DevicePointer _arena, _scratch, _tokenIds, _positions, _sequenceOfToken, _logitsTokenIndices, _blockTables, _keys, _values, _logits, _sampled;
     private readonly long _layerCacheFloats;
 
@@ -28,7 +30,18 @@ internal sealed class EmulatedCudaForward : IDisposable
         _config = model.Config;
         _module = device.LoadModule(_plan.Source, "stories260k");
         _weights = new DevicePointer[weights.Count];
-        for (int i = 0; i < weights.Count; i++) _weights[i] = Upload(MemoryMarshal.AsBytes(weights[i]));
+        _dtypes = new WeightDType[weights.Count];
+        for (int i = 0; i < weights.Count; i++)
+        {
+            // Matrices as their stored bytes (the kernel variant reads that type); vectors are f32.
+            _dtypes[i] = weights.DType(i);
+            if (_dtypes[i] == WeightDType.F32) _weights[i] = Upload(MemoryMarshal.AsBytes(weights[i]));
+            else
+            {
+                WeightMatrix m = weights.Matrix(i);
+                unsafe { _weights[i] = Upload(new ReadOnlySpan<byte>((void*)m.Data, checked(m.Rows * m.RowSizeInBytes))); }
+            }
+        }
         var c = _config;
         _arena = device.Allocate(4L * _plan.ArenaFloats);
         _scratch = device.Allocate(4L * Math.Max(_plan.ScratchFloats, 1));
@@ -43,6 +56,9 @@ internal sealed class EmulatedCudaForward : IDisposable
         _logits = device.Allocate(4L * c.MaxBatchTokens * c.VocabSize);
         _sampled = device.Allocate(4L * c.MaxBatchTokens);
     }
+
+    /// <summary>Every kernel launched so far (to check which variants ran).</summary>
+    public HashSet<string> Launched { get; } = new();
 
     /// <summary>The batch's logits <c>[NumLogits, VocabSize]</c>.</summary>
     public float[] Forward(ForwardBatch batch)
@@ -91,10 +107,12 @@ internal sealed class EmulatedCudaForward : IDisposable
                 foreach (CudaLaunch launch in _plan.Launches)
                 {
                     if (launch.Stage != stage) continue;
-                    Dim3 grid = launch.Grid.For(batch.NumTokens, batch.NumSequences, batch.NumLogits);
+                    CudaKernelChoice choice = _plan.Select(launch, batch.NumTokens, i => _dtypes[i], layer);
+                    Dim3 grid = choice.Grid.For(batch.NumTokens, batch.NumSequences, batch.NumLogits);
                     if (grid.Y == 0) continue;
                     for (int i = 0; i < launch.Args.Count; i++) args[i] = Bind(launch.Args[i], layer, batch);
-                    _device.Launch(_module, launch.Kernel, grid, launch.Block, launch.SharedMemoryBytes, args[..launch.Args.Count]);
+                    _device.Launch(_module, choice.Kernel, grid, choice.Block, choice.SharedMemoryBytes, args[..launch.Args.Count]);
+                    Launched.Add(choice.Kernel);
                 }
             }
         }

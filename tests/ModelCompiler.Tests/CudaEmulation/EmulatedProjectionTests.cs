@@ -226,11 +226,10 @@ public sealed class EmulatedProjectionTests(EmulatedProjectionTests.ModuleFixtur
                 double expected = (shape.Add ? residual[tok * outDim + o] : 0) + dot;
                 double relative = Math.Abs(y[tok * outDim + o] - expected) / (magnitude + 1e-6);
                 worst = Math.Max(worst, relative);
-                // The activations are rounded to the weights' 16-bit type: ≤ 2e-3 of Σ|w·x|.
-                Assert.True(relative <= 2e-3, $"{type} {shapeName} token {tok} row {o}: {y[tok * outDim + o]} vs {expected} (relative {relative:E2})");
+                // The activations go in as a hi + lo pair (22 or 16 significant bits): far inside 2e-3 of Σ|w·x|.
+                Assert.True(relative <= (type == "f16" ? 1e-5 : 1e-4), $"{type} {shapeName} token {tok} row {o}: {y[tok * outDim + o]} vs {expected} (relative {relative:E2})");
             }
         }
-        Assert.True(worst > 0, "the activations were not rounded");
         foreach (var p in new[] { xs, gs, ws, ys }) _emu.Device.Free(p);
     }
 
