@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using ModelCompiler.Compiler.Description;
 using ModelCompiler.Compiler.Graph;
 using ModelCompiler.Compiler.Planning;
@@ -21,6 +22,38 @@ internal sealed partial class CudaEmitter
         return true;
     }
 
+    /// <summary>A weight type a matrix can have at run time: its name (the kernel suffix), the library's MC_W_ constant and the C type of the pointer.</summary>
+    private sealed record WeightType(string Name, string Macro, string CType)
+    {
+        public bool IsF32 => Name == "f32";
+        public bool IsHalf => Name is "f16" or "bf16";
+        public bool IsBlock => Name is "q8_0" or "q4_0";
+        /// <summary>The kernel name for this type: the f32 kernel keeps the base name, the others add <c>_NAME</c>.</summary>
+        public string Kernel(string baseName) => IsF32 ? baseName : baseName + "_" + Name;
+    }
+
+    private static readonly WeightType[] AllWeightTypes =
+    {
+        new("f32", "MC_W_F32", "float"), new("f16", "MC_W_F16", "uint16_t"), new("bf16", "MC_W_BF16", "uint16_t"),
+        new("q8_0", "MC_W_Q8_0", "uint8_t"), new("q4_0", "MC_W_Q4_0", "uint8_t"),
+    };
+
+    /// <summary>The types a matrix whose rows hold <paramref name="rowLength"/> weights can have: block types need whole blocks of 32.</summary>
+    private static IEnumerable<WeightType> WeightTypesFor(int rowLength)
+    {
+        foreach (var t in AllWeightTypes)
+            if (!t.IsBlock || rowLength % 32 == 0) yield return t;
+    }
+
+    /// <summary>
+    /// Whether type <paramref name="t"/> takes the 16-byte path: f32 as decided by <see cref="Vectorizable"/>; f16/bf16
+    /// also need rows and parts of whole 8-weight groups (16-byte aligned); the block types read x by element.
+    /// </summary>
+    private static bool VecFor(WeightType t, bool vecF32, int rowLength, int partLength) =>
+        vecF32 && (!t.IsHalf || (rowLength % 8 == 0 && partLength % 8 == 0));
+
+    private static string TypeNote(WeightType t) => t.IsF32 ? "" : $"; weights {t.Name} ({(t.IsHalf ? "raw bits" : "GGUF blocks")}), selected at run time by the bound matrix's type";
+
     private void EmitStep(KernelStep step, CudaStageName stage)
     {
         string name = step.KernelName();
@@ -29,12 +62,16 @@ internal sealed partial class CudaEmitter
         switch (step)
         {
             case EmbeddingStep s:
-                Kernel(name, s, "CpuKernels.Embedding (an id outside the vocabulary gives a zero row)",
-                    "const int* __restrict__ tokenIds, const float* __restrict__ table, float* __restrict__ x, int numTokens",
-                    $"const int t = blockIdx.y;\nconst int id = tokenIds[t];\nconst bool valid = id >= 0 && id < {Int(_h.VocabSize)};\n" +
-                    $"for (int c = threadIdx.x; c < {Int(s.Dim)}; c += blockDim.x) x[(int64_t)t * {Int(s.Dim)} + c] = valid ? table[(int64_t)id * {Int(s.Dim)} + c] : 0.0f;",
-                    "grid (1, T, 1), block 128");
-                Add(name, stage, 1, CudaCountName.Tokens, 1, 1, 128, new Arg("TokenIds"), WeightArg(s.Table), ArenaArg(s.Output), NumTokens);
+                foreach (var t in WeightTypesFor(s.Dim))
+                    Kernel(t.Kernel(name), s, "CpuKernels.Embedding (an id outside the vocabulary gives a zero row)" + TypeNote(t),
+                        $"const int* __restrict__ tokenIds, const {t.CType}* __restrict__ table, float* __restrict__ x, int numTokens",
+                        $"const int t = blockIdx.y;\nconst int id = tokenIds[t];\nconst bool valid = id >= 0 && id < {Int(_h.VocabSize)};\n" +
+                        (t.IsF32
+                            ? $"for (int c = threadIdx.x; c < {Int(s.Dim)}; c += blockDim.x) x[(int64_t)t * {Int(s.Dim)} + c] = valid ? table[(int64_t)id * {Int(s.Dim)} + c] : 0.0f;"
+                            : $"const uint8_t* row = (const uint8_t*)table + (int64_t)(valid ? id : 0) * mc_row_bytes<{t.Macro}, {Int(s.Dim)}>();\n" +
+                              $"for (int c = threadIdx.x; c < {Int(s.Dim)}; c += blockDim.x) x[(int64_t)t * {Int(s.Dim)} + c] = valid ? mc_weight_at<{t.Macro}>(row, c) : 0.0f;"),
+                        "grid (1, T, 1), block 128");
+                Add(name, stage, 1, CudaCountName.Tokens, 1, 1, 128, 1, new Arg("TokenIds"), WeightArg(s.Table), ArenaArg(s.Output), NumTokens);
                 break;
 
             case RmsNormStep s:
@@ -57,14 +94,15 @@ internal sealed partial class CudaEmitter
                 bool vec = Vectorizable(s.Dim, s.Input);
                 int pairs = (s.QDim + 2 * s.KvDim) / 2;
                 uint gridX = (uint)Blocks(pairs, ProjectionThreads / 32);
-                Kernel(name, s, "CpuKernels.RmsNormQkvRopeKvWrite; one warp per rotation pair of rows",
-                    "const float* __restrict__ x, const float* __restrict__ g, const float* __restrict__ w, float* __restrict__ qkv, " +
-                    "const int* __restrict__ positions, const int* __restrict__ sequenceOfToken, const int* __restrict__ blockTables, int blockTableStride, " +
-                    "float* __restrict__ keyCache, float* __restrict__ valueCache, int numTokens",
-                    $"mc_qkv_rope_kvwrite<{Int(s.Dim)}, {Int(s.QDim)}, {Int(s.KvDim)}, {Int(_h.HeadDim)}, {Int(bs)}, {Int(TokensPerTile)}, {Bool(vec)}, {Bool(_h.RopeStyle == RopeStyle.Interleaved)}>(\n" +
-                    $"    x, g, {F(_h.NormEps)}, w, qkv, positions, sequenceOfToken, blockTables, blockTableStride, keyCache, valueCache, numTokens, {D(_h.RopeTheta)});",
-                    $"grid ({Int((int)gridX)}, {tiles}, 1), block {Int(ProjectionThreads)}; RoPE {(_h.RopeStyle == RopeStyle.Interleaved ? "interleaved" : "half")}, theta {D(_h.RopeTheta)}");
-                Add(name, stage, gridX, CudaCountName.Tokens, TokensPerTile, 1, ProjectionThreads, ArenaArg(s.Input), WeightArg(s.Norm), WeightArg(s.Wqkv), ArenaArg(s.Qkv),
+                foreach (var t in WeightTypesFor(s.Dim))
+                    Kernel(t.Kernel(name), s, "CpuKernels.RmsNormQkvRopeKvWrite; one warp per rotation pair of rows" + TypeNote(t),
+                        $"const float* __restrict__ x, const float* __restrict__ g, const {t.CType}* __restrict__ w, float* __restrict__ qkv, " +
+                        "const int* __restrict__ positions, const int* __restrict__ sequenceOfToken, const int* __restrict__ blockTables, int blockTableStride, " +
+                        "float* __restrict__ keyCache, float* __restrict__ valueCache, int numTokens",
+                        $"mc_qkv_rope_kvwrite<{t.Macro}, {Int(s.Dim)}, {Int(s.QDim)}, {Int(s.KvDim)}, {Int(_h.HeadDim)}, {Int(bs)}, {Int(TokensPerTile)}, {Bool(VecFor(t, vec, s.Dim, s.Dim))}, {Bool(_h.RopeStyle == RopeStyle.Interleaved)}>(\n" +
+                        $"    x, g, {F(_h.NormEps)}, w, qkv, positions, sequenceOfToken, blockTables, blockTableStride, keyCache, valueCache, numTokens, {D(_h.RopeTheta)});",
+                        $"grid ({Int((int)gridX)}, {tiles}, 1), block {Int(ProjectionThreads)}; RoPE {(_h.RopeStyle == RopeStyle.Interleaved ? "interleaved" : "half")}, theta {D(_h.RopeTheta)}");
+                Add(name, stage, gridX, CudaCountName.Tokens, TokensPerTile, 1, ProjectionThreads, 2, ArenaArg(s.Input), WeightArg(s.Norm), WeightArg(s.Wqkv), ArenaArg(s.Qkv),
                     new Arg("Positions"), new Arg("SequenceOfToken"), new Arg("BlockTables"), new Arg("BlockTableStride"), new Arg("KeyCache"), new Arg("ValueCache"), NumTokens);
                 break;
             }
@@ -123,11 +161,12 @@ internal sealed partial class CudaEmitter
             {
                 bool vec = Vectorizable(s.Dim, s.Input);
                 uint gridX = (uint)Blocks(s.VocabSize, ProjectionThreads / 32);
-                Kernel(name, s, "CpuKernels.GatherRows + RmsNormLinear; the gather is an index into x, the norm folded into the dot products",
-                    "const float* __restrict__ x, const int* __restrict__ logitsTokenIndices, const float* __restrict__ g, const float* __restrict__ w, float* __restrict__ logits, int numLogits",
-                    $"mc_matvec<{Int(s.Dim)}, {Int(s.VocabSize)}, {Int(TokensPerTile)}, 1, {Bool(vec)}, true, false>(x, logitsTokenIndices, g, {F(_h.NormEps)}, w, logits, numLogits);",
-                    $"grid ({Int((int)gridX)}, ceil(numLogits / {Int(TokensPerTile)}), 1), block {Int(ProjectionThreads)}");
-                Add(name, stage, gridX, CudaCountName.Logits, TokensPerTile, 1, ProjectionThreads, ArenaArg(s.Input), new Arg("LogitsTokenIndices"), WeightArg(s.Norm), WeightArg(s.Head),
+                foreach (var t in WeightTypesFor(s.Dim))
+                    Kernel(t.Kernel(name), s, "CpuKernels.GatherRows + RmsNormLinear; the gather is an index into x, the norm folded into the dot products" + TypeNote(t),
+                        $"const float* __restrict__ x, const int* __restrict__ logitsTokenIndices, const float* __restrict__ g, const {t.CType}* __restrict__ w, float* __restrict__ logits, int numLogits",
+                        $"mc_matvec<{t.Macro}, {Int(s.Dim)}, {Int(s.VocabSize)}, {Int(TokensPerTile)}, 1, {Bool(VecFor(t, vec, s.Dim, s.Dim))}, true, false>(x, logitsTokenIndices, g, {F(_h.NormEps)}, w, logits, numLogits);",
+                        $"grid ({Int((int)gridX)}, ceil(numLogits / {Int(TokensPerTile)}), 1), block {Int(ProjectionThreads)}");
+                Add(name, stage, gridX, CudaCountName.Logits, TokensPerTile, 1, ProjectionThreads, 3, ArenaArg(s.Input), new Arg("LogitsTokenIndices"), WeightArg(s.Norm), WeightArg(s.Head),
                     new Arg("Logits"), new Arg("NumLogits"));
                 break;
             }
@@ -158,16 +197,34 @@ internal sealed partial class CudaEmitter
         if (s.AddToOutput && !norm && rowBlocks < 120 && s.InDim >= 1024)
             foreach (int k in new[] { 4, 2 })
                 if (s.InDim % (k * (vec ? 128 : 32)) == 0 && rowBlocks * k <= 264) { kSplit = k; break; }
-        string semantics = norm ? "CpuKernels.RmsNormLinear; the norm folded into the dot products"
+        string baseSemantics = norm ? "CpuKernels.RmsNormLinear; the norm folded into the dot products"
             : s.AddToOutput ? "CpuKernels.LinearAddResidual" : "CpuKernels.Linear";
-        semantics += "; one warp per output row" + (kSplit > 1 ? $", split-K in {Int(kSplit)} parts accumulated with atomicAdd" : "");
-        Kernel(name, s, semantics,
-            "const float* __restrict__ x, const float* __restrict__ g, const float* __restrict__ w, float* __restrict__ y, int numTokens",
-            $"mc_matvec<{Int(s.InDim)}, {Int(s.OutDim)}, {Int(TokensPerTile)}, {Int(kSplit)}, {Bool(vec)}, {Bool(norm)}, {Bool(s.AddToOutput)}>(x, (const int*)0, g, {F(_h.NormEps)}, w, y, numTokens);",
-            $"grid ({Int(rowBlocks)}, {tiles}, {Int(kSplit)}), block {Int(ProjectionThreads)}");
+        string semantics = baseSemantics + "; one warp per output row" + (kSplit > 1 ? $", split-K in {Int(kSplit)} parts accumulated with atomicAdd" : "");
+        foreach (var t in WeightTypesFor(s.InDim))
+            Kernel(t.Kernel(name), s, semantics + TypeNote(t),
+                $"const float* __restrict__ x, const float* __restrict__ g, const {t.CType}* __restrict__ w, float* __restrict__ y, int numTokens",
+                $"mc_matvec<{t.Macro}, {Int(s.InDim)}, {Int(s.OutDim)}, {Int(TokensPerTile)}, {Int(kSplit)}, {Bool(VecFor(t, vec, s.InDim, s.InDim / kSplit))}, {Bool(norm)}, {Bool(s.AddToOutput)}>(x, (const int*)0, g, {F(_h.NormEps)}, w, y, numTokens);",
+                $"grid ({Int(rowBlocks)}, {tiles}, {Int(kSplit)}), block {Int(ProjectionThreads)}");
         // A projection without a norm still takes g (a null pointer): one signature for every projection.
-        Add(name, stage, (uint)rowBlocks, CudaCountName.Tokens, TokensPerTile, (uint)kSplit, ProjectionThreads,
-            ArenaArg(s.Input), s.Norm is null ? new Arg("Null") : WeightArg(s.Norm), WeightArg(s.Weight), ArenaArg(s.Output), NumTokens);
+        var args = new[] { ArenaArg(s.Input), s.Norm is null ? new Arg("Null") : WeightArg(s.Norm), WeightArg(s.Weight), ArenaArg(s.Output), NumTokens };
+        // The prefill variant on tensor cores: f16/bf16 matrices with rows of whole 32-weight chunks only.
+        Launch? prefill = null;
+        if (s.InDim % 32 == 0)
+        {
+            string mma = name + "_mma";
+            int mmaBlocks = Blocks(s.OutDim, MmaRows);
+            foreach (var t in AllWeightTypes)
+            {
+                if (!t.IsHalf) continue;
+                Kernel(t.Kernel(mma), s, baseSemantics + $"; prefill on tensor cores (mma.sync m16n8k16, f32 accumulation), x as a hi + lo pair of {t.Name}, " +
+                    $"{Int(MmaRows)} rows × {Int(MmaTokens)} tokens per block" + TypeNote(t),
+                    $"const float* __restrict__ x, const float* __restrict__ g, const {t.CType}* __restrict__ w, float* __restrict__ y, int numTokens",
+                    $"mc_gemm_mma<{t.Macro}, {Int(s.InDim)}, {Int(s.OutDim)}, {Bool(vec)}, {Bool(norm)}, {Bool(s.AddToOutput)}>(x, g, {F(_h.NormEps)}, w, y, numTokens);",
+                    $"grid ({Int(mmaBlocks)}, ceil(T / {Int(MmaTokens)}), 1), block {Int(MmaThreads)}; instead of {name} when T >= {Int(PrefillMinTokens)}");
+            }
+            prefill = new Launch(mma, stage, (uint)mmaBlocks, CudaCountName.Tokens, MmaTokens, 1, MmaThreads, args, 2);
+        }
+        _launches.Add(new Launch(name, stage, (uint)rowBlocks, CudaCountName.Tokens, TokensPerTile, (uint)kSplit, ProjectionThreads, args, 2, prefill));
     }
 
     private void EmitAttention(AttentionStep s, string name, CudaStageName stage)

@@ -25,7 +25,7 @@ typedef unsigned long long uint64_t;
 #define MC_USE_PTX 1
 #endif
 #else
-#define MC_ALIGN16 alignas(16)
+#define MC_ALIGN16 __attribute__((aligned(16)))
 #endif
 
 // Four floats loaded or stored as one 16-byte access (rows are 16-byte aligned where it is used).
@@ -42,6 +42,20 @@ __device__ __forceinline__ mc_float4 mc_ldg_f4(const float* p)
 #define MC_LDG_F4(p) mc_ldg_f4(p)
 #else
 #define MC_LDG_F4(p) (*(const mc_float4*)(p))
+#endif
+
+// Sixteen bytes (8 halves, or 16 bytes of quants) loaded as one read-only access (16-byte aligned).
+struct MC_ALIGN16 mc_uint4 { uint32_t x, y, z, w; };
+#ifdef MC_USE_PTX
+__device__ __forceinline__ mc_uint4 mc_ldg_u4(const void* p)
+{
+    mc_uint4 v;
+    asm volatile(""ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"" : ""=r""(v.x), ""=r""(v.y), ""=r""(v.z), ""=r""(v.w) : ""l""(p));
+    return v;
+}
+#define MC_LDG_U4(p) mc_ldg_u4(p)
+#else
+#define MC_LDG_U4(p) (*(const mc_uint4*)(p))
 #endif
 
 // f16 and bf16 as raw bits (uint16_t) with conversions: cvt on the GPU, bit arithmetic elsewhere.
@@ -77,6 +91,112 @@ __device__ __forceinline__ float mc_bf16_to_f32(uint16_t b)
     return c.f;
 }
 #define MC_BF16_TO_F32(b) mc_bf16_to_f32(b)
+
+// f32 to f16/bf16 bits, rounded to nearest even: cvt on the GPU (bf16 from sm_80), bit arithmetic elsewhere.
+__device__ __forceinline__ uint16_t mc_f32_to_f16_bits(float f)
+{
+    union { float f; uint32_t u; } c; c.f = f;
+    const uint32_t sign = (c.u >> 16) & 0x8000u, ax = c.u & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
+    if (ax < 0x38800000u)
+    {
+        if (ax < 0x33000000u) return (uint16_t)sign;
+        const uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u;
+        const uint32_t shift = 126u - e, half = 1u << (shift - 1u), rem = m & ((1u << shift) - 1u);
+        uint32_t r = m >> shift;
+        if (rem > half || (rem == half && (r & 1u))) r++;
+        return (uint16_t)(sign | r);
+    }
+    uint32_t r = (ax >> 13) - (112u << 10);
+    const uint32_t rem = ax & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) r++;
+    return (uint16_t)(sign | r);
+}
+__device__ __forceinline__ uint16_t mc_f32_to_bf16_bits(float f)
+{
+    union { float f; uint32_t u; } c; c.f = f;
+    if ((c.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((c.u >> 16) | 0x40u);
+    return (uint16_t)((c.u + 0x7fffu + ((c.u >> 16) & 1u)) >> 16);
+}
+#ifdef MC_USE_PTX
+__device__ __forceinline__ uint16_t mc_f32_to_f16(float f)
+{
+    uint16_t h;
+    asm(""cvt.rn.f16.f32 %0, %1;"" : ""=h""(h) : ""f""(f));
+    return h;
+}
+#define MC_F32_TO_F16(f) mc_f32_to_f16(f)
+#else
+#define MC_F32_TO_F16(f) mc_f32_to_f16_bits(f)
+#endif
+#if defined(MC_USE_PTX) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+__device__ __forceinline__ uint16_t mc_f32_to_bf16(float f)
+{
+    uint16_t h;
+    asm(""cvt.rn.bf16.f32 %0, %1;"" : ""=h""(h) : ""f""(f));
+    return h;
+}
+#define MC_F32_TO_BF16(f) mc_f32_to_bf16(f)
+#else
+#define MC_F32_TO_BF16(f) mc_f32_to_bf16_bits(f)
+#endif
+
+// Tensor-core D += A·B for one warp, m16n8k16, f16 (or bf16) inputs and f32 accumulators, in the PTX
+// fragment layout (g = lane / 4, t = lane % 4; a pair is two 16-bit values in one register, low half first):
+//   a[0] = A[g][2t, 2t+1], a[1] = A[g+8][2t, 2t+1], a[2] = A[g][2t+8, 2t+9], a[3] = A[g+8][2t+8, 2t+9];
+//   b[0] = B[2t, 2t+1][g], b[1] = B[2t+8, 2t+9][g];
+//   d[0], d[1] = D[g][2t, 2t+1], d[2], d[3] = D[g+8][2t, 2t+1].
+// mma.sync on sm_80 and later; elsewhere (and in the emulator) the same fragments gathered with shuffles
+// and summed in f32, k in order. Every lane of the warp must call it.
+template <bool BF16>
+__device__ __forceinline__ void mc_mma_m16n8k16_portable(float* d, const uint32_t* a, const uint32_t* b)
+{
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    float s[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+    for (int q = 0; q < 4; q++)
+    {
+        // Lane 4g + q holds A rows g, g+8 at k = 2q, 2q+1, 2q+8, 2q+9; lane 4n + q holds B column n there.
+        const uint32_t a0 = __shfl_sync(0xffffffffu, a[0], 4 * g + q), a1 = __shfl_sync(0xffffffffu, a[1], 4 * g + q);
+        const uint32_t a2 = __shfl_sync(0xffffffffu, a[2], 4 * g + q), a3 = __shfl_sync(0xffffffffu, a[3], 4 * g + q);
+        uint32_t bl[2], bh[2];
+        for (int e = 0; e < 2; e++)
+        {
+            bl[e] = __shfl_sync(0xffffffffu, b[0], 4 * (2 * t + e) + q);
+            bh[e] = __shfl_sync(0xffffffffu, b[1], 4 * (2 * t + e) + q);
+        }
+        for (int e = 0; e < 2; e++)
+        {
+            const uint32_t rows[2][2] = { { a0, a2 }, { a1, a3 } };
+            for (int r = 0; r < 2; r++)
+            {
+                const uint32_t lo = rows[r][0], hi = rows[r][1];
+                if (BF16)
+                    s[2 * r + e] += MC_BF16_TO_F32((uint16_t)(lo & 0xffffu)) * MC_BF16_TO_F32((uint16_t)(bl[e] & 0xffffu))
+                                  + MC_BF16_TO_F32((uint16_t)(lo >> 16)) * MC_BF16_TO_F32((uint16_t)(bl[e] >> 16))
+                                  + MC_BF16_TO_F32((uint16_t)(hi & 0xffffu)) * MC_BF16_TO_F32((uint16_t)(bh[e] & 0xffffu))
+                                  + MC_BF16_TO_F32((uint16_t)(hi >> 16)) * MC_BF16_TO_F32((uint16_t)(bh[e] >> 16));
+                else
+                    s[2 * r + e] += MC_F16_TO_F32((uint16_t)(lo & 0xffffu)) * MC_F16_TO_F32((uint16_t)(bl[e] & 0xffffu))
+                                  + MC_F16_TO_F32((uint16_t)(lo >> 16)) * MC_F16_TO_F32((uint16_t)(bl[e] >> 16))
+                                  + MC_F16_TO_F32((uint16_t)(hi & 0xffffu)) * MC_F16_TO_F32((uint16_t)(bh[e] & 0xffffu))
+                                  + MC_F16_TO_F32((uint16_t)(hi >> 16)) * MC_F16_TO_F32((uint16_t)(bh[e] >> 16));
+            }
+        }
+    }
+    for (int i = 0; i < 4; i++) d[i] += s[i];
+}
+#if defined(MC_USE_PTX) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define MC_MMA_M16N8K16_F16(d, a, b) asm volatile( \
+    ""mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"" \
+    : ""+f""((d)[0]), ""+f""((d)[1]), ""+f""((d)[2]), ""+f""((d)[3]) : ""r""((a)[0]), ""r""((a)[1]), ""r""((a)[2]), ""r""((a)[3]), ""r""((b)[0]), ""r""((b)[1]))
+#define MC_MMA_M16N8K16_BF16(d, a, b) asm volatile( \
+    ""mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"" \
+    : ""+f""((d)[0]), ""+f""((d)[1]), ""+f""((d)[2]), ""+f""((d)[3]) : ""r""((a)[0]), ""r""((a)[1]), ""r""((a)[2]), ""r""((a)[3]), ""r""((b)[0]), ""r""((b)[1]))
+#else
+#define MC_MMA_M16N8K16_F16(d, a, b) mc_mma_m16n8k16_portable<false>((d), (a), (b))
+#define MC_MMA_M16N8K16_BF16(d, a, b) mc_mma_m16n8k16_portable<true>((d), (a), (b))
+#endif
 // ---- end of prelude ----
 ";
 
@@ -148,6 +268,129 @@ __device__ __forceinline__ float mc_lane_dot(const float* __restrict__ w, const 
     return acc;
 }
 
+// Weight types of the projection kernels (template argument WT), with GGUF row layouts: a row of IN
+// weights is IN f32 | IN f16 | IN bf16 | IN/32 Q8_0 blocks (f16 scale d, 32 int8 q; w = d·q; 34 B) |
+// IN/32 Q4_0 blocks (f16 scale d, 16 B: element j is the low nibble of byte j, j + 16 the high one;
+// w = d·(q − 8); 18 B). Rows are contiguous; a matrix starts 16-byte aligned. Norm vectors stay f32.
+#define MC_W_F32 0
+#define MC_W_F16 1
+#define MC_W_BF16 2
+#define MC_W_Q8_0 3
+#define MC_W_Q4_0 4
+
+// Bytes of one row of IN weights of type WT.
+template <int WT, int IN>
+__device__ __forceinline__ constexpr int64_t mc_row_bytes()
+{
+    return WT == MC_W_F32 ? (int64_t)IN * 4 : WT == MC_W_F16 || WT == MC_W_BF16 ? (int64_t)IN * 2
+        : WT == MC_W_Q8_0 ? (int64_t)(IN / 32) * 34 : (int64_t)(IN / 32) * 18;
+}
+
+// A 16-bit float of type WT (f16 or bf16) as f32.
+template <int WT>
+__device__ __forceinline__ float mc_half(uint32_t bits)
+{
+    if constexpr (WT == MC_W_BF16) return MC_BF16_TO_F32((uint16_t)bits);
+    else return MC_F16_TO_F32((uint16_t)bits);
+}
+
+// Weight c of a row of type WT, as f32.
+template <int WT>
+__device__ __forceinline__ float mc_weight_at(const uint8_t* __restrict__ row, int c)
+{
+    if constexpr (WT == MC_W_F32) return ((const float*)row)[c];
+    else if constexpr (WT == MC_W_F16 || WT == MC_W_BF16) return mc_half<WT>(((const uint16_t*)row)[c]);
+    else if constexpr (WT == MC_W_Q8_0)
+    {
+        const uint8_t* block = row + (int64_t)(c >> 5) * 34;
+        return MC_F16_TO_F32(*(const uint16_t*)block) * (float)(int8_t)block[2 + (c & 31)];
+    }
+    else
+    {
+        const uint8_t* block = row + (int64_t)(c >> 5) * 18;
+        const int j = c & 31;
+        const int q = j < 16 ? (block[2 + j] & 15) : (block[2 + j - 16] >> 4);
+        return MC_F16_TO_F32(*(const uint16_t*)block) * (float)(q - 8);
+    }
+}
+
+// x[i] · g[i] (NORM) or x[i].
+template <bool NORM>
+__device__ __forceinline__ float mc_xn(const float* __restrict__ x, const float* __restrict__ g, int i)
+{
+    return NORM ? x[i] * g[i] : x[i];
+}
+
+// mc_lane_dot for a weight row of type WT (wrow: the row's first byte). f16/bf16 with VEC: 16-byte loads
+// of 8 weights (KLEN and k0 multiples of 8). Q8_0/Q4_0: 8 lanes per block, 4 blocks per warp step, so a
+// warp reads 4 consecutive blocks per step (KLEN and k0 multiples of 32).
+template <int WT, int KLEN, bool VEC, bool NORM>
+__device__ __forceinline__ float mc_lane_dot_w(const uint8_t* __restrict__ wrow, const float* __restrict__ x, const float* __restrict__ g, int k0, int lane)
+{
+    if constexpr (WT == MC_W_F32) return mc_lane_dot<KLEN, VEC, NORM>((const float*)wrow, x, g, k0, lane);
+    else if constexpr (WT == MC_W_F16 || WT == MC_W_BF16)
+    {
+        const uint16_t* w = (const uint16_t*)wrow;
+        float acc = 0.0f;
+        if (VEC)
+        {
+#pragma unroll 2
+            for (int i = k0 + lane * 8; i < k0 + KLEN; i += 256)
+            {
+                mc_uint4 wv = MC_LDG_U4(w + i);
+                mc_float4 xa = MC_LDG_F4(x + i), xb = MC_LDG_F4(x + i + 4);
+                if (NORM)
+                {
+                    mc_float4 ga = MC_LDG_F4(g + i), gb = MC_LDG_F4(g + i + 4);
+                    xa.x *= ga.x; xa.y *= ga.y; xa.z *= ga.z; xa.w *= ga.w;
+                    xb.x *= gb.x; xb.y *= gb.y; xb.z *= gb.z; xb.w *= gb.w;
+                }
+                acc += mc_half<WT>(wv.x & 0xffffu) * xa.x + mc_half<WT>(wv.x >> 16) * xa.y
+                     + mc_half<WT>(wv.y & 0xffffu) * xa.z + mc_half<WT>(wv.y >> 16) * xa.w
+                     + mc_half<WT>(wv.z & 0xffffu) * xb.x + mc_half<WT>(wv.z >> 16) * xb.y
+                     + mc_half<WT>(wv.w & 0xffffu) * xb.z + mc_half<WT>(wv.w >> 16) * xb.w;
+            }
+        }
+        else
+        {
+            for (int i = k0 + lane; i < k0 + KLEN; i += 32) acc += mc_half<WT>(w[i]) * mc_xn<NORM>(x, g, i);
+        }
+        return acc;
+    }
+    else
+    {
+        constexpr int BLOCK_BYTES = WT == MC_W_Q8_0 ? 34 : 18;
+        const int sub = lane & 7;
+        float acc = 0.0f;
+        for (int b = (k0 >> 5) + (lane >> 3); b < ((k0 + KLEN) >> 5); b += 4)
+        {
+            const uint8_t* block = wrow + (int64_t)b * BLOCK_BYTES;
+            const float d = MC_F16_TO_F32(*(const uint16_t*)block);
+            const uint16_t* q = (const uint16_t*)(block + 2);
+            const int i = b * 32;
+            float s;
+            if constexpr (WT == MC_W_Q8_0)
+            {
+                // Lane sub: quants 4·sub .. 4·sub + 3 (two 16-bit loads: the quants are 2-byte aligned).
+                const uint32_t lo = q[2 * sub], hi = q[2 * sub + 1];
+                const int c = i + 4 * sub;
+                s = (float)(int8_t)(lo & 0xffu) * mc_xn<NORM>(x, g, c) + (float)(int8_t)(lo >> 8) * mc_xn<NORM>(x, g, c + 1)
+                  + (float)(int8_t)(hi & 0xffu) * mc_xn<NORM>(x, g, c + 2) + (float)(int8_t)(hi >> 8) * mc_xn<NORM>(x, g, c + 3);
+            }
+            else
+            {
+                // Lane sub: bytes 2·sub, 2·sub + 1: elements 2·sub, 2·sub + 1 (low nibbles), + 16 (high nibbles).
+                const uint32_t p = q[sub];
+                const int c = i + 2 * sub;
+                s = (float)((int)(p & 15u) - 8) * mc_xn<NORM>(x, g, c) + (float)((int)((p >> 8) & 15u) - 8) * mc_xn<NORM>(x, g, c + 1)
+                  + (float)((int)((p >> 4) & 15u) - 8) * mc_xn<NORM>(x, g, c + 16) + (float)((int)(p >> 12) - 8) * mc_xn<NORM>(x, g, c + 17);
+            }
+            acc += d * s;
+        }
+        return acc;
+    }
+}
+
 // 1/sqrt(mean(x²) + eps) of up to TT rows (x row r of token j: rows ? rows[t0 + j] : t0 + j), one warp
 // per row, into inv[TT]; every thread of the block reaches the barrier at the end.
 template <int IN, int TT>
@@ -169,9 +412,10 @@ __device__ __forceinline__ void mc_inverse_rms(const float* __restrict__ x, cons
 // output row, TT tokens per block (a weight row is read once for TT tokens), grid (ceil(OUT / warps),
 // ceil(numTokens / TT), KSPLIT). KSPLIT > 1 splits the columns and accumulates with atomicAdd (only with
 // ADD, whose output already holds the residual). rows (GATHER) picks x's rows (the logits rows).
-template <int IN, int OUT, int TT, int KSPLIT, bool VEC, bool NORM, bool ADD>
+// WT: the weight type (MC_W_*), w the matrix's first byte.
+template <int WT, int IN, int OUT, int TT, int KSPLIT, bool VEC, bool NORM, bool ADD>
 __device__ __forceinline__ void mc_matvec(const float* __restrict__ x, const int* __restrict__ rows, const float* __restrict__ g, float eps,
-    const float* __restrict__ w, float* __restrict__ y, int numTokens)
+    const void* __restrict__ w, float* __restrict__ y, int numTokens)
 {
     __shared__ float inv[TT];
     const int t0 = blockIdx.y * TT;
@@ -182,13 +426,13 @@ __device__ __forceinline__ void mc_matvec(const float* __restrict__ x, const int
     if (o >= OUT) return;
     constexpr int KLEN = IN / KSPLIT;
     const int k0 = (int)blockIdx.z * KLEN;
-    const float* wr = w + (int64_t)o * IN;
+    const uint8_t* wr = (const uint8_t*)w + (int64_t)o * mc_row_bytes<WT, IN>();
 #pragma unroll
     for (int j = 0; j < TT; j++)
     {
         if (j >= nt) break;
         const float* xr = x + (int64_t)(rows ? rows[t0 + j] : t0 + j) * IN;
-        float s = mc_warp_sum(mc_lane_dot<KLEN, VEC, NORM>(wr, xr, g, k0, lane));
+        float s = mc_warp_sum(mc_lane_dot_w<WT, KLEN, VEC, NORM>(wr, xr, g, k0, lane));
         if (lane == 0)
         {
             if (NORM) s *= inv[j];
@@ -198,6 +442,102 @@ __device__ __forceinline__ void mc_matvec(const float* __restrict__ x, const int
             else *out = s;
         }
     }
+}
+
+// Prefill projection on tensor cores: y[t, o] (+)= Σ_i W[o, i] · xn[t, i], W f16 or bf16 (WT) as raw bits,
+// xn = NORM ? x · inv_rms · g : x, f32 accumulation (m16n8k16). xn is split into two values of W's type,
+// hi = round(xn) and lo = round(xn − hi), and both go through the tensor cores (two mma per fragment), so
+// the activations keep 22 (f16) or 16 (bf16) significant bits instead of 11 or 8. A block of 4 warps
+// computes 64 rows × 32 tokens (warp w: rows 16w .. 16w + 15, four 8-token fragments); K in chunks of 32
+// through shared memory. Grid (ceil(OUT / 64), ceil(numTokens / 32)); IN a multiple of 32; VEC: x rows
+// 16-byte aligned. Each output is owned by one lane, so ADD needs no atomics.
+template <int WT, int IN, int OUT, bool VEC, bool NORM, bool ADD>
+__device__ __forceinline__ void mc_gemm_mma(const float* __restrict__ x, const float* __restrict__ g, float eps, const void* __restrict__ w,
+    float* __restrict__ y, int numTokens)
+{
+    constexpr int BM = 64, BN = 32, BK = 32, LDS = BK + 8;
+    __shared__ MC_ALIGN16 uint16_t ws[BM * LDS];
+    __shared__ MC_ALIGN16 uint16_t xs[BN * LDS];
+    __shared__ MC_ALIGN16 uint16_t xl[BN * LDS];
+    __shared__ float inv[BN];
+    const int m0 = blockIdx.x * BM, t0 = blockIdx.y * BN;
+    const int nt = numTokens - t0 < BN ? numTokens - t0 : BN;
+    if (NORM) mc_inverse_rms<IN, BN>(x, (const int*)0, eps, t0, nt, inv);
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
+    float acc[4][4];
+    for (int j = 0; j < 4; j++) for (int i = 0; i < 4; i++) acc[j][i] = 0.0f;
+    const uint16_t* wh = (const uint16_t*)w;
+    for (int k0 = 0; k0 < IN; k0 += BK)
+    {
+        for (int p = tid; p < BM * BK / 8; p += 128)
+        {
+            const int r = p >> 2, c = (p & 3) * 8;
+            mc_uint4 v = { 0u, 0u, 0u, 0u };
+            if (m0 + r < OUT) v = MC_LDG_U4(wh + (int64_t)(m0 + r) * IN + k0 + c);
+            *(mc_uint4*)(ws + r * LDS + c) = v;
+        }
+        for (int p = tid; p < BN * BK / 4; p += 128)
+        {
+            const int n = p >> 3, c = (p & 7) * 4;
+            mc_float4 v = { 0.0f, 0.0f, 0.0f, 0.0f };
+            if (n < nt)
+            {
+                const float* xr = x + (int64_t)(t0 + n) * IN + k0 + c;
+                if (VEC) v = MC_LDG_F4(xr);
+                else { v.x = xr[0]; v.y = xr[1]; v.z = xr[2]; v.w = xr[3]; }
+                if (NORM)
+                {
+                    const float s = inv[n];
+                    v.x *= g[k0 + c] * s; v.y *= g[k0 + c + 1] * s; v.z *= g[k0 + c + 2] * s; v.w *= g[k0 + c + 3] * s;
+                }
+            }
+            const float e[4] = { v.x, v.y, v.z, v.w };
+            for (int q = 0; q < 4; q++)
+            {
+                uint16_t hi, lo;
+                if (WT == MC_W_BF16) { hi = MC_F32_TO_BF16(e[q]); lo = MC_F32_TO_BF16(e[q] - MC_BF16_TO_F32(hi)); }
+                else { hi = MC_F32_TO_F16(e[q]); lo = MC_F32_TO_F16(e[q] - MC_F16_TO_F32(hi)); }
+                xs[n * LDS + c + q] = hi;
+                xl[n * LDS + c + q] = lo;
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 16)
+        {
+            const uint16_t* ar = ws + (warp * 16 + gq) * LDS + kk + 2 * tq;
+            uint32_t a[4];
+            a[0] = *(const uint32_t*)ar;
+            a[1] = *(const uint32_t*)(ar + 8 * LDS);
+            a[2] = *(const uint32_t*)(ar + 8);
+            a[3] = *(const uint32_t*)(ar + 8 * LDS + 8);
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+            {
+                const int at = (j * 8 + gq) * LDS + kk + 2 * tq;
+                uint32_t b[2], bl[2];
+                b[0] = *(const uint32_t*)(xs + at);
+                b[1] = *(const uint32_t*)(xs + at + 8);
+                bl[0] = *(const uint32_t*)(xl + at);
+                bl[1] = *(const uint32_t*)(xl + at + 8);
+                if (WT == MC_W_BF16) { MC_MMA_M16N8K16_BF16(acc[j], a, bl); MC_MMA_M16N8K16_BF16(acc[j], a, b); }
+                else { MC_MMA_M16N8K16_F16(acc[j], a, bl); MC_MMA_M16N8K16_F16(acc[j], a, b); }
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+        for (int i = 0; i < 4; i++)
+        {
+            const int o = m0 + warp * 16 + gq + (i >> 1) * 8, n = j * 8 + 2 * tq + (i & 1);
+            if (o < OUT && n < nt)
+            {
+                float* out = y + (int64_t)(t0 + n) * OUT + o;
+                if (ADD) *out += acc[j][i];
+                else *out = acc[j][i];
+            }
+        }
 }
 
 // Slot (in floats) of a token's K/V row in one layer's [numBlocks, BS, KVD] pool, through its block table.
@@ -212,8 +552,8 @@ __device__ __forceinline__ int64_t mc_cache_slot(const int* __restrict__ blockTa
 // rotation pair of rows (2i, 2i+1 interleaved; i, i + HD/2 half) of one head for TT tokens, rotates
 // them by the token's angle (formed in double, as the CPU does) and stores q, k, v into the qkv row and
 // k, v into the token's cache slot. Grid (ceil(pairs / warps), ceil(numTokens / TT)).
-template <int DIM, int QD, int KVD, int HD, int BS, int TT, bool VEC, bool INTERLEAVED>
-__device__ __forceinline__ void mc_qkv_rope_kvwrite(const float* __restrict__ x, const float* __restrict__ g, float eps, const float* __restrict__ w,
+template <int WT, int DIM, int QD, int KVD, int HD, int BS, int TT, bool VEC, bool INTERLEAVED>
+__device__ __forceinline__ void mc_qkv_rope_kvwrite(const float* __restrict__ x, const float* __restrict__ g, float eps, const void* __restrict__ w,
     float* __restrict__ qkv, const int* __restrict__ positions, const int* __restrict__ sequenceOfToken, const int* __restrict__ blockTables,
     int blockTableStride, float* __restrict__ keyCache, float* __restrict__ valueCache, int numTokens, double theta)
 {
@@ -234,8 +574,8 @@ __device__ __forceinline__ void mc_qkv_rope_kvwrite(const float* __restrict__ x,
     {
         const int t = t0 + j;
         const float* xr = x + (int64_t)t * DIM;
-        float a = mc_warp_sum(mc_lane_dot<DIM, VEC, true>(w + (int64_t)r0 * DIM, xr, g, 0, lane)) * inv[j];
-        float b = mc_warp_sum(mc_lane_dot<DIM, VEC, true>(w + (int64_t)r1 * DIM, xr, g, 0, lane)) * inv[j];
+        float a = mc_warp_sum(mc_lane_dot_w<WT, DIM, VEC, true>((const uint8_t*)w + (int64_t)r0 * mc_row_bytes<WT, DIM>(), xr, g, 0, lane)) * inv[j];
+        float b = mc_warp_sum(mc_lane_dot_w<WT, DIM, VEC, true>((const uint8_t*)w + (int64_t)r1 * mc_row_bytes<WT, DIM>(), xr, g, 0, lane)) * inv[j];
         if (lane != 0) continue;
         const int position = positions[t];
         if (r0 < QD + KVD)

@@ -11,7 +11,7 @@ internal sealed partial class CudaEmitter
     /// <summary>
     /// The engine's CUDA part as C#: <c>CudaSource</c> (the kernels, a verbatim string constant) and the launch
     /// plan as a static table, overriding <c>CompiledModel.CudaPlan</c>. A plan the kernels do not support
-    /// yet (matrices not in f32, projection biases) yields a file that says so and leaves <c>CudaPlan</c> null.
+    /// yet (projection biases) yields a file that says so and leaves <c>CudaPlan</c> null.
     /// </summary>
     public static string EmitEngineFile(KernelPlan plan, EngineClassInfo info)
     {
@@ -54,6 +54,19 @@ internal sealed partial class CudaEmitter
 
     private static string Render(Launch l)
     {
+        var init = new List<string>();
+        if (l.DTypeArg >= 0) init.Add($"DTypeArg = {CodeWriter.Int(l.DTypeArg)}");
+        if (l.Prefill is not null)
+            init.Add($"Prefill = new({CodeWriter.Str(l.Prefill.Kernel)}, {Rt}CudaStage.{l.Prefill.Stage}, new({l.Prefill.GridX.ToString(CultureInfo.InvariantCulture)}u, {Rt}CudaCount.{l.Prefill.YCount}, " +
+                     $"{CodeWriter.Int(l.Prefill.YDivisor)}, {l.Prefill.GridZ.ToString(CultureInfo.InvariantCulture)}u), new({l.Prefill.Block.ToString(CultureInfo.InvariantCulture)}u), 0, " +
+                     $"{ArgsArray(l.Prefill)}) {{ DTypeArg = {CodeWriter.Int(l.Prefill.DTypeArg)}, PrefillDTypes = new[] {{ global::ModelCompiler.Runtime.Weights.WeightDType.F16, global::ModelCompiler.Runtime.Weights.WeightDType.BF16 }} }}");
+        string U(uint v) => v.ToString(CultureInfo.InvariantCulture) + "u";
+        return $"new({CodeWriter.Str(l.Kernel)}, {Rt}CudaStage.{l.Stage}, new({U(l.GridX)}, {Rt}CudaCount.{l.YCount}, {CodeWriter.Int(l.YDivisor)}, {U(l.GridZ)}), " +
+               $"new({U(l.Block)}), 0, {ArgsArray(l)})" + (init.Count > 0 ? " { " + string.Join(", ", init) + " }" : "");
+    }
+
+    private static string ArgsArray(Launch l)
+    {
         var args = new List<string>();
         foreach (var a in l.Args)
         {
@@ -62,8 +75,6 @@ internal sealed partial class CudaEmitter
             if (a.Kind == "Float") text += ", " + CodeWriter.Float(a.FloatValue);
             args.Add(text + ")");
         }
-        string U(uint v) => v.ToString(CultureInfo.InvariantCulture) + "u";
-        return $"new({CodeWriter.Str(l.Kernel)}, {Rt}CudaStage.{l.Stage}, new({U(l.GridX)}, {Rt}CudaCount.{l.YCount}, {CodeWriter.Int(l.YDivisor)}, {U(l.GridZ)}), " +
-               $"new({U(l.Block)}), 0, new {Rt}CudaArg[] {{ {string.Join(", ", args)} }})";
+        return $"new {Rt}CudaArg[] {{ {string.Join(", ", args)} }}";
     }
 }

@@ -3,7 +3,6 @@ using System.Collections.Generic;
 using System.Runtime.InteropServices;
 using ModelCompiler.Runtime.Engine;
 using ModelCompiler.Runtime.KvCache;
-using ModelCompiler.Runtime.Quantization;
 using ModelCompiler.Runtime.Weights;
 
 namespace ModelCompiler.Runtime.Cuda;
@@ -34,6 +33,8 @@ public sealed class CudaModelRunner : IModelRunner
     private readonly ICudaModule _module;
     private readonly List<DevicePointer> _allocations = [];
     private readonly DevicePointer[] _weights;
+    private readonly WeightDType[] _weightTypes;     // stored type of each bound weight: picks the kernel variant
+    private readonly HashSet<string> _launchedKernels = new(StringComparer.Ordinal);
     private readonly DevicePointer _arena, _scratch, _tokenIds, _positions, _sequenceOfToken, _logitsTokenIndices, _blockTables, _keys, _values, _logits, _sampled;
     private readonly long _layerCacheFloats;
     private readonly float[] _hostLogits;
@@ -75,7 +76,12 @@ public sealed class CudaModelRunner : IModelRunner
             var c = model.Config;
             _module = device.LoadModule(_plan.Source, ModuleName(c.Name));
             _weights = new DevicePointer[weights.Count];
-            for (int i = 0; i < weights.Count; i++) _weights[i] = UploadWeight(weights, i);
+            _weightTypes = new WeightDType[weights.Count];
+            for (int i = 0; i < weights.Count; i++)
+            {
+                _weightTypes[i] = weights.DType(i);
+                _weights[i] = UploadWeight(weights, i);
+            }
 
             _arena = Allocate(4L * Math.Max(_plan.ArenaFloats, 1));
             _scratch = Allocate(4L * Math.Max(_plan.ScratchFloats, 1));
@@ -134,6 +140,9 @@ public sealed class CudaModelRunner : IModelRunner
         foreach (int b in _buckets) if (b >= numSequences) return b;
         throw new ArgumentOutOfRangeException(nameof(numSequences), $"A decode batch holds at most {_buckets[^1]} sequences.");
     }
+
+    /// <summary>Every kernel launched so far, by name (which weight-type and prefill variants ran).</summary>
+    public IReadOnlyCollection<string> LaunchedKernels => _launchedKernels;
 
     /// <summary>Runs <paramref name="batch"/> on the device; returns its logits <c>[batch.NumLogits, VocabSize]</c>, valid until the next call.</summary>
     public ReadOnlySpan<float> Forward(ForwardBatch batch)
@@ -222,11 +231,14 @@ public sealed class CudaModelRunner : IModelRunner
                 foreach (CudaLaunch launch in _plan.Launches)
                 {
                     if (launch.Stage != stage) continue;
-                    Dim3 grid = launch.Grid.For(batch.NumTokens, batch.NumSequences, batch.NumLogits);
+                    // The variant for the bound matrix's stored type, and the tensor-core GEMM for big batches.
+                    CudaKernelChoice choice = _plan.Select(launch, batch.NumTokens, i => _weightTypes[i], layer);
+                    Dim3 grid = choice.Grid.For(batch.NumTokens, batch.NumSequences, batch.NumLogits);
                     if (grid.Y == 0) continue;
-                    if (launch.Args.Count > args.Length) throw new NotSupportedException($"Kernel {launch.Kernel} takes more than {args.Length} arguments.");
+                    if (launch.Args.Count > args.Length) throw new NotSupportedException($"Kernel {choice.Kernel} takes more than {args.Length} arguments.");
                     for (int i = 0; i < launch.Args.Count; i++) args[i] = Bind(launch.Args[i], layer, batch);
-                    _device.Launch(_module, launch.Kernel, grid, launch.Block, launch.SharedMemoryBytes, args[..launch.Args.Count]);
+                    _device.Launch(_module, choice.Kernel, grid, choice.Block, choice.SharedMemoryBytes, args[..launch.Args.Count]);
+                    _launchedKernels.Add(choice.Kernel);
                 }
             }
         }
@@ -256,20 +268,12 @@ public sealed class CudaModelRunner : IModelRunner
         _ => throw new NotSupportedException($"CUDA argument kind {arg.Kind} is not known to this runtime."),
     };
 
-    private DevicePointer UploadWeight(ModelWeights weights, int index)
+    // Matrices go up in their stored type (each has its kernel variant); vectors are f32 already.
+    private unsafe DevicePointer UploadWeight(ModelWeights weights, int index)
     {
         WeightMatrix matrix = weights.Matrix(index);
         if (matrix.DType == WeightDType.F32) return Upload(MemoryMarshal.AsBytes(matrix.AsFloats()));
-        // The plan's kernels read f32: decode other stored types once, row by row, on the way up.
-        long count = (long)matrix.Rows * matrix.Cols;
-        DevicePointer pointer = Allocate(4 * count);
-        var row = new float[matrix.Cols];
-        for (int r = 0; r < matrix.Rows; r++)
-        {
-            WeightConversion.Decode(matrix.Row(r), matrix.DType, row);
-            _device.CopyToDevice(pointer.Offset(4L * r * matrix.Cols), MemoryMarshal.AsBytes(row.AsSpan()));
-        }
-        return pointer;
+        return Upload(new ReadOnlySpan<byte>((void*)matrix.Data, checked(matrix.Rows * matrix.RowSizeInBytes)));
     }
 
     private DevicePointer Allocate(long sizeInBytes)

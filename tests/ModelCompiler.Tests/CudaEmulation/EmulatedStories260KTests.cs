@@ -1,6 +1,7 @@
 using ModelCompiler.Runtime.Cuda;
 using ModelCompiler.Runtime.Engine;
 using ModelCompiler.Runtime.Sampling;
+using ModelCompiler.Runtime.Weights;
 using ModelCompiler.Tests.Engine;
 using Xunit;
 using static ModelCompiler.Tests.Engine.EngineTestSupport;
@@ -157,6 +158,50 @@ public sealed class EmulatedStories260KTests
         {
             double error = MaxAbsDifference(emulated.Slice(row * vocab, vocab), expected[(row * vocab)..((row + 1) * vocab)]);
             Assert.True(error <= tolerance, $"{what}, row {row}: max |emulated - cpu| = {error:E3}");
+        }
+    }
+
+    [Theory]
+    [InlineData(WeightDType.F16, 1e-4, 1e-4)]
+    [InlineData(WeightDType.BF16, 5e-4, 1e-4)]
+    [InlineData(WeightDType.Q8_0, 1e-4, 0.5)]
+    [InlineData(WeightDType.Q4_0, 1e-4, 0.5)]
+    public void Typed_weights_run_their_kernel_variants_and_match_the_cpu_engine_on_the_same_weights(WeightDType dtype, double prefillTolerance, double decodeTolerance)
+    {
+        // The CPU engine reads the converted matrices too, so only the arithmetic differs. Prefill (24 tokens):
+        // the CPU widens the weights to f32; the CUDA matrix-vector kernels (q8_0/q4_0) compute in f32, the
+        // tensor-core GEMM (f16/bf16) takes the activations as a hi + lo pair. Decode: for q8_0/q4_0 the CPU
+        // quantizes the activations to int8 blocks (llama.cpp's scheme) while the CUDA kernels keep them f32,
+        // so the bound there is the CPU's own quantization error, not the kernels' (tested exactly op by op).
+        int[] tokens = StoryTokens()[..30];
+        var engine = new Stories260KTestEngine();
+        using var runner = new ModelRunner(engine, new ConvertedWeightSource(OpenStories(), dtype));
+        using var emulator = new EmulatorFixture();
+        using var cuda = new CudaModelRunner(emulator.Device, engine, runner.Weights) { UseGraphs = false };
+        int vocab = engine.Config.VocabSize;
+        var batch = runner.CreateBatch();
+        runner.Blocks.Allocate(0, 24);
+        batch.AddSequence(tokens.AsSpan(0, 24), 0, runner.Blocks.BlockTable(0), allLogits: true);
+        Check(cuda.Forward(batch).ToArray(), runner.Forward(batch).ToArray(), "prefill", prefillTolerance);
+        for (int position = 24; position < tokens.Length; position++)
+        {
+            runner.Blocks.Append(0, position + 1);
+            batch.Clear();
+            batch.AddSequence(tokens.AsSpan(position, 1), position, runner.Blocks.BlockTable(0));
+            Check(cuda.Forward(batch).ToArray(), runner.Forward(batch).ToArray(), $"decode {position}", decodeTolerance);
+        }
+        string suffix = "_" + WeightDTypes.Name(dtype);
+        Assert.Contains(cuda.LaunchedKernels, k => k.EndsWith(suffix, StringComparison.Ordinal));
+        if (dtype is WeightDType.F16 or WeightDType.BF16) Assert.Contains(cuda.LaunchedKernels, k => k.EndsWith("_mma" + suffix, StringComparison.Ordinal));
+
+        void Check(float[] emulated, float[] expected, string what, double tolerance)
+        {
+            Assert.Equal(expected.Length, emulated.Length);
+            for (int row = 0; row < expected.Length / vocab; row++)
+            {
+                double error = MaxAbsDifference(emulated.AsSpan(row * vocab, vocab), expected[(row * vocab)..((row + 1) * vocab)]);
+                Assert.True(error <= tolerance, $"{dtype} {what}, row {row}: max |emulated - cpu| = {error:E3}");
+            }
         }
     }
 }
