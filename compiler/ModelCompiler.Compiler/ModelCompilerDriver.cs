@@ -24,51 +24,28 @@ public sealed record CompilationResult(string? Source, IReadOnlyList<CompilerDia
 public static class ModelCompilerDriver
 {
     /// <summary>Compiles <paramref name="descriptionText"/> (read from <paramref name="descriptionPath"/>) into the engine class <paramref name="engine"/>.</summary>
-    public static CompilationResult Compile(string descriptionText, string descriptionPath, EngineClassInfo engine)
-    {
-        var diagnostics = new List<CompilerDiagnostic>();
-        try
-        {
-            var parsed = DescriptionParser.Parse(descriptionText, descriptionPath);
-            diagnostics.AddRange(parsed.Diagnostics);
-            if (parsed.Description is null) return new CompilationResult(null, diagnostics);
-            var plan = Planner.Plan(parsed.Description);
-            return new CompilationResult(CSharpEmitter.Emit(plan, engine), diagnostics) { CudaEngineSource = CudaEmitter.EmitEngineFile(plan, engine) };
-        }
-        catch (Exception e)
-        {
-            // A bug of ours, not the user's: report it as a diagnostic instead of crashing the build.
-            diagnostics.Add(DiagnosticCatalog.InternalError.At(descriptionPath, SourceSpan.None, e.GetType().Name + ": " + e.Message));
-            return new CompilationResult(null, diagnostics);
-        }
-    }
+    public static CompilationResult Compile(string descriptionText, string descriptionPath, EngineClassInfo engine) =>
+        FromPlan(descriptionText, descriptionPath, (plan, diagnostics) =>
+            new CompilationResult(CSharpEmitter.Emit(plan, engine), diagnostics) { CudaEngineSource = CudaEmitter.EmitEngineFile(plan, engine) });
 
     /// <summary>
     /// Compiles <paramref name="descriptionText"/> up to the kernel plan and renders the block graph, the
     /// fused kernels, the arena layout and the weight table as text; null (with diagnostics) on errors.
     /// </summary>
-    public static CompilationResult DumpPlan(string descriptionText, string descriptionPath)
-    {
-        var diagnostics = new List<CompilerDiagnostic>();
-        try
-        {
-            var parsed = DescriptionParser.Parse(descriptionText, descriptionPath);
-            diagnostics.AddRange(parsed.Diagnostics);
-            if (parsed.Description is null) return new CompilationResult(null, diagnostics);
-            return new CompilationResult(PlanPrinter.Print(Planner.Plan(parsed.Description)), diagnostics);
-        }
-        catch (Exception e)
-        {
-            diagnostics.Add(DiagnosticCatalog.InternalError.At(descriptionPath, SourceSpan.None, e.GetType().Name + ": " + e.Message));
-            return new CompilationResult(null, diagnostics);
-        }
-    }
+    public static CompilationResult DumpPlan(string descriptionText, string descriptionPath) =>
+        FromPlan(descriptionText, descriptionPath, (plan, diagnostics) => new CompilationResult(PlanPrinter.Print(plan), diagnostics));
 
     /// <summary>
     /// Compiles <paramref name="descriptionText"/> to the CUDA C++ source of its kernels (what the engine's
-    /// <c>CudaSource</c> holds); null (with diagnostics) on errors or when the weights' dtype has no CUDA kernels yet.
+    /// <c>CudaSource</c> holds); null (with diagnostics) on errors or when the plan has no CUDA kernels yet.
     /// </summary>
-    public static CompilationResult CompileCuda(string descriptionText, string descriptionPath)
+    public static CompilationResult CompileCuda(string descriptionText, string descriptionPath) =>
+        FromPlan(descriptionText, descriptionPath, (plan, diagnostics) =>
+            new CompilationResult(CudaEmitter.Supports(plan) ? CudaEmitter.Emit(plan).Source : null, diagnostics));
+
+    // Parse → plan → output, with the one guarantee every entry point shares: bad input becomes
+    // diagnostics, and a bug of ours becomes MC0023 instead of an exception that would crash the build.
+    private static CompilationResult FromPlan(string descriptionText, string descriptionPath, Func<KernelPlan, List<CompilerDiagnostic>, CompilationResult> output)
     {
         var diagnostics = new List<CompilerDiagnostic>();
         try
@@ -76,8 +53,7 @@ public static class ModelCompilerDriver
             var parsed = DescriptionParser.Parse(descriptionText, descriptionPath);
             diagnostics.AddRange(parsed.Diagnostics);
             if (parsed.Description is null) return new CompilationResult(null, diagnostics);
-            var plan = Planner.Plan(parsed.Description);
-            return new CompilationResult(CudaEmitter.Supports(plan) ? CudaEmitter.Emit(plan).Source : null, diagnostics);
+            return output(Planner.Plan(parsed.Description), diagnostics);
         }
         catch (Exception e)
         {
