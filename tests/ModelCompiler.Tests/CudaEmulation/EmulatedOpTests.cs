@@ -1,0 +1,246 @@
+using ModelCompiler.Runtime.Cuda;
+using ModelCompiler.Tests.Engine;
+using Xunit;
+
+namespace ModelCompiler.Tests.CudaEmulation;
+
+/// <summary>
+/// Op-level tests of the kernels the emitter generates for Stories260K (dim 64, 8 heads, 4 KV heads, head dim 8,
+/// hidden 172, vocab 512, KV blocks of 16, interleaved RoPE, theta 10000, eps 1e-5), each launched from the engine's
+/// own CUDA source with the launch plan's kernel name, block and argument order, against a double-precision reference.
+/// </summary>
+[Collection(EmulatorCollection.Name)]
+public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : IClassFixture<EmulatedOpTests.ModuleFixture>
+{
+    private const int Dim = 64, NumHeads = 8, NumKvHeads = 4, HeadDim = 8, KvDim = NumKvHeads * HeadDim, QkvDim = Dim + 2 * KvDim;
+    private const int Hidden = 172, Vocab = 512, BlockSize = 16, MaxSeqLen = 512, NumSplits = 4;
+
+    /// <summary>One device and the Stories260K module (one g++ run) for the class.</summary>
+    public sealed class ModuleFixture : IDisposable
+    {
+        public CudaLaunchPlan Plan { get; } = new Stories260KTestEngine().CudaPlan!;
+        public EmulatorFixture Emulator { get; } = new();
+        public ICudaModule Module { get; }
+        public ModuleFixture() => Module = Emulator.Device.LoadModule(Plan.Source, "stories260k_op_tests");
+        public void Dispose() { Module.Dispose(); Emulator.Dispose(); }
+    }
+
+    private readonly EmulatorFixture _emu = module.Emulator;
+    private readonly ICudaModule _module = module.Module;
+    private readonly CudaLaunchPlan _plan = module.Plan;
+
+    /// <summary>The plan's launch whose kernel name starts with <paramref name="prefix"/> and ends with <paramref name="suffix"/>, with exactly these argument kinds.</summary>
+    private CudaLaunch Find(string prefix, string suffix, params CudaArgKind[] kinds)
+    {
+        CudaLaunch launch = _plan.Launches.Single(l => l.Kernel.StartsWith(prefix, StringComparison.Ordinal) && l.Kernel.EndsWith(suffix, StringComparison.Ordinal));
+        Assert.Equal(kinds, launch.Args.Select(a => a.Kind).ToArray());
+        return launch;
+    }
+
+    private void Run(CudaLaunch launch, int numTokens, int numSequences, int numLogits, params KernelArg[] args) =>
+        _emu.Device.Launch(_module, launch.Kernel, launch.Grid.For(numTokens, numSequences, numLogits), launch.Block, 0, args);
+
+    private static float[] Random(int n, int seed, float scale)
+    {
+        var r = new Random(seed);
+        return Enumerable.Range(0, n).Select(_ => (float)(r.NextDouble() * 2 - 1) * scale).ToArray();
+    }
+
+    private void Free(params DevicePointer[] pointers)
+    {
+        foreach (var p in pointers) _emu.Device.Free(p);
+    }
+
+    [Fact]
+    public void The_embedding_gathers_table_rows_and_gives_zero_rows_outside_the_vocabulary()
+    {
+        var launch = Find("embedding_", "", CudaArgKind.TokenIds, CudaArgKind.Weight, CudaArgKind.Arena, CudaArgKind.NumTokens);
+        int[] ids = [0, 511, 17, -1, 512, 17, 300];
+        float[] table = Random(Vocab * Dim, 31, 2f);
+        DevicePointer idp = _emu.Upload(ids), tp = _emu.Upload(table), xp = _emu.Upload(Random(ids.Length * Dim, 32, 9f));
+        Run(launch, ids.Length, 1, 0, KernelArg.Pointer(idp), KernelArg.Pointer(tp), KernelArg.Pointer(xp), KernelArg.Int(ids.Length));
+        float[] x = _emu.Download<float>(xp, ids.Length * Dim);
+        for (int t = 0; t < ids.Length; t++)
+            for (int c = 0; c < Dim; c++)
+            {
+                float expected = ids[t] >= 0 && ids[t] < Vocab ? table[ids[t] * Dim + c] : 0f;
+                Assert.True(x[t * Dim + c] == expected, $"token {t} (id {ids[t]}) column {c}: {x[t * Dim + c]} vs {expected}");
+            }
+        Free(idp, tp, xp);
+    }
+
+    [Fact]
+    public void SwiGlu_matches_a_double_silu_of_the_gate_times_the_up_half()
+    {
+        var launch = Find("swiglu_", "", CudaArgKind.Arena, CudaArgKind.Arena, CudaArgKind.NumTokens);
+        const int numTokens = 5;
+        float[] gateUp = Random(numTokens * 2 * Hidden, 41, 6f);
+        DevicePointer gp = _emu.Upload(gateUp), yp = _emu.Upload(new float[numTokens * Hidden]);
+        Run(launch, numTokens, 1, 0, KernelArg.Pointer(gp), KernelArg.Pointer(yp), KernelArg.Int(numTokens));
+        float[] y = _emu.Download<float>(yp, numTokens * Hidden);
+        for (int t = 0; t < numTokens; t++)
+            for (int c = 0; c < Hidden; c++)
+            {
+                double gate = gateUp[t * 2 * Hidden + c], up = gateUp[t * 2 * Hidden + Hidden + c];
+                double expected = gate / (1 + Math.Exp(-gate)) * up;
+                Assert.True(Math.Abs(y[t * Hidden + c] - expected) <= 1e-5 * (1 + Math.Abs(expected)), $"token {t} column {c}: {y[t * Hidden + c]} vs {expected}");
+            }
+        Free(gp, yp);
+    }
+
+    [Fact]
+    public void Greedy_argmax_picks_the_largest_logit_and_breaks_ties_to_the_lower_id()
+    {
+        var launch = Find("greedy_argmax_", "", CudaArgKind.Logits, CudaArgKind.SampledTokens, CudaArgKind.NumLogits);
+        // Rows: a random row; a tie between ids 3 and 500 (different threads and warps); a tie between 257 and 1
+        // (the lower id in a later warp's stride); a constant row; a tie within one thread's stride (40 and 296).
+        const int rows = 5;
+        float[] logits = Random(rows * Vocab, 51, 3f);
+        logits[1 * Vocab + 3] = 10f; logits[1 * Vocab + 500] = 10f;
+        logits[2 * Vocab + 257] = 7f; logits[2 * Vocab + 1] = 7f;
+        for (int v = 0; v < Vocab; v++) logits[3 * Vocab + v] = -1.5f;
+        logits[4 * Vocab + 296] = 5f; logits[4 * Vocab + 40] = 5f;
+        var expected = new int[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            int best = 0;
+            for (int v = 1; v < Vocab; v++) if (logits[r * Vocab + v] > logits[r * Vocab + best]) best = v;
+            expected[r] = best;
+        }
+        Assert.Equal(new[] { 3, 1, 0, 40 }, expected[1..]);
+        DevicePointer lp = _emu.Upload(logits), tp = _emu.Upload(Enumerable.Repeat(-7, rows).ToArray());
+        Run(launch, 0, 0, rows, KernelArg.Pointer(lp), KernelArg.Pointer(tp), KernelArg.Int(rows));
+        Assert.Equal(expected, _emu.Download<int>(tp, rows));
+        Free(lp, tp);
+    }
+
+    /// <summary>Block tables for <paramref name="numSequences"/> sequences whose blocks interleave: logical block b of sequence s is physical block (b · n + (n − 1 − s)).</summary>
+    private static int[] InterleavedBlockTables(int numSequences, int stride)
+    {
+        var tables = new int[numSequences * stride];
+        for (int s = 0; s < numSequences; s++)
+            for (int b = 0; b < stride; b++) tables[s * stride + b] = b * numSequences + (numSequences - 1 - s);
+        return tables;
+    }
+
+    [Fact]
+    public void Paged_attention_partial_and_combine_match_a_double_softmax_attention_over_interleaved_block_tables()
+    {
+        var partialLaunch = Find("paged_attention_", "_partial", CudaArgKind.Arena, CudaArgKind.Positions, CudaArgKind.SequenceOfToken, CudaArgKind.BlockTables,
+            CudaArgKind.BlockTableStride, CudaArgKind.KeyCache, CudaArgKind.ValueCache, CudaArgKind.Scratch);
+        var combineLaunch = Find("paged_attention_", "_combine", CudaArgKind.Scratch, CudaArgKind.Arena);
+        Assert.Equal(NumSplits, (int)partialLaunch.Grid.Z);
+        // Decode: one token per sequence, at positions inside the first block, across a split boundary, and at the last position.
+        int[] positions = [0, 5, 127, 128, 300, 511];
+        int numSequences = positions.Length, numTokens = numSequences;
+        int[] sequenceOfToken = [3, 0, 5, 1, 4, 2];
+        const int stride = MaxSeqLen / BlockSize;
+        int[] blockTables = InterleavedBlockTables(numSequences, stride);
+        int numBlocks = numSequences * stride;
+        float[] q = Random(numTokens * QkvDim, 61, 2f);
+        float[] keys = Random(numBlocks * BlockSize * KvDim, 62, 2f), values = Random(numBlocks * BlockSize * KvDim, 63, 1f);
+        DevicePointer qp = _emu.Upload(q), pp = _emu.Upload(positions), sp = _emu.Upload(sequenceOfToken), bp = _emu.Upload(blockTables);
+        DevicePointer kp = _emu.Upload(keys), vp = _emu.Upload(values);
+        DevicePointer scratch = _emu.Upload(new float[numTokens * NumHeads * NumSplits * (HeadDim + 2)]);
+        DevicePointer op = _emu.Upload(new float[numTokens * Dim]);
+        Run(partialLaunch, numTokens, numSequences, 0, KernelArg.Pointer(qp), KernelArg.Pointer(pp), KernelArg.Pointer(sp), KernelArg.Pointer(bp),
+            KernelArg.Int(stride), KernelArg.Pointer(kp), KernelArg.Pointer(vp), KernelArg.Pointer(scratch));
+        Run(combineLaunch, numTokens, numSequences, 0, KernelArg.Pointer(scratch), KernelArg.Pointer(op));
+        float[] output = _emu.Download<float>(op, numTokens * Dim);
+
+        for (int t = 0; t < numTokens; t++)
+        {
+            int seq = sequenceOfToken[t], last = positions[t];
+            for (int h = 0; h < NumHeads; h++)
+            {
+                int kvHead = h / (NumHeads / NumKvHeads);
+                var scores = new double[last + 1];
+                var slots = new long[last + 1];
+                for (int j = 0; j <= last; j++)
+                {
+                    slots[j] = ((long)blockTables[seq * stride + j / BlockSize] * BlockSize + j % BlockSize) * KvDim + kvHead * HeadDim;
+                    double dot = 0;
+                    for (int d = 0; d < HeadDim; d++) dot += (double)q[t * QkvDim + h * HeadDim + d] * keys[slots[j] + d];
+                    scores[j] = dot / Math.Sqrt(HeadDim);
+                }
+                double max = scores.Max(), sum = scores.Sum(s => Math.Exp(s - max));
+                for (int d = 0; d < HeadDim; d++)
+                {
+                    double expected = 0;
+                    for (int j = 0; j <= last; j++) expected += Math.Exp(scores[j] - max) / sum * values[slots[j] + d];
+                    float actual = output[t * Dim + h * HeadDim + d];
+                    Assert.True(Math.Abs(actual - expected) <= 1e-5, $"token {t} (sequence {seq}, position {last}) head {h} dim {d}: {actual} vs {expected}");
+                }
+            }
+        }
+        Free(qp, pp, sp, bp, kp, vp, scratch, op);
+    }
+
+    [Fact]
+    public void The_qkv_epilogue_matches_a_double_rmsnorm_projection_with_interleaved_rope_and_writes_the_cache_slots()
+    {
+        var launch = Find("rmsnorm_qkv_rope_kvwrite_", "", CudaArgKind.Arena, CudaArgKind.LayerWeight, CudaArgKind.LayerWeight, CudaArgKind.Arena,
+            CudaArgKind.Positions, CudaArgKind.SequenceOfToken, CudaArgKind.BlockTables, CudaArgKind.BlockTableStride, CudaArgKind.KeyCache, CudaArgKind.ValueCache, CudaArgKind.NumTokens);
+        // A prefill of 7 tokens of sequence 1 at positions 14..20 (across a block edge) and 4 decode tokens of sequences 0, 2, 3, 0: 11 tokens, two tiles of 8.
+        int[] positions = [14, 15, 16, 17, 18, 19, 20, 3, 200, 511, 4];
+        int[] sequenceOfToken = [1, 1, 1, 1, 1, 1, 1, 0, 2, 3, 0];
+        int numTokens = positions.Length;
+        const int numSequences = 4, stride = MaxSeqLen / BlockSize;
+        int[] blockTables = InterleavedBlockTables(numSequences, stride);
+        int numBlocks = numSequences * stride;
+        float[] x = Random(numTokens * Dim, 71, 2f), g = Random(Dim, 72, 1.5f), w = Random(QkvDim * Dim, 73, 0.5f);
+        const float sentinel = -1234.5f;
+        float[] cacheInit = Enumerable.Repeat(sentinel, numBlocks * BlockSize * KvDim).ToArray();
+        DevicePointer xp = _emu.Upload(x), gp = _emu.Upload(g), wp = _emu.Upload(w), qkvp = _emu.Upload(new float[numTokens * QkvDim]);
+        DevicePointer pp = _emu.Upload(positions), sp = _emu.Upload(sequenceOfToken), bp = _emu.Upload(blockTables);
+        DevicePointer kp = _emu.Upload(cacheInit), vp = _emu.Upload(cacheInit);
+        Run(launch, numTokens, numSequences, 0, KernelArg.Pointer(xp), KernelArg.Pointer(gp), KernelArg.Pointer(wp), KernelArg.Pointer(qkvp),
+            KernelArg.Pointer(pp), KernelArg.Pointer(sp), KernelArg.Pointer(bp), KernelArg.Int(stride), KernelArg.Pointer(kp), KernelArg.Pointer(vp), KernelArg.Int(numTokens));
+        float[] qkv = _emu.Download<float>(qkvp, numTokens * QkvDim);
+        float[] keyCache = _emu.Download<float>(kp, cacheInit.Length), valueCache = _emu.Download<float>(vp, cacheInit.Length);
+
+        var written = new HashSet<long>();
+        for (int t = 0; t < numTokens; t++)
+        {
+            double ss = 0;
+            for (int i = 0; i < Dim; i++) ss += (double)x[t * Dim + i] * x[t * Dim + i];
+            double inv = 1 / Math.Sqrt(ss / Dim + 1e-5);
+            var rows = new double[QkvDim];
+            var magnitude = new double[QkvDim];
+            for (int r = 0; r < QkvDim; r++)
+                for (int i = 0; i < Dim; i++)
+                {
+                    double term = (double)w[r * Dim + i] * x[t * Dim + i] * inv * g[i];
+                    rows[r] += term;
+                    magnitude[r] += Math.Abs(term);
+                }
+            var expected = (double[])rows.Clone();
+            for (int r0 = 0; r0 < Dim + KvDim; r0 += 2)   // q and k: interleaved pairs (2i, 2i + 1) of each head
+            {
+                int i = (r0 % HeadDim) / 2;
+                double angle = positions[t] * Math.Pow(10000.0, -2.0 * i / HeadDim);
+                expected[r0] = rows[r0] * Math.Cos(angle) - rows[r0 + 1] * Math.Sin(angle);
+                expected[r0 + 1] = rows[r0] * Math.Sin(angle) + rows[r0 + 1] * Math.Cos(angle);
+            }
+            long slot = ((long)blockTables[sequenceOfToken[t] * stride + positions[t] / BlockSize] * BlockSize + positions[t] % BlockSize) * KvDim;
+            for (int r = 0; r < QkvDim; r++)
+            {
+                double bound = 1e-5 * (1 + magnitude[r] + (r % 2 == 0 ? magnitude[r + 1] : magnitude[r - 1]));
+                Assert.True(Math.Abs(qkv[t * QkvDim + r] - expected[r]) <= bound, $"token {t} row {r}: {qkv[t * QkvDim + r]} vs {expected[r]}");
+                if (r >= Dim)
+                {
+                    bool isKey = r < Dim + KvDim;
+                    int column = isKey ? r - Dim : r - Dim - KvDim;
+                    float cached = (isKey ? keyCache : valueCache)[slot + column];
+                    Assert.True(cached == qkv[t * QkvDim + r], $"token {t} {(isKey ? "key" : "value")} column {column} in the cache: {cached} vs qkv {qkv[t * QkvDim + r]}");
+                }
+            }
+            for (int c = 0; c < KvDim; c++) written.Add(slot + c);
+        }
+        // Nothing else in either cache was touched.
+        for (long i = 0; i < cacheInit.Length; i++)
+            if (!written.Contains(i))
+                Assert.True(keyCache[i] == sentinel && valueCache[i] == sentinel, $"cache float {i} written outside the tokens' slots");
+        Free(xp, gp, wp, qkvp, pp, sp, bp, kp, vp);
+    }
+}
