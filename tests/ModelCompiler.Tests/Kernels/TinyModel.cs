@@ -1,17 +1,18 @@
+using ModelCompiler.Runtime.Weights;
 using ModelCompiler.Runtime;
 using static ModelCompiler.Tests.Kernels.KernelTestData;
 
 namespace ModelCompiler.Tests.Kernels;
 
 /// <summary>
-/// A tiny random Llama-architecture model held twice: as named checkpoint tensors (a <see cref="TestWeights"/>
+/// A tiny random Llama-architecture model held twice: as named checkpoint tensors (a <see cref="InMemoryWeightSource"/>
 /// for <see cref="Runtime.Reference.ReferenceTransformer"/>) and in the kernels' layouts (q|k|v and
 /// gate|up concatenated along rows, as the load-time fusion will produce them).
 /// </summary>
 internal sealed class TinyModel : IDisposable
 {
     public required ModelConfig Config { get; init; }
-    public required TestWeights Checkpoint { get; init; }
+    public required InMemoryWeightSource Checkpoint { get; init; }
     public required float[] TokenEmbedding { get; init; }   // [vocab, dim]
     public required float[][] AttentionNorm { get; init; }  // [numLayers][dim]
     public required float[][] Wq { get; init; }             // [numLayers][qDim, dim]
@@ -38,24 +39,24 @@ internal sealed class TinyModel : IDisposable
         };
         var random = new Random(seed);
         int qDim = numHeads * config.HeadDim, kvDim = config.KvDim;
-        var checkpoint = new TestWeights();
+        var entries = new List<(string, long[], float[])>();
 
         // Uniform(-1, 1) has variance 1/3: scaling by sqrt(3 / fanIn) keeps projections near unit variance.
         float[] Matrix(string name, int rows, int cols)
         {
             var m = RandomFloats(random, rows * cols, MathF.Sqrt(3f / cols));
-            checkpoint.Add(name, m, rows, cols);
+            entries.Add((name, [rows, cols], m));
             return m;
         }
         float[] Gain(string name)
         {
             var g = RandomFloats(random, dim, 0.2f).Select(v => 1 + v).ToArray();
-            checkpoint.Add(name, g, dim);
+            entries.Add((name, [dim], g));
             return g;
         }
 
         var embedding = RandomFloats(random, vocabSize * dim);
-        checkpoint.Add("tok_embeddings.weight", embedding, vocabSize, dim);
+        entries.Add(("tok_embeddings.weight", [vocabSize, dim], embedding));
         var layers = Enumerable.Range(0, numLayers).Select(l => new
         {
             AttentionNorm = Gain($"layers.{l}.attention_norm.weight"),
@@ -74,7 +75,7 @@ internal sealed class TinyModel : IDisposable
         return new TinyModel
         {
             Config = config,
-            Checkpoint = checkpoint,
+            Checkpoint = new InMemoryWeightSource("tiny random model", entries),
             TokenEmbedding = embedding,
             AttentionNorm = layers.Select(l => l.AttentionNorm).ToArray(),
             Wq = layers.Select(l => l.Wq).ToArray(),
