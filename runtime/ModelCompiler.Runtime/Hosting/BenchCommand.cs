@@ -26,7 +26,12 @@ internal static class BenchCommand
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "Synthetic prompt tokens prefilled per repetition.", DefaultValueFactory = _ => Math.Min(128, config.MaxSeqLen / 2) };
         var genTokens = new Option<int>("--gen-tokens") { Description = "Decode steps per repetition (greedy, EOS ignored).", DefaultValueFactory = _ => Math.Min(128, config.MaxSeqLen / 2) };
         var repetitions = new Option<int>("--repetitions") { Description = "Timed repetitions, each a fresh sequence.", DefaultValueFactory = _ => 5 };
-        var warmup = new Option<int>("--warmup") { Description = "Untimed repetitions before them.", DefaultValueFactory = _ => 1 };
+        var warmup = new Option<int>("--warmup") { Description = "Untimed repetitions before them (at least; see --warmup-seconds).", DefaultValueFactory = _ => 1 };
+        var warmupSeconds = new Option<double>("--warmup-seconds")
+        {
+            Description = "Keep warming up until this many seconds have passed, unless --warmup is 0 (default 3 under the JIT, so tiered compilation has promoted the hot code; 0 in a Native AOT build).",
+            DefaultValueFactory = _ => BenchmarkOptions.DefaultMinWarmupSeconds,
+        };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of the table." };
         var noRoofline = new Option<bool>("--no-roofline") { Description = "Skip measuring the machine's copy bandwidth and FMA peak." };
         // Probe sizes, for tests that need the command to be quick; the defaults are the measurement.
@@ -35,13 +40,16 @@ internal static class BenchCommand
 
         var command = new Command("bench", "Measure prefill and decode speed against this machine's memory and compute roofs.")
         {
-            promptTokens, genTokens, repetitions, warmup, json, noRoofline, probeCopyMiB, probeFmaIterations,
+            promptTokens, genTokens, repetitions, warmup, warmupSeconds, json, noRoofline, probeCopyMiB, probeFmaIterations,
         };
         weightOptions.AddTo(command);
         deviceOptions.AddTo(command);
         command.SetAction(result =>
         {
-            var options = new BenchmarkOptions(result.GetValue(promptTokens), result.GetValue(genTokens), result.GetValue(repetitions), result.GetValue(warmup));
+            var options = new BenchmarkOptions(result.GetValue(promptTokens), result.GetValue(genTokens), result.GetValue(repetitions), result.GetValue(warmup))
+            {
+                MinWarmupSeconds = result.GetValue(warmupSeconds),
+            };
             if (options.Problem(config) is string problem) return GenerateCommand.Fail(problem);
             if (!weightOptions.TryGetSelection(result, out var weights, out string error)) return GenerateCommand.Fail(error);
             int copyMiB = result.GetValue(probeCopyMiB);

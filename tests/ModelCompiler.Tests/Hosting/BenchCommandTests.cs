@@ -11,7 +11,7 @@ public class BenchCommandTests
 {
     // Tiny probes: a 4 MiB copy and 10,000 FMA iterations per thread keep the test well under a second.
     private static readonly string[] s_quick =
-        ["--prompt-tokens", "8", "--gen-tokens", "8", "--repetitions", "2", "--probe-copy-mib", "4", "--probe-fma-iterations", "10000"];
+        ["--prompt-tokens", "8", "--gen-tokens", "8", "--repetitions", "2", "--warmup-seconds", "0", "--probe-copy-mib", "4", "--probe-fma-iterations", "10000"];
 
     // The quick settings, except those that args override.
     private static string[] Bench(params string[] args)
@@ -87,6 +87,19 @@ public class BenchCommandTests
         Assert.Equal("", stderr);
     }
 
+    [Fact]
+    public void Warmup_seconds_extend_the_warmup_until_they_have_passed_and_warmup_0_turns_it_off()
+    {
+        // A tiny repetition takes milliseconds, so 0.3 s of warm-up needs more than the one requested repetition.
+        var (code, stdout, stderr) = Run<Stories260KTestEngine>(Bench("--warmup-seconds", "0.3", "--no-roofline", "--json"));
+        Assert.True(code == 0, stderr);
+        Assert.True(JsonDocument.Parse(stdout).RootElement.GetProperty("warmups").GetInt32() > 1);
+
+        (code, stdout, stderr) = Run<Stories260KTestEngine>(Bench("--warmup", "0", "--warmup-seconds", "5", "--no-roofline", "--json"));
+        Assert.True(code == 0, stderr);
+        Assert.Equal(0, JsonDocument.Parse(stdout).RootElement.GetProperty("warmups").GetInt32());
+    }
+
     [Theory]
     [InlineData("f32")]
     [InlineData("f16")]
@@ -134,6 +147,7 @@ public class BenchCommandTests
     [InlineData("--prompt-tokens", "510")] // 510 + 8 exceeds the context of 512
     [InlineData("--dtype", "q3_k")]
     [InlineData("--threads", "0")]
+    [InlineData("--warmup-seconds", "-1")]
     public void Bad_options_exit_2_with_one_error_line(string option, string value)
     {
         string[] args = option == "--dtype" ? ["--random-weights", "1", option, value] : [option, value];
