@@ -157,6 +157,16 @@ public sealed unsafe class CudaDriverDevice : ICudaDevice
     }
 
     /// <inheritdoc/>
+    public void CopyOnDevice(DevicePointer destination, DevicePointer source, long sizeInBytes)
+    {
+        Enter();
+        ArgumentOutOfRangeException.ThrowIfNegative(sizeInBytes);
+        if (_captureShapes is not null) throw new InvalidOperationException("Device copies are not captured into graphs.");
+        if (sizeInBytes == 0) return;
+        CudaDriver.Check(CudaDriver.MemcpyDtoDAsync(destination.Address, source.Address, (nuint)sizeInBytes, _stream.DangerousGetHandle()), "cuMemcpyDtoDAsync");
+    }
+
+    /// <inheritdoc/>
     public void Memset(DevicePointer destination, byte value, long sizeInBytes)
     {
         Enter();
