@@ -19,7 +19,7 @@ public sealed class CudaKernelCompileTests(ITestOutputHelper output)
     public static TheoryData<string, int> Models()
     {
         var data = new TheoryData<string, int>();
-        foreach (var model in new[] { "Stories260K", "Llama15M", "Llama110M", "TinyExplicit", "ParallelBlock" })
+        foreach (var model in new[] { "Stories260K", "Llama15M", "Llama110M", "TinyExplicit", "ParallelBlock", "TinyQwen" })
             foreach (int arch in new[] { 80, 90 })
                 data.Add(model, arch);
         return data;
@@ -30,6 +30,7 @@ public sealed class CudaKernelCompileTests(ITestOutputHelper output)
         "Stories260K" => Descriptions.Stories260KPath,
         "TinyExplicit" => Descriptions.TinyExplicitPath,
         "ParallelBlock" => Descriptions.ParallelBlockPath,
+        "TinyQwen" => Path.Combine(Descriptions.RepoRoot, "tests", "ModelCompiler.Tests", "TestModels", "tiny_qwen.model.json"),
         _ => Path.Combine(Descriptions.RepoRoot, "models", model, model.ToLowerInvariant() + ".model.json"),
     };
 
@@ -88,6 +89,7 @@ public sealed class CudaKernelCompileTests(ITestOutputHelper output)
     [InlineData("Llama110M")]
     [InlineData("TinyExplicit")]
     [InlineData("ParallelBlock")]
+    [InlineData("TinyQwen")]
     public void The_source_is_self_contained_and_every_kernel_follows_its_comment_and_precedes_its_export(string model)
     {
         string source = CudaSource(model);

@@ -12,14 +12,15 @@ namespace ModelCompiler.Tests.CudaEmulation;
 /// ParallelBlock test model (dim 32, 4 heads of 8, KV blocks of 8, interleaved RoPE, theta 10000, eps 1e-5)
 /// runs a standalone RMSNorm, RoPE, KV write, SiLU, add and the block-output copy. Each is launched from
 /// the engine's own CUDA source with the launch plan's kernel, grid, block and argument order, against a
-/// double-precision reference. The half-split RoPE is the same description with <c>"ropeStyle": "half"</c>.
+/// double-precision reference. The half-split RoPE and a linear op's own bias come from a variant of the
+/// description with <c>"ropeStyle": "half"</c> and <c>"bias": true</c> on the output projection.
 /// </summary>
 [Collection(EmulatorCollection.Name)]
 public sealed class EmulatedUnfusedOpTests(EmulatedUnfusedOpTests.ModuleFixture module) : IClassFixture<EmulatedUnfusedOpTests.ModuleFixture>
 {
     private const int Dim = 32, NumHeads = 4, HeadDim = 8, BlockSize = 8, MaxSeqLen = 32;
 
-    /// <summary>One device, the ParallelBlock module and its half-RoPE variant (two g++ runs) for the class.</summary>
+    /// <summary>One device, the ParallelBlock module and its variant (half RoPE, a biased linear; two g++ runs) for the class.</summary>
     public sealed class ModuleFixture : IDisposable
     {
         public CudaLaunchPlan Plan { get; } = new ParallelBlockEngine().CudaPlan!;
@@ -27,15 +28,19 @@ public sealed class EmulatedUnfusedOpTests(EmulatedUnfusedOpTests.ModuleFixture 
         public ICudaModule Module { get; }
         public ICudaModule HalfRopeModule { get; }
         public string HalfRopeKernel { get; }
+        public string BiasKernel { get; }
 
         public ModuleFixture()
         {
             Module = Emulator.Device.LoadModule(Plan.Source, "parallel_block_op_tests");
-            string half = Descriptions.Edit(Descriptions.ParallelBlock, "\"tiedEmbedding\": true", "\"tiedEmbedding\": true, \"ropeStyle\": \"half\"");
-            var result = ModelCompilerDriver.CompileCuda(half, "parallel_block_half.model.json");
+            string variant = Descriptions.Edit(Descriptions.ParallelBlock, "\"tiedEmbedding\": true", "\"tiedEmbedding\": true, \"ropeStyle\": \"half\"");
+            variant = Descriptions.Edit(variant, "\"outFeatures\": 32, \"output\": \"attn_out\"", "\"outFeatures\": 32, \"bias\": true, \"output\": \"attn_out\"");
+            var result = ModelCompilerDriver.CompileCuda(variant, "parallel_block_variant.model.json");
             Assert.Empty(result.Diagnostics);
             HalfRopeKernel = Regex.Match(result.Source!, @"^extern ""C"" __global__ void (rope_[0-9a-f]+)\(", RegexOptions.Multiline).Groups[1].Value;
+            BiasKernel = Regex.Match(result.Source!, @"^extern ""C"" __global__ void (linear_bias_[0-9a-f]+_bias)\(", RegexOptions.Multiline).Groups[1].Value;
             Assert.NotEqual("", HalfRopeKernel);
+            Assert.NotEqual("", BiasKernel);
             HalfRopeModule = Emulator.Device.LoadModule(result.Source!, "parallel_block_half_op_tests");
         }
 
@@ -187,5 +192,18 @@ public sealed class EmulatedUnfusedOpTests(EmulatedUnfusedOpTests.ModuleFixture 
         for (int i = 0; i < added.Length; i++) Assert.Equal(a[i] + b[i], added[i]);   // one f32 rounding, as on the CPU
         Assert.Equal(added, moved);
         Free(upp, actp, ap, bp, sum, copied);
+    }
+
+    [Fact]
+    public void A_linear_ops_own_bias_is_added_to_its_output_rows_after_the_projection()
+    {
+        const int numTokens = 7;
+        float[] y = Random(numTokens * Dim, 51, 3f), bias = Random(Dim, 52, 2f);
+        DevicePointer yp = _emu.Upload(y), bp = _emu.Upload(bias);
+        _emu.Device.Launch(_fixture.HalfRopeModule, _fixture.BiasKernel, new Dim3(1, numTokens), new Dim3(256), 0,
+            [KernelArg.Pointer(yp), KernelArg.Pointer(bp), KernelArg.Int(numTokens)]);
+        float[] actual = _emu.Download<float>(yp, y.Length);
+        for (int i = 0; i < y.Length; i++) Assert.Equal(y[i] + bias[i % Dim], actual[i]);
+        Free(yp, bp);
     }
 }
