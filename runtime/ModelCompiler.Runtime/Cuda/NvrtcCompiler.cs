@@ -131,15 +131,15 @@ public sealed class NvrtcCompiler
         // ptxas does not run for a virtual architecture, so its report option has nothing to report.
         if (ptx) options.Remove("--ptxas-options=-v");
         string key = CacheKey(source, architecture, options, nvrtcMajor, nvrtcMinor);
-        string cubinPath = Path.Combine(CacheDirectory, $"{moduleName}-{architecture}-{key}.{(ptx ? "ptx" : "cubin")}");
-        string logPath = Path.ChangeExtension(cubinPath, ".log");
-        if (File.Exists(cubinPath) && File.Exists(logPath))
+        string imagePath = Path.Combine(CacheDirectory, $"{moduleName}-{architecture}-{key}.{(ptx ? "ptx" : "cubin")}");
+        string logPath = Path.ChangeExtension(imagePath, ".log");
+        if (File.Exists(imagePath) && File.Exists(logPath))
         {
             string cachedLog = File.ReadAllText(logPath);
-            return new CompiledCudaModule(File.ReadAllBytes(cubinPath), architecture, cachedLog, ParseResources(cachedLog), FromCache: true);
+            return new CompiledCudaModule(File.ReadAllBytes(imagePath), architecture, cachedLog, ParseResources(cachedLog), FromCache: true);
         }
 
-        var (cubin, log, ok) = CompileUncached(source, moduleName, options, ptx);
+        var (image, log, ok) = CompileUncached(source, moduleName, options, ptx);
         Directory.CreateDirectory(CacheDirectory);
         if (!ok)
         {
@@ -150,12 +150,12 @@ public sealed class NvrtcCompiler
             throw new NvrtcCompileException(moduleName, failedSource, failedLog, log);
         }
         // Write to temporary names first so that a concurrent start never reads half a file.
-        string temporary = cubinPath + "." + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + ".tmp";
-        File.WriteAllBytes(temporary, cubin);
+        string temporary = imagePath + "." + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + ".tmp";
+        File.WriteAllBytes(temporary, image);
         File.WriteAllText(temporary + ".log", log);
         File.Move(temporary + ".log", logPath, overwrite: true);
-        File.Move(temporary, cubinPath, overwrite: true);
-        return new CompiledCudaModule(cubin, architecture, log, ParseResources(log), FromCache: false);
+        File.Move(temporary, imagePath, overwrite: true);
+        return new CompiledCudaModule(image, architecture, log, ParseResources(log), FromCache: false);
     }
 
     private static string CacheKey(string source, string architecture, IEnumerable<string> options, int nvrtcMajor, int nvrtcMinor)
