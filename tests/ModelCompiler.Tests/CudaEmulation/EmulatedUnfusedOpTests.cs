@@ -12,39 +12,44 @@ namespace ModelCompiler.Tests.CudaEmulation;
 /// ParallelBlock test model (dim 32, 4 heads of 8, KV blocks of 8, interleaved RoPE, theta 10000, eps 1e-5)
 /// runs a standalone RMSNorm, RoPE, KV write, SiLU, add and the block-output copy. Each is launched from
 /// the engine's own CUDA source with the launch plan's kernel, grid, block and argument order, against a
-/// double-precision reference. The half-split RoPE and a linear op's own bias come from a variant of the
-/// description with <c>"ropeStyle": "half"</c> and <c>"bias": true</c> on the output projection.
+/// double-precision reference. The half-split RoPE, a linear op's own bias and the elementwise product come
+/// from a variant of the description (<c>"ropeStyle": "half"</c>, <c>"bias": true</c> on the output
+/// projection, the branches multiplied instead of added).
 /// </summary>
 [Collection(EmulatorCollection.Name)]
 public sealed class EmulatedUnfusedOpTests(EmulatedUnfusedOpTests.ModuleFixture module) : IClassFixture<EmulatedUnfusedOpTests.ModuleFixture>
 {
     private const int Dim = 32, NumHeads = 4, HeadDim = 8, BlockSize = 8, MaxSeqLen = 32;
 
-    /// <summary>One device, the ParallelBlock module and its variant (half RoPE, a biased linear; two g++ runs) for the class.</summary>
+    /// <summary>One device, the ParallelBlock module and its variant (half RoPE, a biased linear, a mul; two g++ runs) for the class.</summary>
     public sealed class ModuleFixture : IDisposable
     {
         public CudaLaunchPlan Plan { get; } = new ParallelBlockEngine().CudaPlan!;
         public EmulatorFixture Emulator { get; } = new();
         public ICudaModule Module { get; }
-        public ICudaModule HalfRopeModule { get; }
+        public ICudaModule VariantModule { get; }
         public string HalfRopeKernel { get; }
         public string BiasKernel { get; }
+        public string MulKernel { get; }
 
         public ModuleFixture()
         {
             Module = Emulator.Device.LoadModule(Plan.Source, "parallel_block_op_tests");
             string variant = Descriptions.Edit(Descriptions.ParallelBlock, "\"tiedEmbedding\": true", "\"tiedEmbedding\": true, \"ropeStyle\": \"half\"");
             variant = Descriptions.Edit(variant, "\"outFeatures\": 32, \"output\": \"attn_out\"", "\"outFeatures\": 32, \"bias\": true, \"output\": \"attn_out\"");
+            variant = Descriptions.Edit(variant, "{ \"op\": \"add\", \"inputs\": [\"attn_out\", \"mlp_out\"]", "{ \"op\": \"mul\", \"inputs\": [\"attn_out\", \"mlp_out\"]");
             var result = ModelCompilerDriver.CompileCuda(variant, "parallel_block_variant.model.json");
             Assert.Empty(result.Diagnostics);
             HalfRopeKernel = Regex.Match(result.Source!, @"^extern ""C"" __global__ void (rope_[0-9a-f]+)\(", RegexOptions.Multiline).Groups[1].Value;
             BiasKernel = Regex.Match(result.Source!, @"^extern ""C"" __global__ void (linear_bias_[0-9a-f]+_bias)\(", RegexOptions.Multiline).Groups[1].Value;
             Assert.NotEqual("", HalfRopeKernel);
+            MulKernel = Regex.Match(result.Source!, @"^extern ""C"" __global__ void (mul_[0-9a-f]+)\(", RegexOptions.Multiline).Groups[1].Value;
             Assert.NotEqual("", BiasKernel);
-            HalfRopeModule = Emulator.Device.LoadModule(result.Source!, "parallel_block_half_op_tests");
+            Assert.NotEqual("", MulKernel);
+            VariantModule = Emulator.Device.LoadModule(result.Source!, "parallel_block_half_op_tests");
         }
 
-        public void Dispose() { Module.Dispose(); HalfRopeModule.Dispose(); Emulator.Dispose(); }
+        public void Dispose() { Module.Dispose(); VariantModule.Dispose(); Emulator.Dispose(); }
     }
 
     private readonly EmulatorFixture _emu = module.Emulator;
@@ -127,7 +132,7 @@ public sealed class EmulatedUnfusedOpTests(EmulatedUnfusedOpTests.ModuleFixture 
         DevicePointer rp = _emu.Upload(rows), pp = _emu.Upload(s_ropePositions);
         KernelArg[] args = [KernelArg.Pointer(rp), KernelArg.Pointer(pp), KernelArg.Int(numTokens)];
         if (interleaved) Run(launch, numTokens, args);
-        else _emu.Device.Launch(_fixture.HalfRopeModule, _fixture.HalfRopeKernel, launch.Grid.For(numTokens, 1, 0), launch.Block, 0, args);
+        else _emu.Device.Launch(_fixture.VariantModule, _fixture.HalfRopeKernel, launch.Grid.For(numTokens, 1, 0), launch.Block, 0, args);
         float[] actual = _emu.Download<float>(rp, rows.Length);
         double[] expected = RopeReference(rows, Dim, interleaved);
         for (int i = 0; i < rows.Length; i++)
@@ -200,10 +205,23 @@ public sealed class EmulatedUnfusedOpTests(EmulatedUnfusedOpTests.ModuleFixture 
         const int numTokens = 7;
         float[] y = Random(numTokens * Dim, 51, 3f), bias = Random(Dim, 52, 2f);
         DevicePointer yp = _emu.Upload(y), bp = _emu.Upload(bias);
-        _emu.Device.Launch(_fixture.HalfRopeModule, _fixture.BiasKernel, new Dim3(1, numTokens), new Dim3(256), 0,
+        _emu.Device.Launch(_fixture.VariantModule, _fixture.BiasKernel, new Dim3(1, numTokens), new Dim3(256), 0,
             [KernelArg.Pointer(yp), KernelArg.Pointer(bp), KernelArg.Int(numTokens)]);
         float[] actual = _emu.Download<float>(yp, y.Length);
         for (int i = 0; i < y.Length; i++) Assert.Equal(y[i] + bias[i % Dim], actual[i]);
         Free(yp, bp);
+    }
+
+    [Fact]
+    public void The_elementwise_product_matches_its_definition()
+    {
+        const int numTokens = 4;
+        float[] a = Random(numTokens * Dim, 61, 3f), b = Random(numTokens * Dim, 62, 3f);
+        DevicePointer ap = _emu.Upload(a), bp = _emu.Upload(b), yp = _emu.Upload(new float[numTokens * Dim]);
+        _emu.Device.Launch(_fixture.VariantModule, _fixture.MulKernel, new Dim3(1, numTokens), new Dim3(256), 0,
+            [KernelArg.Pointer(ap), KernelArg.Pointer(bp), KernelArg.Pointer(yp), KernelArg.Int(numTokens)]);
+        float[] y = _emu.Download<float>(yp, a.Length);
+        for (int i = 0; i < y.Length; i++) Assert.Equal(a[i] * b[i], y[i]);
+        Free(ap, bp, yp);
     }
 }
