@@ -1,5 +1,6 @@
 using ModelCompiler.Runtime.Cuda;
 using ModelCompiler.Runtime.Engine;
+using ModelCompiler.Runtime.KvCache;
 using ModelCompiler.Runtime.Sampling;
 using ModelCompiler.Runtime.Server;
 using ModelCompiler.Runtime.Serving;
@@ -63,6 +64,40 @@ public sealed class EmulatedServingTests
         Assert.Equal(expected[1], expected[3]);
         Assert.Equal(0, cuda.Blocks.NumUsedBlocks);
         Assert.Equal(cuda.Blocks.NumBlocks, cuda.Blocks.NumFreeBlocks);
+    }
+
+    [Fact]
+    public void A_forked_sequence_decodes_over_its_device_copy_of_the_shared_partial_block_like_the_cpu_engine()
+    {
+        int[] story = StoryTokens();
+        var engine = new Stories260KTestEngine();
+        using var cpu = new ModelRunner(engine, OpenStories());
+        using var emulator = new EmulatorFixture();
+        using var cuda = new CudaModelRunner(emulator.Device, engine, cpu.Weights);
+        int vocab = engine.Config.VocabSize;
+        // Sequence 0 prefills 20 tokens (a full block and 4 slots of a second); sequence 1 forks it, and its
+        // first append copies the shared partial block: on each runner, into its own pool.
+        var blocks = cpu.Blocks;
+        var batch = cpu.CreateBatch();
+        blocks.Allocate(0, 20);
+        batch.AddSequence(story.AsSpan(0, 20), 0, blocks.BlockTable(0));
+        cpu.Forward(batch);
+        cuda.Forward(batch);
+        blocks.Fork(0, 1);
+        BlockCopy copy = blocks.Append(1, 21) ?? throw new InvalidOperationException("the shared partial block should be copied");
+        Assert.Null(blocks.Append(0, 21));
+        cpu.CopyKvBlock(copy.SourceBlock, copy.DestinationBlock);
+        cuda.CopyKvBlock(copy.SourceBlock, copy.DestinationBlock);
+        Assert.Equal(1, cuda.NumBlockCopies);
+
+        // Different next tokens, so a missing or misplaced copy shows in sequence 1's logits.
+        batch.Clear();
+        batch.AddSequence(story.AsSpan(20, 1), 20, blocks.BlockTable(0));
+        batch.AddSequence(story.AsSpan(30, 1), 20, blocks.BlockTable(1));
+        EmulatedStories260KTests.AssertClose(cuda.Forward(batch), cpu.Forward(batch).ToArray(), vocab, "decode after the fork");
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => cuda.CopyKvBlock(0, engine.Config.NumKvBlocks));   // the padding block is not the host's
+        Assert.Throws<ArgumentOutOfRangeException>(() => cuda.CopyKvBlock(-1, 0));
     }
 
     /// <summary>Runs both waves on a fresh engine over <paramref name="runner"/>; returns every choice's streamed tokens, request by request.</summary>
