@@ -92,18 +92,24 @@ internal sealed partial class CudaEmitter
             case QkvStep s:
             {
                 bool vec = Vectorizable(s.Dim, s.Input);
+                bool bias = s.Bias is not null;
                 int pairs = (s.QDim + 2 * s.KvDim) / 2;
                 uint gridX = (uint)Blocks(pairs, ProjectionThreads / 32);
+                // With a q|k|v bias (Qwen2) the kernel takes it after w and adds it before the rotation; without one
+                // the signature has no bias parameter, so models without bias keep their kernels unchanged.
                 foreach (var t in WeightTypesFor(s.Dim))
-                    Kernel(t.Kernel(name), s, "CpuKernels.RmsNormQkvRopeKvWrite; one warp per rotation pair of rows" + TypeNote(t),
-                        $"const float* __restrict__ x, const float* __restrict__ g, const {t.CType}* __restrict__ w, float* __restrict__ qkv, " +
+                    Kernel(t.Kernel(name), s, "CpuKernels.RmsNormQkvRopeKvWrite" + (bias ? " with AddBias between the projection and RoPE" : "") + "; one warp per rotation pair of rows" + TypeNote(t),
+                        $"const float* __restrict__ x, const float* __restrict__ g, const {t.CType}* __restrict__ w, " + (bias ? "const float* __restrict__ bias, " : "") + "float* __restrict__ qkv, " +
                         "const int* __restrict__ positions, const int* __restrict__ sequenceOfToken, const int* __restrict__ blockTables, int blockTableStride, " +
                         "float* __restrict__ keyCache, float* __restrict__ valueCache, int numTokens",
-                        $"mc_qkv_rope_kvwrite<{t.Macro}, {Int(s.Dim)}, {Int(s.QDim)}, {Int(s.KvDim)}, {Int(_h.HeadDim)}, {Int(bs)}, {Int(TokensPerTile)}, {Bool(VecFor(t, vec, s.Dim, s.Dim))}, {Bool(_h.RopeStyle == RopeStyle.Interleaved)}>(\n" +
-                        $"    x, g, {F(_h.NormEps)}, w, qkv, positions, sequenceOfToken, blockTables, blockTableStride, keyCache, valueCache, numTokens, {D(_h.RopeTheta)});",
+                        $"mc_qkv_rope_kvwrite<{t.Macro}, {Int(s.Dim)}, {Int(s.QDim)}, {Int(s.KvDim)}, {Int(_h.HeadDim)}, {Int(bs)}, {Int(TokensPerTile)}, {Bool(VecFor(t, vec, s.Dim, s.Dim))}, {Bool(_h.RopeStyle == RopeStyle.Interleaved)}, {Bool(bias)}>(\n" +
+                        $"    x, g, {F(_h.NormEps)}, w, {(bias ? "bias" : "(const float*)0")}, qkv, positions, sequenceOfToken, blockTables, blockTableStride, keyCache, valueCache, numTokens, {D(_h.RopeTheta)});",
                         $"grid ({Int((int)gridX)}, {tiles}, 1), block {Int(ProjectionThreads)}; RoPE {(_h.RopeStyle == RopeStyle.Interleaved ? "interleaved" : "half")}, theta {D(_h.RopeTheta)}");
-                Add(name, stage, gridX, CudaCountName.Tokens, TokensPerTile, 1, ProjectionThreads, 2, ArenaArg(s.Input), WeightArg(s.Norm), WeightArg(s.Wqkv), ArenaArg(s.Qkv),
-                    new Arg("Positions"), new Arg("SequenceOfToken"), new Arg("BlockTables"), new Arg("BlockTableStride"), new Arg("KeyCache"), new Arg("ValueCache"), NumTokens);
+                var qkvArgs = new List<Arg> { ArenaArg(s.Input), WeightArg(s.Norm), WeightArg(s.Wqkv) };
+                if (s.Bias is not null) qkvArgs.Add(WeightArg(s.Bias));
+                qkvArgs.AddRange(new[] { ArenaArg(s.Qkv), new Arg("Positions"), new Arg("SequenceOfToken"), new Arg("BlockTables"), new Arg("BlockTableStride"),
+                    new Arg("KeyCache"), new Arg("ValueCache"), NumTokens });
+                Add(name, stage, gridX, CudaCountName.Tokens, TokensPerTile, 1, ProjectionThreads, 2, qkvArgs.ToArray());
                 break;
             }
 
@@ -225,6 +231,12 @@ internal sealed partial class CudaEmitter
             prefill = new Launch(mma, stage, (uint)mmaBlocks, CudaCountName.Tokens, MmaTokens, 1, MmaThreads, args, 2);
         }
         _launches.Add(new Launch(name, stage, (uint)rowBlocks, CudaCountName.Tokens, TokensPerTile, (uint)kSplit, ProjectionThreads, args, 2, prefill));
+        // A projection's own bias ('bias' on a linear op) as a broadcast add after it, so that every variant
+        // (split-K atomics, the tensor-core GEMM, += into the residual) stays as it is; as on the CPU (AddBias after the product).
+        if (s.Bias is not null)
+            Elementwise(name + "_bias", s, stage, s.OutDim, "CpuKernels.AddBias (the projection's bias, after it)",
+                "float* __restrict__ y, const float* __restrict__ bias, int numTokens",
+                $"y[(int64_t)blockIdx.y * {Int(s.OutDim)} + c] += bias[c];", ArenaArg(s.Output), WeightArg(s.Bias), NumTokens);
     }
 
     private void EmitAttention(AttentionStep s, string name, CudaStageName stage)

@@ -548,13 +548,14 @@ __device__ __forceinline__ int64_t mc_cache_slot(const int* __restrict__ blockTa
     return ((int64_t)block * BS + position % BS) * KVD;
 }
 
-// RMSNorm + q|k|v projection + RoPE on q and k + K/V written to the paged cache. One warp computes a
-// rotation pair of rows (2i, 2i+1 interleaved; i, i + HD/2 half) of one head for TT tokens, rotates
-// them by the token's angle (formed in double, as the CPU does) and stores q, k, v into the qkv row and
-// k, v into the token's cache slot. Grid (ceil(pairs / warps), ceil(numTokens / TT)).
-template <int WT, int DIM, int QD, int KVD, int HD, int BS, int TT, bool VEC, bool INTERLEAVED>
+// RMSNorm + q|k|v projection (+ the q|k|v bias when BIAS, as Qwen2 has: added before the rotation) + RoPE
+// on q and k + K/V written to the paged cache. One warp computes a rotation pair of rows (2i, 2i+1
+// interleaved; i, i + HD/2 half) of one head for TT tokens, rotates them by the token's angle (formed in
+// double, as the CPU does) and stores q, k, v into the qkv row and k, v into the token's cache slot.
+// Grid (ceil(pairs / warps), ceil(numTokens / TT)).
+template <int WT, int DIM, int QD, int KVD, int HD, int BS, int TT, bool VEC, bool INTERLEAVED, bool BIAS>
 __device__ __forceinline__ void mc_qkv_rope_kvwrite(const float* __restrict__ x, const float* __restrict__ g, float eps, const void* __restrict__ w,
-    float* __restrict__ qkv, const int* __restrict__ positions, const int* __restrict__ sequenceOfToken, const int* __restrict__ blockTables,
+    const float* __restrict__ bias, float* __restrict__ qkv, const int* __restrict__ positions, const int* __restrict__ sequenceOfToken, const int* __restrict__ blockTables,
     int blockTableStride, float* __restrict__ keyCache, float* __restrict__ valueCache, int numTokens, double theta)
 {
     constexpr int QKVD = QD + 2 * KVD;
@@ -577,6 +578,7 @@ __device__ __forceinline__ void mc_qkv_rope_kvwrite(const float* __restrict__ x,
         float a = mc_warp_sum(mc_lane_dot_w<WT, DIM, VEC, true>((const uint8_t*)w + (int64_t)r0 * mc_row_bytes<WT, DIM>(), xr, g, 0, lane)) * inv[j];
         float b = mc_warp_sum(mc_lane_dot_w<WT, DIM, VEC, true>((const uint8_t*)w + (int64_t)r1 * mc_row_bytes<WT, DIM>(), xr, g, 0, lane)) * inv[j];
         if (lane != 0) continue;
+        if (BIAS) { a += bias[r0]; b += bias[r1]; }
         const int position = positions[t];
         if (r0 < QD + KVD)
         {

@@ -46,14 +46,22 @@ internal sealed partial class CudaEmitter
     /// <summary>True when the plan can run on the CUDA kernels (every weight type: each projection has a kernel per matrix type).</summary>
     public static bool Supports(KernelPlan plan) => UnsupportedReason(plan) is null;
 
-    /// <summary>Why the CUDA kernels cannot run <paramref name="plan"/> yet, or null when they can.</summary>
+    /// <summary>
+    /// Why the CUDA kernels cannot run <paramref name="plan"/>, or null when they can. Every plan the planner
+    /// makes is covered today (biases, both RoPE layouts, every weight type); a step kind added to the planner
+    /// without a CUDA kernel belongs here, so that the engine is generated without a CUDA plan instead of
+    /// failing at run time.
+    /// </summary>
     public static string? UnsupportedReason(KernelPlan plan)
     {
-        foreach (var step in plan.Block)
-            if (step is LinearStep { Bias: not null } or QkvStep { Bias: not null })
-                return "the CUDA kernels have no projection bias yet (qkvBias / 'bias' ops)";
+        foreach (var step in plan.Prologue) if (!HasKernel(step)) return $"the CUDA kernels have no {step.KindName} yet";
+        foreach (var step in plan.Block) if (!HasKernel(step)) return $"the CUDA kernels have no {step.KindName} yet";
+        foreach (var step in plan.Epilogue) if (!HasKernel(step)) return $"the CUDA kernels have no {step.KindName} yet";
         return null;
     }
+
+    private static bool HasKernel(KernelStep step) =>
+        step is EmbeddingStep or RmsNormStep or LinearStep or QkvStep or RopeStep or AttentionStep or SwiGluStep or ElementwiseStep or CopyStep or LogitsStep;
 
     /// <summary>The CUDA C++ source and the launches of <paramref name="plan"/>.</summary>
     public static CudaProgram Emit(KernelPlan plan)

@@ -111,6 +111,9 @@ public sealed unsafe class CudaDriverDevice : ICudaDevice
     /// <inheritdoc/>
     public string Name { get; }
 
+    /// <summary>What the last module was built for: <c>sm_90</c> (a cubin), or <c>compute_80</c> (PTX JIT-compiled by the driver); null before the first.</summary>
+    public string? ModuleTarget { get; private set; }
+
     /// <inheritdoc/>
     public (int Major, int Minor) ComputeCapability { get; }
 
@@ -157,19 +160,35 @@ public sealed unsafe class CudaDriverDevice : ICudaDevice
     }
 
     /// <inheritdoc/>
+    public void CopyOnDevice(DevicePointer destination, DevicePointer source, long sizeInBytes)
+    {
+        Enter();
+        ArgumentOutOfRangeException.ThrowIfNegative(sizeInBytes);
+        if (_captureShapes is not null) throw new InvalidOperationException("Device copies are not captured into graphs.");
+        if (sizeInBytes == 0) return;
+        CudaDriver.Check(CudaDriver.MemcpyDtoDAsync(destination.Address, source.Address, (nuint)sizeInBytes, _stream.DangerousGetHandle()), "cuMemcpyDtoDAsync");
+    }
+
+    /// <inheritdoc/>
     public void Memset(DevicePointer destination, byte value, long sizeInBytes)
     {
         Enter();
         CudaDriver.Check(CudaDriver.MemsetD8Async(destination.Address, value, (nuint)sizeInBytes, _stream.DangerousGetHandle()), "cuMemsetD8Async");
     }
 
-    /// <summary>Compiles <paramref name="cudaSource"/> with NVRTC for this device's compute capability (or takes the cubin from the cache) and loads it.</summary>
+    /// <summary>
+    /// Compiles <paramref name="cudaSource"/> with NVRTC for this device's compute capability (or takes it from
+    /// the cache) and loads it: a cubin for <c>sm_XY</c>, or, when the NVRTC found predates this GPU, PTX for the
+    /// newest <c>compute_XY</c> it knows, which the driver JIT-compiles (<see cref="ModuleTarget"/> says which).
+    /// </summary>
     public ICudaModule LoadModule(string cudaSource, string moduleName)
     {
         Enter();
         CompiledCudaModule compiled = _compiler.Compile(cudaSource, moduleName, ComputeCapability.Major, ComputeCapability.Minor);
         nint module;
-        fixed (byte* image = compiled.Cubin) CudaDriver.Check(CudaDriver.ModuleLoadData(out module, image), "cuModuleLoadData");
+        // A cubin, or PTX (NUL-terminated) when NVRTC does not know this GPU: then the driver JIT-compiles it here.
+        fixed (byte* image = compiled.Image) CudaDriver.Check(CudaDriver.ModuleLoadData(out module, image), "cuModuleLoadData");
+        ModuleTarget = compiled.Architecture;
         return new DriverModule(moduleName, new CudaModuleHandle(module));
     }
 

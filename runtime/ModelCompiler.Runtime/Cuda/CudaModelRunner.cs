@@ -9,9 +9,9 @@ namespace ModelCompiler.Runtime.Cuda;
 
 /// <summary>
 /// Runs a compiled model's <see cref="CudaLaunchPlan"/> on an <see cref="ICudaDevice"/> (a GPU through the
-/// driver API, or the CPU emulator): the weights are uploaded once (f32; other stored types are decoded to
-/// f32 on upload, as the plan's kernels read f32), and the activation arena, scratch, batch arrays, logits,
-/// sampled ids and the paged KV pool live in device memory. Which sequence owns which KV block is decided
+/// driver API, or the CPU emulator): the weights are uploaded once in their stored type (each projection
+/// has a kernel per weight type), and the activation arena, scratch, batch arrays, logits, sampled ids and
+/// the paged KV pool live in device memory. Which sequence owns which KV block is decided
 /// on the host by <see cref="Blocks"/>, exactly as for the CPU engine; only the block tables travel.
 /// </summary>
 /// <remarks>
@@ -23,6 +23,9 @@ namespace ModelCompiler.Runtime.Cuda;
 /// <see cref="ModelConfig.NumKvBlocks"/>, <see cref="PaddingBlock"/>, which the host block manager never
 /// hands out. A padding row is token 0 at position 0 whose block table is that block alone, so it writes
 /// its K/V into slot 0 of the padding block, attends over that one position, and its logits are dropped.</para>
+/// <para>The serving engine drives it like the CPU runner (<see cref="IModelRunner"/>): its copy-on-write
+/// block copies run device to device (<see cref="CopyKvBlock"/>), and it samples on the host from the
+/// logits rows it copies back; generate's greedy path samples on the device (<see cref="ForwardGreedy"/>).</para>
 /// <para>One caller at a time.</para>
 /// </remarks>
 public sealed class CudaModelRunner : IModelRunner
@@ -163,6 +166,32 @@ public sealed class CudaModelRunner : IModelRunner
         Run(batch, greedy: true);
         _device.CopyToHost(MemoryMarshal.AsBytes(tokens[..batch.NumLogits]), _sampled);
     }
+
+    /// <summary>
+    /// Copies block <paramref name="sourceBlock"/>'s keys and values into <paramref name="destinationBlock"/>
+    /// in every layer, device to device on the launch stream (so before the next forward pass reads them):
+    /// the copy-on-write of a shared block that parallel sampling needs. The blocks never come to the host.
+    /// </summary>
+    public void CopyKvBlock(int sourceBlock, int destinationBlock)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        int numBlocks = Config.NumKvBlocks;
+        if ((uint)sourceBlock >= (uint)numBlocks) throw new ArgumentOutOfRangeException(nameof(sourceBlock), sourceBlock, $"The pool has {numBlocks} blocks.");
+        if ((uint)destinationBlock >= (uint)numBlocks) throw new ArgumentOutOfRangeException(nameof(destinationBlock), destinationBlock, $"The pool has {numBlocks} blocks.");
+        if (sourceBlock == destinationBlock) return;
+        // The device pool is [layer][block][slot][kvDim] with one extra (padding) block per layer.
+        long blockBytes = 4L * Config.KvBlockSize * Config.KvDim;
+        for (int layer = 0; layer < Config.NumLayers; layer++)
+        {
+            long layerBytes = 4L * layer * _layerCacheFloats;
+            _device.CopyOnDevice(_keys.Offset(layerBytes + destinationBlock * blockBytes), _keys.Offset(layerBytes + sourceBlock * blockBytes), blockBytes);
+            _device.CopyOnDevice(_values.Offset(layerBytes + destinationBlock * blockBytes), _values.Offset(layerBytes + sourceBlock * blockBytes), blockBytes);
+        }
+        NumBlockCopies++;
+    }
+
+    /// <summary>Copy-on-write block copies done on the device so far (see <see cref="CopyKvBlock"/>).</summary>
+    public long NumBlockCopies { get; private set; }
 
     private void Run(ForwardBatch batch, bool greedy)
     {

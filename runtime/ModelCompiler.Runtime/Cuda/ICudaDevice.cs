@@ -64,6 +64,11 @@ public interface ICudaDevice : IDisposable
     void CopyToDevice(DevicePointer destination, ReadOnlySpan<byte> source);
     /// <summary>Device → host copy (waits for preceding work).</summary>
     void CopyToHost(Span<byte> destination, DevicePointer source);
+    /// <summary>
+    /// Device → device copy of <paramref name="sizeInBytes"/> bytes, enqueued in order with the launches
+    /// (the KV pool's copy-on-write block copies); not allowed during a capture.
+    /// </summary>
+    void CopyOnDevice(DevicePointer destination, DevicePointer source, long sizeInBytes);
     /// <summary>Sets <paramref name="sizeInBytes"/> bytes to <paramref name="value"/>.</summary>
     void Memset(DevicePointer destination, byte value, long sizeInBytes);
 

@@ -20,17 +20,26 @@ namespace ModelCompiler.Runtime.Cuda;
 /// <param name="SpillLoadBytes">Bytes of register spill loads.</param>
 public sealed record KernelResources(string Name, bool IsKernel, int Registers, int SharedMemoryBytes, int StackFrameBytes, int SpillStoreBytes, int SpillLoadBytes);
 
-/// <summary>A compiled module: the cubin for one architecture, ptxas's log and what it reported per function.</summary>
-/// <param name="Cubin">The cubin (load it with cuModuleLoadData).</param>
-/// <param name="Architecture">The target, e.g. <c>sm_80</c>.</param>
-/// <param name="Log">NVRTC's log (ptxas's <c>-v</c> report).</param>
-/// <param name="Resources">Per function, parsed from <paramref name="Log"/>.</param>
+/// <summary>
+/// A compiled module: a cubin for one GPU architecture (<c>sm_XY</c>, with ptxas's report per function), or
+/// PTX for a virtual one (<c>compute_XY</c>, which the driver JIT-compiles for the GPU it loads on; no ptxas
+/// ran, so <see cref="Resources"/> is empty and registers and spills are not known here).
+/// </summary>
+/// <param name="Image">The cubin, or the PTX text with its terminating NUL: either loads with cuModuleLoadData.</param>
+/// <param name="Architecture">The target: <c>sm_80</c> for a cubin, <c>compute_80</c> for PTX.</param>
+/// <param name="Log">NVRTC's log (for a cubin, ptxas's <c>-v</c> report).</param>
+/// <param name="Resources">Per function, parsed from <paramref name="Log"/> (empty for PTX).</param>
 /// <param name="FromCache">True when it came from the on-disk cache instead of a compile.</param>
-public sealed record CompiledCudaModule(byte[] Cubin, string Architecture, string Log, IReadOnlyList<KernelResources> Resources, bool FromCache);
+public sealed record CompiledCudaModule(byte[] Image, string Architecture, string Log, IReadOnlyList<KernelResources> Resources, bool FromCache)
+{
+    /// <summary>True when <see cref="Image"/> is PTX (a <c>compute_XY</c> target) rather than a cubin.</summary>
+    public bool IsPtx => Architecture.StartsWith("compute_", StringComparison.Ordinal);
+}
 
 /// <summary>
-/// Compiles generated CUDA source with NVRTC for one architecture, with an on-disk cache keyed by the
-/// source's hash, the architecture, the options and NVRTC's version (a second start does not recompile).
+/// Compiles generated CUDA source with NVRTC for one architecture — a cubin, or PTX for the driver to JIT
+/// when the GPU is newer than the NVRTC — with an on-disk cache keyed by the source's hash, the target,
+/// the options and NVRTC's version (a second start does not recompile).
 /// A compile error writes the source and the log next to the cache and names both in the exception.
 /// </summary>
 public sealed class NvrtcCompiler
@@ -69,22 +78,68 @@ public sealed class NvrtcCompiler
         return (major, minor);
     }
 
-    /// <summary>Compiles <paramref name="source"/> for <c>sm_{major}{minor}</c>, or takes it from the cache.</summary>
+    /// <summary>
+    /// The GPU architectures this NVRTC compiles cubins for, as <c>10 · major + minor</c>, ascending (NVRTC 11.8
+    /// knows up to 90; 11.2–11.7 stop at 86 or 87, so an H100/H200 needs 11.8 or newer for a cubin).
+    /// </summary>
+    public static IReadOnlyList<int> SupportedArchitectures() => Architectures();
+
+    private static unsafe int[] Architectures()
+    {
+        Nvrtc.Check(Nvrtc.GetNumSupportedArchs(out int count), "nvrtcGetNumSupportedArchs");
+        var architectures = new int[count];
+        fixed (int* p = architectures) Nvrtc.Check(Nvrtc.GetSupportedArchs(p), "nvrtcGetSupportedArchs");
+        Array.Sort(architectures);
+        return architectures;
+    }
+
+    /// <summary>True when this NVRTC can compile a cubin for <c>sm_{major}{minor}</c>.</summary>
+    public static bool SupportsArchitecture(int major, int minor) => Array.IndexOf(Architectures(), 10 * major + minor) >= 0;
+
+    /// <summary>
+    /// Compiles <paramref name="source"/> for a GPU of compute capability <paramref name="major"/>.<paramref name="minor"/>,
+    /// or takes it from the cache: a cubin for <c>sm_{major}{minor}</c> when this NVRTC knows that architecture;
+    /// otherwise (a GPU newer than the NVRTC) PTX for the newest <c>compute_XY</c> it knows that the GPU can run
+    /// (not newer than the GPU), which the driver JIT-compiles when the module is loaded.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The GPU is older than every architecture this NVRTC knows.</exception>
     public CompiledCudaModule Compile(string source, string moduleName, int major, int minor)
     {
-        string architecture = "sm_" + major.ToString(CultureInfo.InvariantCulture) + minor.ToString(CultureInfo.InvariantCulture);
+        int device = 10 * major + minor;
+        int[] supported = Architectures();
+        if (Array.IndexOf(supported, device) >= 0) return Compile(source, moduleName, "sm_" + device.ToString(CultureInfo.InvariantCulture));
+        int newest = -1;
+        foreach (int architecture in supported) if (architecture <= device) newest = architecture;
+        if (newest < 0)
+            throw new NotSupportedException($"NVRTC {Version().Major}.{Version().Minor} compiles for sm_{supported[0]} and newer; this GPU is sm_{device}.");
+        return CompilePtx(source, moduleName, newest / 10, newest % 10);
+    }
+
+    /// <summary>
+    /// Compiles <paramref name="source"/> to PTX for the virtual architecture <c>compute_{major}{minor}</c> (no
+    /// ptxas: no register or spill report), or takes it from the cache. Any GPU of that compute capability or
+    /// newer loads it, the driver compiling it for the GPU.
+    /// </summary>
+    public CompiledCudaModule CompilePtx(string source, string moduleName, int major, int minor) =>
+        Compile(source, moduleName, "compute_" + major.ToString(CultureInfo.InvariantCulture) + minor.ToString(CultureInfo.InvariantCulture));
+
+    private CompiledCudaModule Compile(string source, string moduleName, string architecture)
+    {
+        bool ptx = architecture.StartsWith("compute_", StringComparison.Ordinal);
         var (nvrtcMajor, nvrtcMinor) = Version();
         var options = new List<string>(CommonOptions) { "--gpu-architecture=" + architecture };
+        // ptxas does not run for a virtual architecture, so its report option has nothing to report.
+        if (ptx) options.Remove("--ptxas-options=-v");
         string key = CacheKey(source, architecture, options, nvrtcMajor, nvrtcMinor);
-        string cubinPath = Path.Combine(CacheDirectory, $"{moduleName}-{architecture}-{key}.cubin");
-        string logPath = Path.ChangeExtension(cubinPath, ".log");
-        if (File.Exists(cubinPath) && File.Exists(logPath))
+        string imagePath = Path.Combine(CacheDirectory, $"{moduleName}-{architecture}-{key}.{(ptx ? "ptx" : "cubin")}");
+        string logPath = Path.ChangeExtension(imagePath, ".log");
+        if (File.Exists(imagePath) && File.Exists(logPath))
         {
             string cachedLog = File.ReadAllText(logPath);
-            return new CompiledCudaModule(File.ReadAllBytes(cubinPath), architecture, cachedLog, ParseResources(cachedLog), FromCache: true);
+            return new CompiledCudaModule(File.ReadAllBytes(imagePath), architecture, cachedLog, ParseResources(cachedLog), FromCache: true);
         }
 
-        var (cubin, log, ok) = CompileUncached(source, moduleName, options);
+        var (image, log, ok) = CompileUncached(source, moduleName, options, ptx);
         Directory.CreateDirectory(CacheDirectory);
         if (!ok)
         {
@@ -95,12 +150,12 @@ public sealed class NvrtcCompiler
             throw new NvrtcCompileException(moduleName, failedSource, failedLog, log);
         }
         // Write to temporary names first so that a concurrent start never reads half a file.
-        string temporary = cubinPath + "." + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + ".tmp";
-        File.WriteAllBytes(temporary, cubin);
+        string temporary = imagePath + "." + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + ".tmp";
+        File.WriteAllBytes(temporary, image);
         File.WriteAllText(temporary + ".log", log);
         File.Move(temporary + ".log", logPath, overwrite: true);
-        File.Move(temporary, cubinPath, overwrite: true);
-        return new CompiledCudaModule(cubin, architecture, log, ParseResources(log), FromCache: false);
+        File.Move(temporary, imagePath, overwrite: true);
+        return new CompiledCudaModule(image, architecture, log, ParseResources(log), FromCache: false);
     }
 
     private static string CacheKey(string source, string architecture, IEnumerable<string> options, int nvrtcMajor, int nvrtcMinor)
@@ -111,7 +166,7 @@ public sealed class NvrtcCompiler
         return Convert.ToHexStringLower(hash.AsSpan(0, 12));
     }
 
-    private static unsafe (byte[] Cubin, string Log, bool Ok) CompileUncached(string source, string moduleName, List<string> options)
+    private static unsafe (byte[] Image, string Log, bool Ok) CompileUncached(string source, string moduleName, List<string> options, bool ptx)
     {
         Nvrtc.Check(Nvrtc.CreateProgram(out nint raw, source, moduleName + ".cu", 0, 0, 0), "nvrtcCreateProgram");
         using var program = new NvrtcProgramHandle(raw);
@@ -124,6 +179,14 @@ public sealed class NvrtcCompiler
             string log = ReadLog(program.DangerousGetHandle());
             if (result == Nvrtc.CompilationError) return (Array.Empty<byte>(), log, false);
             Nvrtc.Check(result, "nvrtcCompileProgram");
+            if (ptx)
+            {
+                // The size counts the terminating NUL, which cuModuleLoadData needs to see the end of the text.
+                Nvrtc.Check(Nvrtc.GetPtxSize(program.DangerousGetHandle(), out nuint ptxSize), "nvrtcGetPTXSize");
+                var text = new byte[(int)ptxSize];
+                fixed (byte* t = text) Nvrtc.Check(Nvrtc.GetPtx(program.DangerousGetHandle(), t), "nvrtcGetPTX");
+                return (text, log, true);
+            }
             Nvrtc.Check(Nvrtc.GetCubinSize(program.DangerousGetHandle(), out nuint size), "nvrtcGetCUBINSize");
             var cubin = new byte[(int)size];
             fixed (byte* c = cubin) Nvrtc.Check(Nvrtc.GetCubin(program.DangerousGetHandle(), c), "nvrtcGetCUBIN");

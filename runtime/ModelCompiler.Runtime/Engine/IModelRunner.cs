@@ -5,9 +5,9 @@ using ModelCompiler.Runtime.Sampling;
 namespace ModelCompiler.Runtime.Engine;
 
 /// <summary>
-/// What generation and benchmarking need from a backend: the model's configuration, the host-side block
-/// manager that owns the KV pool's blocks, batches sized for the model and a forward pass that returns
-/// logits. Implemented by the CPU <see cref="ModelRunner"/> and the CUDA <see cref="Cuda.CudaModelRunner"/>.
+/// What generation, serving and benchmarking need from a backend: the model's configuration, the host-side
+/// block manager that owns the KV pool's blocks, batches sized for the model, a forward pass that returns
+/// logits, and the copy-on-write block copy inside the backend's own KV pool. Implemented by the CPU <see cref="ModelRunner"/> and the CUDA <see cref="Cuda.CudaModelRunner"/>.
 /// </summary>
 public interface IModelRunner : IDisposable
 {
@@ -19,6 +19,14 @@ public interface IModelRunner : IDisposable
     ForwardBatch CreateBatch();
     /// <summary>Runs <paramref name="batch"/>; returns its logits <c>[batch.NumLogits, VocabSize]</c>, valid until the next call.</summary>
     ReadOnlySpan<float> Forward(ForwardBatch batch);
+
+    /// <summary>
+    /// Copies every layer's keys and values of KV block <paramref name="sourceBlock"/> into
+    /// <paramref name="destinationBlock"/>, where the pool lives (copy-on-write of a shared block, see
+    /// <see cref="BlockCopy"/>); ordered before the next <see cref="Forward"/>.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A block outside the pool's <see cref="ModelConfig.NumKvBlocks"/>.</exception>
+    void CopyKvBlock(int sourceBlock, int destinationBlock);
 
     /// <summary>
     /// Runs <paramref name="batch"/> and writes each logits row's argmax to <paramref name="tokens"/>. By

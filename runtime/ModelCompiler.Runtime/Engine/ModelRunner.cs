@@ -57,5 +57,8 @@ public sealed class ModelRunner : IModelRunner
     }
 
     /// <inheritdoc />
+    public void CopyKvBlock(int sourceBlock, int destinationBlock) => KvCache.CopyBlock(sourceBlock, destinationBlock);
+
+    /// <inheritdoc />
     public void Dispose() => Weights.Dispose();
 }

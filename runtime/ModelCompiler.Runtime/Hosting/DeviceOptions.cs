@@ -25,7 +25,7 @@ internal sealed record DeviceChoice(ICudaDevice? Device, string? Note)
         {
             return new CudaModelRunner(Device, engine, source, ownsDevice: true);
         }
-        catch (Exception e) when (e is CudaException or NvrtcCompileException or EmulatorCompileException)
+        catch (Exception e) when (e is CudaException or NvrtcCompileException or EmulatorCompileException or NotSupportedException)
         {
             throw new ModelLoadException($"{name}: {e.Message.Split('\n')[0].Trim()}");
         }

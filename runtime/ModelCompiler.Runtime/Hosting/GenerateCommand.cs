@@ -62,7 +62,11 @@ internal static class GenerateCommand
             var source = WeightOptions.Open(engine.Config, weights, note => Console.Error.WriteLine("note: " + note));
             if (device.Note is not null) Console.Error.WriteLine("note: " + device.Note);
             else if (device.Device is not null) Console.Error.WriteLine("note: running on " + device.Device.Name);
-            return device.CreateRunner(engine, source);
+            var runner = device.CreateRunner(engine, source);
+            if (device.Device is Cuda.CudaDriverDevice { ModuleTarget: string target } gpu && target.StartsWith("compute_", StringComparison.Ordinal))
+                Console.Error.WriteLine($"note: NVRTC {Cuda.NvrtcCompiler.Version().Major}.{Cuda.NvrtcCompiler.Version().Minor} cannot compile for sm_{gpu.ComputeCapability.Major}{gpu.ComputeCapability.Minor}: " +
+                    $"the kernels go to the driver as PTX for {target} and are JIT-compiled at load");
+            return runner;
         }
         catch
         {

@@ -24,34 +24,30 @@ internal sealed record ServeBackendFactory(Action<Command> AddOptions, Func<Pars
 {
     /// <summary>
     /// The serving engine over the shared weight options (<c>--weights</c> | <c>--random-weights</c>,
-    /// <c>--dtype</c>, <c>--threads</c>): weights bound to the compiled model, a <see cref="ModelRunner"/>, and an
-    /// <see cref="InferenceEngine"/> (continuous batching, prefix caching) stepping on its own thread.
+    /// <c>--dtype</c>, <c>--threads</c>) and <c>--device auto|cpu|cuda</c> (as for generate and bench): weights
+    /// bound to the compiled model, the runner for the device (the CPU <see cref="ModelRunner"/>, or
+    /// <see cref="Cuda.CudaModelRunner"/> with the KV pool on the GPU), and an <see cref="InferenceEngine"/>
+    /// (continuous batching, prefix caching) that owns the runner, stepping on its own thread.
     /// </summary>
     public static ServeBackendFactory ForEngine(CompiledModel engine)
     {
         var config = engine.Config;
         var weights = new WeightOptions(config);
-        // The serving engine runs on the CPU for now: CudaModelRunner is not wired into InferenceEngine yet.
-        var device = new Option<string>("--device")
-        {
-            Description = "Where to run: serve runs on the CPU for now (auto and cpu); cuda is refused until the serving engine drives the CUDA runner.",
-            DefaultValueFactory = _ => "auto",
-        };
+        var device = new DeviceOptions();
         void AddOptions(Command command)
         {
             weights.AddTo(command);
-            command.Options.Add(device);
+            device.AddTo(command);
         }
         return new ServeBackendFactory(AddOptions, result =>
         {
-            string deviceName = (result.GetValue(device) ?? "auto").Trim().ToLowerInvariant();
-            if (deviceName == "cuda") throw new ArgumentException("--device cuda: serve runs on the CPU only for now; use generate or bench on the GPU");
-            if (deviceName is not ("auto" or "cpu")) throw new ArgumentException($"--device must be auto, cpu or cuda; got '{deviceName}'");
             if (!weights.TryGetSelection(result, out var selection, out string error)) throw new ArgumentException(error);
+            // Resolved (and a GPU probed) before anything listens, so `--device cuda` without one fails with exit code 2.
+            if (!device.TryResolve(result, engine, out var choice, out error)) throw new ArgumentException(error);
             return () =>
             {
-                var source = WeightOptions.Open(config, selection, note => Console.Error.WriteLine("note: " + note));
-                var inference = new InferenceEngine(new ModelRunner(engine, source));
+                var runner = GenerateCommand.OpenRunner(engine, selection, choice);
+                var inference = new InferenceEngine(runner, ownsRunner: true);
                 inference.Start();
                 return inference;
             };

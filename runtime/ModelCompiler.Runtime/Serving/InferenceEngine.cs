@@ -23,20 +23,23 @@ public sealed record InferenceEngineOptions
 }
 
 /// <summary>
-/// The serving engine: continuous batching of many requests over one <see cref="ModelRunner"/>. A step is
+/// The serving engine: continuous batching of many requests over one <see cref="IModelRunner"/> (the CPU
+/// <see cref="ModelRunner"/>, or the CUDA runner with its KV pool on the device). A step is
 /// schedule (<see cref="Scheduler"/>) → run (<see cref="ServingModelRunner"/>) → post-process (sample, stop,
 /// stream, free). Requests come in from any thread (<see cref="TryAdd"/>); a background thread
 /// (<see cref="Start"/>) steps while there is work, or a caller drives <see cref="Step"/> itself.
 /// </summary>
 /// <remarks>
-/// The engine uses the runner's own <see cref="ModelRunner.Blocks"/>, the one block manager of its KV pool:
+/// The engine uses the runner's own <see cref="IModelRunner.Blocks"/>, the one block manager of its KV pool:
 /// while an engine runs over a runner, nothing else (a <see cref="TextGenerator"/>) may use that runner.
 /// Prefix caching is always on. Everything except submission, cancellation and the counters belongs to
 /// the step thread; a lock serialises <see cref="Step"/> calls.
 /// </remarks>
 public sealed class InferenceEngine : IGenerationBackend, IDisposable
 {
-    private readonly ModelRunner _runner;
+    private readonly IModelRunner _runner;
+    private readonly bool _ownsRunner;
+    private int _runnerDisposed;
     private readonly ServingModelRunner _modelRunner;
     private readonly Scheduler _scheduler;
     private readonly InferenceEngineOptions _options;
@@ -57,11 +60,16 @@ public sealed class InferenceEngine : IGenerationBackend, IDisposable
     private int _numRunningSequences, _numKvBlocksUsed, _numKvBlocksFree;
     private long _numPrefixCacheQueryTokens, _numPrefixCacheHitTokens, _numPreemptions, _numPromptTokens, _numGeneratedTokens;
 
-    /// <summary>Creates an engine over <paramref name="runner"/> (which the caller keeps owning and disposes after the engine).</summary>
-    public InferenceEngine(ModelRunner runner, InferenceEngineOptions? options = null)
+    /// <summary>
+    /// Creates an engine over <paramref name="runner"/>. The caller keeps owning the runner and disposes it
+    /// after the engine, unless <paramref name="ownsRunner"/>: then <see cref="Dispose"/> disposes it once the
+    /// loop has stopped (what <c>serve</c> does, so a GPU runner frees its device memory on shutdown).
+    /// </summary>
+    public InferenceEngine(IModelRunner runner, InferenceEngineOptions? options = null, bool ownsRunner = false)
     {
         ArgumentNullException.ThrowIfNull(runner);
         _runner = runner;
+        _ownsRunner = ownsRunner;
         _options = options ?? new InferenceEngineOptions();
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(_options.MaxQueuedRequests);
         var c = runner.Config;
@@ -217,6 +225,7 @@ public sealed class InferenceEngine : IGenerationBackend, IDisposable
             PublishCounters();
         }
         _wake.Dispose();
+        if (_ownsRunner && Interlocked.Exchange(ref _runnerDisposed, 1) == 0) _runner.Dispose();
     }
 
     internal void RequestCancellation(GenerationHandle handle)

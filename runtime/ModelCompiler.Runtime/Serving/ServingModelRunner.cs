@@ -15,20 +15,21 @@ namespace ModelCompiler.Runtime.Serving;
 public readonly record struct SampledToken(int TokenId, float Logprob, IReadOnlyList<TokenLogprob> TopLogprobs);
 
 /// <summary>
-/// The serving path's model runner: turns a <see cref="SchedulerStep"/> into one forward pass of the
-/// <see cref="ModelRunner"/> (copy-on-write block copies first, then each scheduled sequence's new tokens
-/// at positions from its computed count, a logits row only for sequences that sample) and samples rows
-/// with each sequence's own <see cref="Sampler"/>. It reads the block manager's tables; it decides nothing.
+/// The serving path's model runner: turns a <see cref="SchedulerStep"/> into one forward pass of an
+/// <see cref="IModelRunner"/> — the CPU <see cref="ModelRunner"/> or the CUDA runner — (copy-on-write block
+/// copies first, done by the runner where its KV pool lives, then each scheduled sequence's new tokens at
+/// positions from its computed count, a logits row only for sequences that sample) and samples rows on the
+/// host with each sequence's own <see cref="Sampler"/>. It reads the block manager's tables; it decides nothing.
 /// </summary>
 public sealed class ServingModelRunner
 {
-    private readonly ModelRunner _runner;
+    private readonly IModelRunner _runner;
     private readonly ForwardBatch _batch;
     private readonly float[] _logits;              // [MaxSequences, vocab] rows of the last step's samplers
     private readonly Dictionary<Sequence, int> _rowOfSequence = new();
 
     /// <summary>Creates a runner over <paramref name="runner"/>'s model, KV pool and block manager.</summary>
-    public ServingModelRunner(ModelRunner runner)
+    public ServingModelRunner(IModelRunner runner)
     {
         ArgumentNullException.ThrowIfNull(runner);
         _runner = runner;
@@ -45,7 +46,7 @@ public sealed class ServingModelRunner
     /// </summary>
     public void Execute(SchedulerStep step)
     {
-        foreach (var copy in step.BlockCopies) _runner.KvCache.CopyBlock(copy.SourceBlock, copy.DestinationBlock);
+        foreach (var copy in step.BlockCopies) _runner.CopyKvBlock(copy.SourceBlock, copy.DestinationBlock);
         _batch.Clear();
         _rowOfSequence.Clear();
         var blocks = _runner.Blocks;

@@ -243,4 +243,69 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
                 Assert.True(keyCache[i] == sentinel && valueCache[i] == sentinel, $"cache float {i} written outside the tokens' slots");
         Free(xp, gp, wp, qkvp, pp, sp, bp, kp, vp);
     }
+
+    /// <summary>x[t] / sqrt(mean(x[t]²) + eps) · g in double.</summary>
+    private static double[] RmsNormReference(float[] x, int t, int width, float[] g, double eps)
+    {
+        double ss = 0;
+        for (int i = 0; i < width; i++) ss += (double)x[t * width + i] * x[t * width + i];
+        double inv = 1 / Math.Sqrt(ss / width + eps);
+        var y = new double[width];
+        for (int i = 0; i < width; i++) y[i] = x[t * width + i] * inv * g[i];
+        return y;
+    }
+
+    [Fact]
+    public void The_norm_folded_into_the_ffn_projection_alone_matches_a_double_rmsnorm()
+    {
+        // The fused RMSNorm → gate/up projection launched with an identity in its first 64 rows and zeros below:
+        // its first 64 outputs are then the norm alone, the rest exactly 0. Rows of very different scales
+        // (1e-3 puts eps in play, 100 tests the sum of squares).
+        var launch = Find("rmsnorm_linear_", "", CudaArgKind.Arena, CudaArgKind.LayerWeight, CudaArgKind.LayerWeight, CudaArgKind.Arena, CudaArgKind.NumTokens);
+        const int numTokens = 10, outDim = 2 * Hidden;
+        float[] scales = [1f, 1e-3f, 100f, 3f, 0.5f, 1f, 20f, 1e-2f, 1f, 7f];
+        var random = new Random(81);
+        float[] x = Enumerable.Range(0, numTokens * Dim).Select(i => (float)(random.NextDouble() * 2 - 1) * scales[i / Dim]).ToArray();
+        float[] g = Random(Dim, 82, 1.5f);
+        var w = new float[outDim * Dim];
+        for (int r = 0; r < Dim; r++) w[r * Dim + r] = 1f;
+        DevicePointer xp = _emu.Upload(x), gp = _emu.Upload(g), wp = _emu.Upload(w), yp = _emu.Upload(Random(numTokens * outDim, 83, 5f));
+        Run(launch, numTokens, 1, 0, KernelArg.Pointer(xp), KernelArg.Pointer(gp), KernelArg.Pointer(wp), KernelArg.Pointer(yp), KernelArg.Int(numTokens));
+        float[] y = _emu.Download<float>(yp, numTokens * outDim);
+        for (int t = 0; t < numTokens; t++)
+        {
+            double[] expected = RmsNormReference(x, t, Dim, g, 1e-5);
+            for (int c = 0; c < outDim; c++)
+            {
+                double e = c < Dim ? expected[c] : 0;
+                Assert.True(Math.Abs(y[t * outDim + c] - e) <= 1e-5 * (1 + Math.Abs(e)), $"token {t} (scale {scales[t]}) column {c}: {y[t * outDim + c]} vs {e}");
+            }
+        }
+        Free(xp, gp, wp, yp);
+    }
+
+    [Fact]
+    public void The_final_norm_and_lm_head_gather_the_rows_that_need_logits_and_match_a_double_reference()
+    {
+        var launch = Find("final_norm_lm_head_", "", CudaArgKind.Arena, CudaArgKind.LogitsTokenIndices, CudaArgKind.Weight, CudaArgKind.Weight,
+            CudaArgKind.Logits, CudaArgKind.NumLogits);
+        const int numTokens = 13;
+        int[] rows = [12, 0, 5, 6, 11, 3, 9, 2, 7];   // more than one tile of 8, out of order
+        int numLogits = rows.Length;
+        float[] x = Random(numTokens * Dim, 91, 3f), g = Random(Dim, 92, 1.5f), head = Random(Vocab * Dim, 93, 0.5f);
+        DevicePointer xp = _emu.Upload(x), ip = _emu.Upload(rows), gp = _emu.Upload(g), hp = _emu.Upload(head), lp = _emu.Upload(new float[numLogits * Vocab]);
+        Run(launch, numTokens, 1, numLogits, KernelArg.Pointer(xp), KernelArg.Pointer(ip), KernelArg.Pointer(gp), KernelArg.Pointer(hp), KernelArg.Pointer(lp), KernelArg.Int(numLogits));
+        float[] logits = _emu.Download<float>(lp, numLogits * Vocab);
+        for (int i = 0; i < numLogits; i++)
+        {
+            double[] normed = RmsNormReference(x, rows[i], Dim, g, 1e-5);
+            for (int v = 0; v < Vocab; v++)
+            {
+                double dot = 0, magnitude = 0;
+                for (int c = 0; c < Dim; c++) { dot += head[v * Dim + c] * normed[c]; magnitude += Math.Abs(head[v * Dim + c] * normed[c]); }
+                Assert.True(Math.Abs(logits[i * Vocab + v] - dot) <= 1e-5 * (1 + magnitude), $"logits row {i} (token {rows[i]}) id {v}: {logits[i * Vocab + v]} vs {dot}");
+            }
+        }
+        Free(xp, ip, gp, hp, lp);
+    }
 }

@@ -6,7 +6,7 @@ using static ModelCompiler.Tests.Hosting.ConsoleCapture;
 
 namespace ModelCompiler.Tests.Hosting;
 
-/// <summary><c>--device auto|cpu|cuda</c> (and the hidden <c>emulator</c>) on generate and bench, on a machine without libcuda.</summary>
+/// <summary><c>--device auto|cpu|cuda</c> (and the hidden <c>emulator</c>) on generate, bench and serve, on a machine without libcuda.</summary>
 [Collection(nameof(ConsoleCollection))]
 public sealed class DeviceOptionTests
 {
@@ -48,6 +48,7 @@ public sealed class DeviceOptionTests
     [Theory]
     [InlineData("generate")]
     [InlineData("bench")]
+    [InlineData("serve")]
     public void Cuda_without_a_gpu_is_one_error_line_and_exit_code_2(string command)
     {
         if (GpuUsable(out string reason)) return;
@@ -58,13 +59,25 @@ public sealed class DeviceOptionTests
     }
 
     [Fact]
-    public void Serve_runs_on_the_cpu_only_and_refuses_cuda_in_one_line()
+    public void Serve_falls_back_to_the_cpu_without_a_gpu_and_refuses_an_unknown_device()
     {
-        var (code, stdout, stderr) = Run<Stories260KTestEngine>("serve", "--device", "cuda", "--port", "0");
+        var (code, _, stderr) = Run<Stories260KTestEngine>("serve", "--device", "tpu", "--port", "0");
         Assert.Equal(2, code);
-        Assert.Equal("", stdout);
-        Assert.StartsWith("error: --device cuda: serve runs on the CPU only", stderr);
-        Assert.Single(stderr.TrimEnd('\n').Split('\n'));
+        Assert.Equal("error: --device must be auto, cpu or cuda; got 'tpu'\n", stderr.ReplaceLineEndings("\n"));
+    }
+
+    [Fact]
+    public void Bench_serve_runs_the_serving_engine_on_the_emulator()
+    {
+        var (code, stdout, stderr) = Run<Stories260KTestEngine>(
+            "bench", "serve", "--device", "emulator", "--concurrency", "2", "--requests", "3", "--prompt-tokens", "6", "--gen-tokens", "4", "--json");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("note: running on CUDA emulator", stderr);
+        var root = JsonDocument.Parse(stdout).RootElement;
+        Assert.Equal(3, root.GetProperty("succeeded").GetInt32());
+        Assert.Equal(0, root.GetProperty("failed").GetInt32());
+        Assert.Equal(12, root.GetProperty("generated_tokens").GetInt32());
+        Assert.Equal(0, root.GetProperty("after").GetProperty("kv_blocks_used").GetInt32());
     }
 
     [Fact]

@@ -5,9 +5,14 @@ using Xunit;
 
 namespace ModelCompiler.Tests.Serving;
 
-/// <summary>A compiled model with different runtime budgets (a tiny KV pool, a small token budget); the forward pass is the inner model's.</summary>
+/// <summary>
+/// A compiled model with different runtime budgets (a tiny KV pool, a small token budget); the forward pass
+/// and the CUDA plan are the inner model's (budgets at most the compiled ones: the plan's arena and scratch
+/// are sized for the compiled token budget).
+/// </summary>
 internal sealed class ResizedModel(CompiledModel inner, ModelConfig config) : CompiledModel
 {
+    public override ModelCompiler.Runtime.Cuda.CudaLaunchPlan? CudaPlan => inner.CudaPlan;
     public override ModelConfig Config => config;
     public override IReadOnlyList<WeightSpec> WeightSpecs => inner.WeightSpecs;
     public override int ArenaSizeInFloats => inner.ArenaSizeInFloats;

@@ -88,6 +88,17 @@ public sealed unsafe class CudaEmulatorDevice : ICudaDevice
     }
 
     /// <inheritdoc/>
+    public void CopyOnDevice(DevicePointer destination, DevicePointer source, long sizeInBytes)
+    {
+        CheckPointer(destination);
+        CheckPointer(source);
+        ArgumentOutOfRangeException.ThrowIfNegative(sizeInBytes);
+        if (_capture is not null) throw new InvalidOperationException("Device copies are not captured into graphs.");
+        // Launches run synchronously, so the copy is ordered after every earlier launch already.
+        Buffer.MemoryCopy((void*)source.Address, (void*)destination.Address, sizeInBytes, sizeInBytes);
+    }
+
+    /// <inheritdoc/>
     public void Memset(DevicePointer destination, byte value, long sizeInBytes)
     {
         CheckPointer(destination);

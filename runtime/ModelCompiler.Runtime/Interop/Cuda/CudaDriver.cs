@@ -42,6 +42,7 @@ internal static partial class CudaDriver
     [LibraryImport(NativeLibraries.Driver, EntryPoint = "cuMemFree_v2")] internal static partial int MemFree(ulong pointer);
     [LibraryImport(NativeLibraries.Driver, EntryPoint = "cuMemcpyHtoDAsync_v2")] internal static unsafe partial int MemcpyHtoDAsync(ulong destination, void* source, nuint sizeInBytes, nint stream);
     [LibraryImport(NativeLibraries.Driver, EntryPoint = "cuMemcpyDtoHAsync_v2")] internal static unsafe partial int MemcpyDtoHAsync(void* destination, ulong source, nuint sizeInBytes, nint stream);
+    [LibraryImport(NativeLibraries.Driver, EntryPoint = "cuMemcpyDtoDAsync_v2")] internal static partial int MemcpyDtoDAsync(ulong destination, ulong source, nuint sizeInBytes, nint stream);
     [LibraryImport(NativeLibraries.Driver, EntryPoint = "cuMemsetD8Async")] internal static partial int MemsetD8Async(ulong destination, byte value, nuint count, nint stream);
 
     [LibraryImport(NativeLibraries.Driver, EntryPoint = "cuStreamCreate")] internal static partial int StreamCreate(out nint stream, uint flags);

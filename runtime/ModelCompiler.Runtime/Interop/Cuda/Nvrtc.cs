@@ -15,6 +15,13 @@ internal static partial class Nvrtc
     [LibraryImport(NativeLibraries.Nvrtc, EntryPoint = "nvrtcVersion")]
     internal static partial int Version(out int major, out int minor);
 
+    // Since NVRTC 11.2: the sm_XY targets this NVRTC can compile for, as XY numbers (35, 37, 50, …, 80, 86, 90).
+    [LibraryImport(NativeLibraries.Nvrtc, EntryPoint = "nvrtcGetNumSupportedArchs")]
+    internal static partial int GetNumSupportedArchs(out int count);
+
+    [LibraryImport(NativeLibraries.Nvrtc, EntryPoint = "nvrtcGetSupportedArchs")]
+    internal static unsafe partial int GetSupportedArchs(int* architectures);
+
     [LibraryImport(NativeLibraries.Nvrtc, EntryPoint = "nvrtcGetErrorString")]
     internal static partial nint GetErrorString(int result);
 
