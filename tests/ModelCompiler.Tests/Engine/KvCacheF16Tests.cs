@@ -112,3 +112,36 @@ public sealed class KvCacheF16DeviceTests
         Assert.Contains("note: running on the CPU: the CUDA runner keeps its KV cache in f32", stderr);
     }
 }
+
+/// <summary>A decode step's forward pass and argmax allocate nothing on the managed heap, with either KV cache type.</summary>
+public class DecodeAllocationTests
+{
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Greedy_decode_forward_passes_allocate_nothing(bool f16)
+    {
+        CompiledModel engine = f16 ? new Stories260KF16KvTestEngine() : new Stories260KTestEngine();
+        using var runner = new ModelRunner(engine, OpenStories());
+        IModelRunner backend = runner;
+        int[] prompt = StoryTokens()[..20];
+        runner.Blocks.Allocate(1, prompt.Length);
+        var batch = runner.CreateBatch();
+        batch.AddSequence(prompt, 0, runner.Blocks.BlockTable(1));
+        Span<int> next = stackalloc int[1];
+        backend.ForwardGreedy(batch, next);
+        long allocated = 0;
+        for (int step = 0; step < 40; step++)
+        {
+            // The first steps warm up (tiered compilation may allocate); the last 30 are counted.
+            int position = prompt.Length + step;
+            runner.Blocks.Append(1, position + 1);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            batch.Clear();
+            batch.AddSequence(next, position, runner.Blocks.BlockTable(1));
+            backend.ForwardGreedy(batch, next);
+            if (step >= 10) allocated += GC.GetAllocatedBytesForCurrentThread() - before;
+        }
+        Assert.Equal(0, allocated);
+    }
+}
