@@ -1,21 +1,18 @@
 using System;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using ModelCompiler.Runtime.Kernels.MatMul;
 using ModelCompiler.Runtime.KvCache;
 
 namespace ModelCompiler.Runtime.Kernels;
 
-/// <summary>Reads KV-cache elements of one stored type as f32: 16, 8 or 1 consecutive elements at a byte address.</summary>
+/// <summary>Reads KV-cache elements of one stored type as f32: 16 or 1 consecutive elements at a byte address.</summary>
 internal unsafe interface IKvElements
 {
     /// <summary>Bytes per element.</summary>
     static abstract int Size { get; }
     /// <summary>16 elements (needs AVX-512F).</summary>
     static abstract Vector512<float> Load16(byte* p);
-    /// <summary>8 elements (needs AVX2).</summary>
-    static abstract Vector256<float> Load8(byte* p);
     /// <summary>One element.</summary>
     static abstract float Load1(byte* p);
 }
@@ -27,33 +24,17 @@ internal unsafe struct F32Kv : IKvElements
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Load16(byte* p) => Vector512.Load((float*)p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Load8(byte* p) => Vector256.Load((float*)p);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Load1(byte* p) => *(float*)p;
 }
 
 /// <summary>An f16 cache: widened in registers (exact: every f16 value is an f32 value).</summary>
 internal unsafe struct F16Kv : IKvElements
 {
-    private const float TwoPow112 = 5.192296858534828e33f;
-
     public static int Size => sizeof(ushort);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Load16(byte* p) => HalfBits.HalfToSingle(Vector256.Load((ushort*)p));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Load1(byte* p) => HalfBits.HalfToSingle(*(ushort*)p);
-
-    /// <summary>8 halves to f32 with the bit manipulation of <see cref="HalfBits"/> (which has no 8-wide form).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Load8(byte* p)
-    {
-        var h = Avx2.ConvertToVector256Int32(Vector128.Load((ushort*)p)).AsUInt32();
-        var bits = (h & Vector256.Create(0x7FFFu)) << 13;
-        var finite = bits.AsSingle() * Vector256.Create(TwoPow112);
-        var isInfOrNaN = Vector256.Equals(h & Vector256.Create(0x7C00u), Vector256.Create(0x7C00u));
-        var magnitude = Vector256.ConditionalSelect(isInfOrNaN, bits | Vector256.Create(0x7F800000u), finite.AsUInt32());
-        return (magnitude | ((h & Vector256.Create(0x8000u)) << 16)).AsSingle();
-    }
 }
 
 /// <summary>What <see cref="PagedAttentionJob{TKv}"/> reads and writes, independent of the cache's element type.</summary>
@@ -67,33 +48,34 @@ internal unsafe struct AttentionShape
 }
 
 /// <summary>
-/// Attention of one (token, KV head) pair per chunk, over the layout of <see cref="PagedKvCache"/>: the query
-/// heads of the group share every key and value they read. Positions are taken a tile at a time: scores of the
-/// whole tile (16 positions per FMA from the transposed keys), then per head one max, one exp pass and at most
+/// Attention of one (token, KV head) pair per chunk, over the layout of <see cref="PagedKvCache"/> (keys and values
+/// both <c>[KvDim, BlockSize]</c> per block): the query heads of the group share every key and value they read.
+/// Positions are taken a tile at a time: scores of the whole tile, then per head one max, one exp pass and at most
 /// one rescale of the running output (the online softmax, a tile at a time), then the values.
 /// </summary>
 /// <remarks>
-/// Paths: keys by 16 positions with AVX-512 when the block size is a multiple of 16 (else one position at a time);
-/// values with Vector256 when the head width is a multiple of 8 (else scalar); the exp with Vector512 or Vector256.
-/// Scores of a tile's last 16 may be computed for slots past the attended positions (within the same block, so
-/// in bounds); they are never read.
+/// With AVX-512 and blocks of a multiple of 16 slots, positions are the vector lanes throughout: q·k of 16 positions
+/// is one FMA per channel with the query element broadcast, and the value sum keeps per (head, channel) a vector
+/// of 16 per-position partial sums, folded once at the end; no horizontal sum per position. Otherwise one position
+/// at a time (the portable path). A partial last 16 computes scores for slots past the attended positions (inside
+/// the same block, so in bounds); they are never read, and their value lanes are masked out.
 /// </remarks>
 internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv : struct, IKvElements
 {
-    /// <summary>Widest head: the queries and running outputs of a pass stay on the stack (2 × 16 KiB at most).</summary>
-    public const int MaxHeadDim = MaxPassFloats;
-    private const int MaxPassFloats = 4096;
+    /// <summary>Widest head: 16 partial sums per channel of one head must fit the accumulator budget.</summary>
+    public const int MaxHeadDim = MaxAccumulatorFloats / Lanes;
+    /// <summary>Floats of running output per pass, on the stack (64 KiB; the worker threads have 4 MiB).</summary>
+    private const int MaxAccumulatorFloats = 16384;
     /// <summary>Most query heads of a GQA group handled in one pass over the context; larger groups take several.</summary>
     private const int MaxPassHeads = 8;
     /// <summary>Positions per tile.</summary>
     private const int Tile = 128;
     /// <summary>Floats per head in the score buffer: a tile plus the overhang of a last partial 16.</summary>
-    private const int ScoreStride = Tile + 16;
+    private const int ScoreStride = Tile + Lanes;
+    private const int Lanes = 16;
 
     public AttentionShape Shape;
     public byte* Keys, Values;
-
-    private static readonly bool s_vectorValues = Vector256.IsHardwareAccelerated && Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>Element offset of a sequence's logical block in the layer; a block the table lacks is an error.</summary>
     private readonly nint BlockOffset(int* blockTable, int logicalBlock, int t, int sequence)
@@ -108,50 +90,57 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
     {
         ref readonly var s = ref Shape;
         int t = chunk / s.NumKvHeads, kvHead = chunk % s.NumKvHeads;
-        int headDim = s.HeadDim, groupSize = s.NumHeads / s.NumKvHeads, blockSize = s.BlockSize, kvDim = s.KvDim;
-        int headsPerPass = Math.Min(groupSize, Math.Min(MaxPassHeads, MaxPassFloats / headDim));
+        int headDim = s.HeadDim, groupSize = s.NumHeads / s.NumKvHeads, blockSize = s.BlockSize;
+        bool vector = CpuFeatures.UseVector512 && blockSize % Lanes == 0;
+        int lanes = vector ? Lanes : 1;
+        int headsPerPass = Math.Min(groupSize, Math.Min(MaxPassHeads, MaxAccumulatorFloats / (headDim * lanes)));
         int sequence = s.SequenceOfToken[t];
         int* blockTable = s.BlockTables + (nint)sequence * s.MaxBlocksPerSequence;
         int lastPosition = s.Positions[t];
         float* queryRow = s.Q + (nint)t * s.QRowStride;
         float* outputRow = s.Output + (nint)t * s.NumHeads * headDim;
-        bool vectorKeys = CpuFeatures.UseVector512 && blockSize % 16 == 0;
-        bool vectorValues = s_vectorValues && headDim % 8 == 0;
 
-        // Per pass: scaled queries and running outputs [headsPerPass, headDim], running max and sum [headsPerPass],
-        // scores [headsPerPass, ScoreStride], and the byte offset of every value row of the tile.
+        // Per pass: scaled queries [headsPerPass, headDim]; running outputs [headsPerPass, headDim, lanes] (per-lane
+        // partial sums); running max and sum [headsPerPass]; scores [headsPerPass, ScoreStride]; and the tile's runs
+        // of consecutive slots: first position in the tile, and element offset of the run's first slot of channel 0.
         float* query = stackalloc float[headsPerPass * headDim];
-        float* accumulators = stackalloc float[headsPerPass * headDim];
+        int accumulatorFloats = headDim * lanes;
+        float* accumulators = stackalloc float[headsPerPass * accumulatorFloats];
         float* runningMax = stackalloc float[headsPerPass];
         float* runningSum = stackalloc float[headsPerPass];
         float* scores = stackalloc float[headsPerPass * ScoreStride];
-        nint* valueRows = stackalloc nint[Tile];
+        int* runStarts = stackalloc int[Tile + 1];
+        nint* runOffsets = stackalloc nint[Tile];
 
         for (int firstHead = kvHead * groupSize; firstHead < (kvHead + 1) * groupSize; firstHead += headsPerPass)
         {
             int numPassHeads = Math.Min(headsPerPass, (kvHead + 1) * groupSize - firstHead);
             for (int i = 0; i < numPassHeads * headDim; i++) query[i] = queryRow[firstHead * headDim + i] * s.ScoreScale;
-            new Span<float>(accumulators, numPassHeads * headDim).Clear();
+            new Span<float>(accumulators, numPassHeads * accumulatorFloats).Clear();
             for (int j = 0; j < numPassHeads; j++) { runningMax[j] = float.NegativeInfinity; runningSum[j] = 0; }
 
             for (int tileStart = 0; tileStart <= lastPosition; tileStart += Tile)
             {
                 int tileLength = Math.Min(Tile, lastPosition + 1 - tileStart);
                 // The tile in runs of consecutive slots of one block: one table lookup per block.
-                for (int i = 0; i < tileLength;)
+                int numRuns = 0;
+                for (int i = 0; i < tileLength; numRuns++)
                 {
                     int position = tileStart + i;
                     int logicalBlock = position / blockSize, offset = position - logicalBlock * blockSize;
-                    int count = Math.Min(blockSize - offset, tileLength - i);
-                    nint block = BlockOffset(blockTable, logicalBlock, t, sequence);
-                    // Keys [kvDim, blockSize]: channel c of slot o at c × blockSize + o.
-                    byte* keys = Keys + (block + (nint)kvHead * headDim * blockSize + offset) * TKv.Size;
-                    if (vectorKeys) KeyScores16(keys, blockSize, query, numPassHeads, headDim, count, scores + i);
-                    else KeyScores1(keys, blockSize, query, numPassHeads, headDim, count, scores + i);
-                    // Values [blockSize, kvDim]: slot o's head at o × kvDim + kvHead × headDim.
-                    nint valueRow = (block + (nint)offset * kvDim + kvHead * headDim) * TKv.Size;
-                    for (int k = 0; k < count; k++) valueRows[i + k] = valueRow + (nint)k * kvDim * TKv.Size;
-                    i += count;
+                    runStarts[numRuns] = i;
+                    // Channel c of this KV head, slot o: element (kvHead × headDim + c) × blockSize + o of the block.
+                    runOffsets[numRuns] = BlockOffset(blockTable, logicalBlock, t, sequence) + (nint)kvHead * headDim * blockSize + offset;
+                    i += Math.Min(blockSize - offset, tileLength - i);
+                }
+                runStarts[numRuns] = tileLength;
+
+                for (int r = 0; r < numRuns; r++)
+                {
+                    byte* keys = Keys + runOffsets[r] * TKv.Size;
+                    int count = runStarts[r + 1] - runStarts[r];
+                    if (vector) KeyScores16(keys, blockSize, query, numPassHeads, headDim, count, scores + runStarts[r]);
+                    else KeyScores1(keys, blockSize, query, numPassHeads, headDim, count, scores + runStarts[r]);
                 }
 
                 for (int j = 0; j < numPassHeads; j++)
@@ -163,20 +152,33 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                         // exp(-inf) = 0 on the first tile, which also zeroes the (empty) sums.
                         float correction = MathF.Exp(runningMax[j] - tileMax);
                         runningSum[j] *= correction;
-                        var headAccumulator = new Span<float>(accumulators + j * headDim, headDim);
+                        var headAccumulator = new Span<float>(accumulators + j * accumulatorFloats, accumulatorFloats);
                         CpuKernels.Scale(headAccumulator, correction, headAccumulator);
                         runningMax[j] = tileMax;
                     }
                     runningSum[j] += AttentionMath.ExpSubtract(headScores, tileLength, runningMax[j]);
                 }
 
-                if (vectorValues && headDim == 8) Values8(valueRows, tileLength, scores, numPassHeads, accumulators);
-                else if (vectorValues) ValuesBy8(valueRows, tileLength, scores, numPassHeads, headDim, accumulators);
-                else Values1(valueRows, tileLength, scores, numPassHeads, headDim, accumulators);
+                for (int r = 0; r < numRuns; r++)
+                {
+                    byte* values = Values + runOffsets[r] * TKv.Size;
+                    int first = runStarts[r], count = runStarts[r + 1] - first;
+                    if (!vector) Values1(values, blockSize, scores + first, count, numPassHeads, headDim, accumulators);
+                    else if (headDim == 8) Values16Head8(values, blockSize, scores + first, count, numPassHeads, accumulators);
+                    else Values16(values, blockSize, scores + first, count, numPassHeads, headDim, accumulators);
+                }
             }
 
             for (int j = 0; j < numPassHeads; j++)
-                CpuKernels.Scale(new ReadOnlySpan<float>(accumulators + j * headDim, headDim), 1f / runningSum[j], new Span<float>(outputRow + (firstHead + j) * headDim, headDim));
+            {
+                float inverseSum = 1f / runningSum[j];
+                float* acc = accumulators + j * accumulatorFloats;
+                float* output = outputRow + (firstHead + j) * headDim;
+                if (vector)
+                    for (int d = 0; d < headDim; d++) output[d] = Vector512.Sum(Vector512.Load(acc + d * Lanes)) * inverseSum;
+                else
+                    for (int d = 0; d < headDim; d++) output[d] = acc[d] * inverseSum;
+            }
         }
     }
 
@@ -187,7 +189,7 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
     private static void KeyScores16(byte* keys, int blockSize, float* query, int numHeads, int headDim, int count, float* scores)
     {
         nint channelBytes = (nint)blockSize * TKv.Size;
-        for (int c = 0; c < count; c += 16)
+        for (int c = 0; c < count; c += Lanes)
         {
             byte* k0 = keys + (nint)c * TKv.Size;
             int j = 0;
@@ -247,57 +249,80 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
         }
     }
 
-    /// <summary>Heads of 8 (Stories260K): one Vector256 per value row, four independent sums per head to hide the FMA latency.</summary>
-    private readonly void Values8(nint* valueRows, int count, float* weights, int numHeads, float* accumulators)
+    /// <summary>Lanes of a 16-slot chunk that hold attended positions: all when <paramref name="remaining"/> ≥ 16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> ValidLanes(int remaining) =>
+        Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(remaining)).AsSingle();
+
+    /// <summary>
+    /// Heads of 8 (Stories260K): a head's eight channel sums stay in registers over the run, each 16 slots one
+    /// weight vector and eight FMAs. Lanes past the attended positions are zeroed in both weights and values
+    /// (their scores were never exponentiated, and a stale slot may hold anything).
+    /// </summary>
+    private static void Values16Head8(byte* values, int blockSize, float* weights, int count, int numHeads, float* accumulators)
     {
-        byte* values = Values;
+        nint channelBytes = (nint)blockSize * TKv.Size;
         for (int j = 0; j < numHeads; j++)
         {
+            float* acc = accumulators + j * 8 * Lanes;
             float* w = weights + j * ScoreStride;
-            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            int i = 0;
-            for (; i <= count - 4; i += 4)
+            var a0 = Vector512.Load(acc); var a1 = Vector512.Load(acc + 16); var a2 = Vector512.Load(acc + 32); var a3 = Vector512.Load(acc + 48);
+            var a4 = Vector512.Load(acc + 64); var a5 = Vector512.Load(acc + 80); var a6 = Vector512.Load(acc + 96); var a7 = Vector512.Load(acc + 112);
+            for (int c = 0; c < count; c += Lanes)
             {
-                a0 = Vector256.FusedMultiplyAdd(TKv.Load8(values + valueRows[i]), Vector256.Create(w[i]), a0);
-                a1 = Vector256.FusedMultiplyAdd(TKv.Load8(values + valueRows[i + 1]), Vector256.Create(w[i + 1]), a1);
-                a2 = Vector256.FusedMultiplyAdd(TKv.Load8(values + valueRows[i + 2]), Vector256.Create(w[i + 2]), a2);
-                a3 = Vector256.FusedMultiplyAdd(TKv.Load8(values + valueRows[i + 3]), Vector256.Create(w[i + 3]), a3);
+                byte* v = values + (nint)c * TKv.Size;
+                var p = Vector512.Load(w + c);
+                var v0 = TKv.Load16(v); var v1 = TKv.Load16(v + channelBytes); var v2 = TKv.Load16(v + 2 * channelBytes); var v3 = TKv.Load16(v + 3 * channelBytes);
+                var v4 = TKv.Load16(v + 4 * channelBytes); var v5 = TKv.Load16(v + 5 * channelBytes); var v6 = TKv.Load16(v + 6 * channelBytes); var v7 = TKv.Load16(v + 7 * channelBytes);
+                if (count - c < Lanes)
+                {
+                    var valid = ValidLanes(count - c);
+                    p &= valid;
+                    v0 &= valid; v1 &= valid; v2 &= valid; v3 &= valid; v4 &= valid; v5 &= valid; v6 &= valid; v7 &= valid;
+                }
+                a0 = Vector512.FusedMultiplyAdd(p, v0, a0); a1 = Vector512.FusedMultiplyAdd(p, v1, a1);
+                a2 = Vector512.FusedMultiplyAdd(p, v2, a2); a3 = Vector512.FusedMultiplyAdd(p, v3, a3);
+                a4 = Vector512.FusedMultiplyAdd(p, v4, a4); a5 = Vector512.FusedMultiplyAdd(p, v5, a5);
+                a6 = Vector512.FusedMultiplyAdd(p, v6, a6); a7 = Vector512.FusedMultiplyAdd(p, v7, a7);
             }
-            for (; i < count; i++) a0 = Vector256.FusedMultiplyAdd(TKv.Load8(values + valueRows[i]), Vector256.Create(w[i]), a0);
-            float* acc = accumulators + j * 8;
-            (Vector256.Load(acc) + ((a0 + a1) + (a2 + a3))).Store(acc);
+            a0.Store(acc); a1.Store(acc + 16); a2.Store(acc + 32); a3.Store(acc + 48);
+            a4.Store(acc + 64); a5.Store(acc + 80); a6.Store(acc + 96); a7.Store(acc + 112);
         }
     }
 
-    /// <summary>Heads that are a multiple of 8 wide: each value row is read once for all pass heads.</summary>
-    private readonly void ValuesBy8(nint* valueRows, int count, float* weights, int numHeads, int headDim, float* accumulators)
+    /// <summary>Any head width: per 16 slots and channel, one value vector serves every pass head (sums in memory).</summary>
+    private static void Values16(byte* values, int blockSize, float* weights, int count, int numHeads, int headDim, float* accumulators)
     {
-        for (int i = 0; i < count; i++)
+        nint channelBytes = (nint)blockSize * TKv.Size;
+        for (int c = 0; c < count; c += Lanes)
         {
-            byte* row = Values + valueRows[i];
-            for (int c = 0; c < headDim; c += 8)
+            var valid = count - c < Lanes ? ValidLanes(count - c) : Vector512<float>.AllBitsSet;
+            byte* v0 = values + (nint)c * TKv.Size;
+            for (int d = 0; d < headDim; d++)
             {
-                var v = TKv.Load8(row + (nint)c * TKv.Size);
+                var v = TKv.Load16(v0 + d * channelBytes) & valid;
                 for (int j = 0; j < numHeads; j++)
                 {
-                    float* acc = accumulators + j * headDim + c;
-                    Vector256.FusedMultiplyAdd(v, Vector256.Create(weights[j * ScoreStride + i]), Vector256.Load(acc)).Store(acc);
+                    float* acc = accumulators + (j * headDim + d) * Lanes;
+                    var p = Vector512.Load(weights + j * ScoreStride + c) & valid;
+                    Vector512.FusedMultiplyAdd(p, v, Vector512.Load(acc)).Store(acc);
                 }
             }
         }
     }
 
-    /// <summary>The portable value sum.</summary>
-    private readonly void Values1(nint* valueRows, int count, float* weights, int numHeads, int headDim, float* accumulators)
+    /// <summary>The portable value sum, one slot at a time.</summary>
+    private static void Values1(byte* values, int blockSize, float* weights, int count, int numHeads, int headDim, float* accumulators)
     {
-        for (int i = 0; i < count; i++)
+        nint channelBytes = (nint)blockSize * TKv.Size;
+        for (int o = 0; o < count; o++)
         {
-            byte* row = Values + valueRows[i];
+            byte* v0 = values + (nint)o * TKv.Size;
             for (int j = 0; j < numHeads; j++)
             {
-                float w = weights[j * ScoreStride + i];
+                float w = weights[j * ScoreStride + o];
                 float* acc = accumulators + j * headDim;
-                for (int d = 0; d < headDim; d++) acc[d] += w * TKv.Load1(row + (nint)d * TKv.Size);
+                for (int d = 0; d < headDim; d++) acc[d] += w * TKv.Load1(v0 + d * channelBytes);
             }
         }
     }

@@ -9,14 +9,10 @@ namespace ModelCompiler.Runtime.KvCache;
 /// <remarks>
 /// Elements are f32 or f16 (<see cref="DType"/>). A block of one layer holds <c>BlockSize × KvDim</c> keys and as
 /// many values, at element offset <c>(layer × NumBlocks + block) × BlockSize × KvDim</c> of the key and the value
-/// array, laid out for the attention kernel:
-/// <list type="bullet">
-/// <item>keys transposed, <c>[KvDim, BlockSize]</c>: one channel of a head over consecutive positions is
-/// contiguous, so q·k is computed for 16 positions at once with one broadcast query element per FMA (no
-/// horizontal sums, which made narrow heads slow);</item>
-/// <item>values <c>[BlockSize, KvDim]</c>: a position's head is contiguous, added into the output with one
-/// broadcast softmax weight.</item>
-/// </list>
+/// array, both transposed, <c>[KvDim, BlockSize]</c>: one channel of a head over consecutive positions is
+/// contiguous, so the attention kernel puts 16 positions in the lanes of a vector, q·k is one FMA per channel with
+/// the query element broadcast, and the value sum one FMA per channel with 16 softmax weights; no horizontal sum per
+/// position (which made narrow heads, Stories260K's 8, slow).
 /// Read and write through <see cref="WriteToken"/> and <see cref="ReadToken"/>; only the kernels depend on the layout.
 /// Blocks are counted, not sized in bytes: an f16 pool of <see cref="NumBlocks"/> blocks takes half the memory of
 /// an f32 one (<see cref="SizeInBytes"/>).
@@ -86,17 +82,21 @@ public sealed class PagedKvCache
         if (FloatKeys is not null)
         {
             var keys = FloatKeys.AsSpan((int)start, blockSize * kvDim);
-            for (int c = 0; c < kvDim; c++) keys[c * blockSize + offset] = key[c];
-            value.CopyTo(FloatValues.AsSpan((int)start + offset * kvDim, kvDim));
+            var values = FloatValues.AsSpan((int)start, blockSize * kvDim);
+            for (int c = 0; c < kvDim; c++)
+            {
+                keys[c * blockSize + offset] = key[c];
+                values[c * blockSize + offset] = value[c];
+            }
         }
         else
         {
             var keys = HalfKeys.AsSpan((int)start, blockSize * kvDim);
-            var values = HalfValues.AsSpan((int)start + offset * kvDim, kvDim);
+            var values = HalfValues.AsSpan((int)start, blockSize * kvDim);
             for (int c = 0; c < kvDim; c++)
             {
                 keys[c * blockSize + offset] = ToHalf(key[c]);
-                values[c] = ToHalf(value[c]);
+                values[c * blockSize + offset] = ToHalf(value[c]);
             }
         }
     }
@@ -110,9 +110,9 @@ public sealed class PagedKvCache
         value = value.Slice(0, kvDim);
         for (int c = 0; c < kvDim; c++)
         {
-            long k = start + c * blockSize + offset, v = start + offset * kvDim + c;
-            key[c] = FloatKeys is not null ? FloatKeys[k] : (float)HalfKeys![k];
-            value[c] = FloatValues is not null ? FloatValues[v] : (float)HalfValues![v];
+            long i = start + c * blockSize + offset;
+            key[c] = FloatKeys is not null ? FloatKeys[i] : (float)HalfKeys![i];
+            value[c] = FloatValues is not null ? FloatValues[i] : (float)HalfValues![i];
         }
     }
 
