@@ -61,15 +61,13 @@ public static partial class CpuKernels
         // Epilogue per token: one set of angles serves the q and k heads, and the rotated k goes straight
         // to its cache slot while the row is still in L1.
         CheckRopeHeadDim(headDim);
-        int numPairs = headDim / 2;
-        Span<double> inverseFrequencies = stackalloc double[numPairs];
-        Span<float> cos = stackalloc float[numPairs];
-        Span<float> sin = stackalloc float[numPairs];
-        RopeInverseFrequencies(theta, headDim, inverseFrequencies);
+        var table = RopeTable.For(theta, headDim, MaxPosition(batch));
         for (int t = 0; t < numTokens; t++)
         {
             var row = qkv.Slice(t * qkvDim, qkvDim);
-            RopeAngles(batch.Positions[t], inverseFrequencies, cos, sin);
+            int position = batch.Positions[t];
+            var cos = table.Cos(position);
+            var sin = table.Sin(position);
             RotateHeads(row.Slice(0, qDim), numHeads, headDim, cos, sin, style);
             RotateHeads(row.Slice(qDim, kvDim), numKvHeads, headDim, cos, sin, style);
             StoreToken(batch, cache, layer, t, row.Slice(qDim, kvDim), row.Slice(qDim + kvDim, kvDim));
