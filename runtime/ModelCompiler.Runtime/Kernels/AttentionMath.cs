@@ -24,6 +24,50 @@ internal static unsafe class AttentionMath
         return max;
     }
 
+    /// <summary>
+    /// <see cref="Max"/> with AVX-512 for a buffer with room for <paramref name="count"/> rounded up to 16: the last
+    /// partial vector is read whole and its lanes past <paramref name="count"/> ignored.
+    /// </summary>
+    public static float MaxPadded(float* x, int count)
+    {
+        var m = Vector512.Create(float.NegativeInfinity);
+        int i = 0;
+        for (; i <= count - 16; i += 16) m = Vector512.Max(m, Vector512.Load(x + i));
+        if (i < count) m = Vector512.Max(m, Vector512.ConditionalSelect(ValidLanes(count - i), Vector512.Load(x + i), Vector512.Create(float.NegativeInfinity)));
+        var m4 = Vector128.Max(Vector128.Max(m.GetLower().GetLower(), m.GetLower().GetUpper()), Vector128.Max(m.GetUpper().GetLower(), m.GetUpper().GetUpper()));
+        return MathF.Max(MathF.Max(m4[0], m4[1]), MathF.Max(m4[2], m4[3]));
+    }
+
+    /// <summary>
+    /// <see cref="ExpSubtract"/> with AVX-512 for a buffer with room for <paramref name="count"/> rounded up to 16:
+    /// the last partial vector is computed whole (lanes past <paramref name="count"/> hold anything afterwards) and
+    /// only its valid lanes are summed.
+    /// </summary>
+    public static float ExpSubtractPadded(float* x, int count, float max)
+    {
+        var m = Vector512.Create(max);
+        var acc = Vector512<float>.Zero;
+        int i = 0;
+        for (; i <= count - 16; i += 16)
+        {
+            var e = ExpNonPositive(Vector512.Load(x + i) - m);
+            e.Store(x + i);
+            acc += e;
+        }
+        if (i < count)
+        {
+            var e = ExpNonPositive(Vector512.Load(x + i) - m) & ValidLanes(count - i);
+            e.Store(x + i);
+            acc += e;
+        }
+        return Vector512.Sum(acc);
+    }
+
+    /// <summary>All-ones in the lanes below <paramref name="count"/>, zero above.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ValidLanes(int count) =>
+        Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(count)).AsSingle();
+
     /// <summary>x[i] = exp(x[i] − max) over <paramref name="count"/> elements (each ≤ max); returns their sum.</summary>
     public static float ExpSubtract(float* x, int count, float max)
     {

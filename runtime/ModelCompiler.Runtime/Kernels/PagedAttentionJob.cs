@@ -60,6 +60,7 @@ internal unsafe struct AttentionShape
 /// at a time (the portable path). A partial last 16 computes scores for slots past the attended positions (inside
 /// the same block, so in bounds); they are never read, and their value lanes are masked out.
 /// </remarks>
+[SkipLocalsInit] // every stack buffer is written before it is read; zeroing them was 15% of the kernel's own time
 internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv : struct, IKvElements
 {
     /// <summary>Widest head: 16 partial sums per channel of one head must fit the accumulator budget.</summary>
@@ -146,7 +147,7 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                 for (int j = 0; j < numPassHeads; j++)
                 {
                     float* headScores = scores + j * ScoreStride;
-                    float tileMax = AttentionMath.Max(headScores, tileLength);
+                    float tileMax = vector ? AttentionMath.MaxPadded(headScores, tileLength) : AttentionMath.Max(headScores, tileLength);
                     if (tileMax > runningMax[j])
                     {
                         // exp(-inf) = 0 on the first tile, which also zeroes the (empty) sums.
@@ -156,7 +157,7 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                         CpuKernels.Scale(headAccumulator, correction, headAccumulator);
                         runningMax[j] = tileMax;
                     }
-                    runningSum[j] += AttentionMath.ExpSubtract(headScores, tileLength, runningMax[j]);
+                    runningSum[j] += vector ? AttentionMath.ExpSubtractPadded(headScores, tileLength, runningMax[j]) : AttentionMath.ExpSubtract(headScores, tileLength, runningMax[j]);
                 }
 
                 for (int r = 0; r < numRuns; r++)
@@ -249,11 +250,6 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
         }
     }
 
-    /// <summary>Lanes of a 16-slot chunk that hold attended positions: all when <paramref name="remaining"/> ≥ 16.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> ValidLanes(int remaining) =>
-        Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(remaining)).AsSingle();
-
     /// <summary>
     /// Heads of 8 (Stories260K): a head's eight channel sums stay in registers over the run, each 16 slots one
     /// weight vector and eight FMAs. Lanes past the attended positions are zeroed in both weights and values
@@ -276,7 +272,7 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                 var v4 = TKv.Load16(v + 4 * channelBytes); var v5 = TKv.Load16(v + 5 * channelBytes); var v6 = TKv.Load16(v + 6 * channelBytes); var v7 = TKv.Load16(v + 7 * channelBytes);
                 if (count - c < Lanes)
                 {
-                    var valid = ValidLanes(count - c);
+                    var valid = AttentionMath.ValidLanes(count - c);
                     p &= valid;
                     v0 &= valid; v1 &= valid; v2 &= valid; v3 &= valid; v4 &= valid; v5 &= valid; v6 &= valid; v7 &= valid;
                 }
@@ -296,7 +292,7 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
         nint channelBytes = (nint)blockSize * TKv.Size;
         for (int c = 0; c < count; c += Lanes)
         {
-            var valid = count - c < Lanes ? ValidLanes(count - c) : Vector512<float>.AllBitsSet;
+            var valid = count - c < Lanes ? AttentionMath.ValidLanes(count - c) : Vector512<float>.AllBitsSet;
             byte* v0 = values + (nint)c * TKv.Size;
             for (int d = 0; d < headDim; d++)
             {
