@@ -136,13 +136,11 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                 }
                 runStarts[numRuns] = tileLength;
 
-                for (int r = 0; r < numRuns; r++)
-                {
-                    byte* keys = Keys + runOffsets[r] * TKv.Size;
-                    int count = runStarts[r + 1] - runStarts[r];
-                    if (vector) KeyScores16(keys, blockSize, query, numPassHeads, headDim, count, scores + runStarts[r]);
-                    else KeyScores1(keys, blockSize, query, numPassHeads, headDim, count, scores + runStarts[r]);
-                }
+                if (vector)
+                    KeyScores16(Keys, runOffsets, runStarts, numRuns, blockSize, query, numPassHeads, headDim, scores);
+                else
+                    for (int r = 0; r < numRuns; r++)
+                        KeyScores1(Keys + runOffsets[r] * TKv.Size, blockSize, query, numPassHeads, headDim, runStarts[r + 1] - runStarts[r], scores + runStarts[r]);
 
                 for (int j = 0; j < numPassHeads; j++)
                 {
@@ -160,14 +158,16 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                     runningSum[j] += vector ? AttentionMath.ExpSubtractPadded(headScores, tileLength, runningMax[j]) : AttentionMath.ExpSubtract(headScores, tileLength, runningMax[j]);
                 }
 
-                for (int r = 0; r < numRuns; r++)
-                {
-                    byte* values = Values + runOffsets[r] * TKv.Size;
-                    int first = runStarts[r], count = runStarts[r + 1] - first;
-                    if (!vector) Values1(values, blockSize, scores + first, count, numPassHeads, headDim, accumulators);
-                    else if (headDim == 8) Values16Head8(values, blockSize, scores + first, count, numPassHeads, accumulators);
-                    else Values16(values, blockSize, scores + first, count, numPassHeads, headDim, accumulators);
-                }
+                if (vector && headDim == 8)
+                    Values16Head8(Values, runOffsets, runStarts, numRuns, blockSize, scores, numPassHeads, accumulators);
+                else
+                    for (int r = 0; r < numRuns; r++)
+                    {
+                        byte* values = Values + runOffsets[r] * TKv.Size;
+                        int first = runStarts[r], count = runStarts[r + 1] - first;
+                        if (vector) Values16(values, blockSize, scores + first, count, numPassHeads, headDim, accumulators);
+                        else Values1(values, blockSize, scores + first, count, numPassHeads, headDim, accumulators);
+                    }
             }
 
             for (int j = 0; j < numPassHeads; j++)
@@ -184,15 +184,17 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
     }
 
     /// <summary>
-    /// Scores of <paramref name="count"/> consecutive slots (rounded up to 16) for every pass head: per 16 slots,
-    /// one FMA per channel with the query element broadcast. Heads go in pairs so each key load serves two.
+    /// Scores of a tile's runs of slots (each rounded up to 16) for every pass head: per 16 slots, one FMA per
+    /// channel with the query element broadcast. Heads go in pairs so each key load serves two.
     /// </summary>
-    private static void KeyScores16(byte* keys, int blockSize, float* query, int numHeads, int headDim, int count, float* scores)
+    private static void KeyScores16(byte* keyBase, nint* runOffsets, int* runStarts, int numRuns, int blockSize, float* query, int numHeads, int headDim, float* tileScores)
     {
         nint channelBytes = (nint)blockSize * TKv.Size;
-        for (int c = 0; c < count; c += Lanes)
+        for (int r = 0; r < numRuns; r++)
+        for (int c = 0, count = runStarts[r + 1] - runStarts[r]; c < count; c += Lanes)
         {
-            byte* k0 = keys + (nint)c * TKv.Size;
+            byte* k0 = keyBase + (runOffsets[r] + c) * TKv.Size;
+            float* scores = tileScores + runStarts[r];
             int j = 0;
             for (; j <= numHeads - 2; j += 2)
             {
@@ -251,23 +253,23 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
     }
 
     /// <summary>
-    /// Heads of 8 (Stories260K): a head's eight channel sums stay in registers over the run, each 16 slots one
-    /// weight vector and eight FMAs. Lanes past the attended positions are zeroed in both weights and values
-    /// (their scores were never exponentiated, and a stale slot may hold anything).
+    /// Heads of 8 (Stories260K): a head's eight channel sums stay in registers over all runs of the tile, each 16
+    /// slots one weight vector and eight FMAs. Lanes past the attended positions are zeroed in both weights and
+    /// values (a stale or never written slot may hold anything, and 0 × NaN is NaN).
     /// </summary>
-    private static void Values16Head8(byte* values, int blockSize, float* weights, int count, int numHeads, float* accumulators)
+    private static void Values16Head8(byte* valueBase, nint* runOffsets, int* runStarts, int numRuns, int blockSize, float* tileWeights, int numHeads, float* accumulators)
     {
         nint channelBytes = (nint)blockSize * TKv.Size;
         for (int j = 0; j < numHeads; j++)
         {
             float* acc = accumulators + j * 8 * Lanes;
-            float* w = weights + j * ScoreStride;
             var a0 = Vector512.Load(acc); var a1 = Vector512.Load(acc + 16); var a2 = Vector512.Load(acc + 32); var a3 = Vector512.Load(acc + 48);
             var a4 = Vector512.Load(acc + 64); var a5 = Vector512.Load(acc + 80); var a6 = Vector512.Load(acc + 96); var a7 = Vector512.Load(acc + 112);
-            for (int c = 0; c < count; c += Lanes)
+            for (int r = 0; r < numRuns; r++)
+            for (int c = 0, count = runStarts[r + 1] - runStarts[r]; c < count; c += Lanes)
             {
-                byte* v = values + (nint)c * TKv.Size;
-                var p = Vector512.Load(w + c);
+                byte* v = valueBase + (runOffsets[r] + c) * TKv.Size;
+                var p = Vector512.Load(tileWeights + j * ScoreStride + runStarts[r] + c);
                 var v0 = TKv.Load16(v); var v1 = TKv.Load16(v + channelBytes); var v2 = TKv.Load16(v + 2 * channelBytes); var v3 = TKv.Load16(v + 3 * channelBytes);
                 var v4 = TKv.Load16(v + 4 * channelBytes); var v5 = TKv.Load16(v + 5 * channelBytes); var v6 = TKv.Load16(v + 6 * channelBytes); var v7 = TKv.Load16(v + 7 * channelBytes);
                 if (count - c < Lanes)
