@@ -31,7 +31,14 @@ public class AttentionBenchmarks : IWorkSize
         int blocks = Context / BlockSize;
         _cache = new PagedKvCache(1, blocks, BlockSize, NumHeads * HeadDim);
         var random = new Random(2);
-        for (int i = 0; i < _cache.Keys.Length; i++) { _cache.Keys[i] = (float)random.NextDouble() - 0.5f; _cache.Values[i] = (float)random.NextDouble() - 0.5f; }
+        var key = new float[NumHeads * HeadDim];
+        var value = new float[NumHeads * HeadDim];
+        for (int block = 0; block < blocks; block++)
+            for (int offset = 0; offset < BlockSize; offset++)
+            {
+                for (int i = 0; i < key.Length; i++) { key[i] = (float)random.NextDouble() - 0.5f; value[i] = (float)random.NextDouble() - 0.5f; }
+                _cache.WriteToken(0, block, offset, key, value);
+            }
         _batch = new ForwardBatch(NumTokens, 1, blocks, BlockSize);
         var table = Enumerable.Range(0, blocks).Reverse().ToArray();
         _batch.AddSequence(new int[NumTokens], Context - NumTokens, table);

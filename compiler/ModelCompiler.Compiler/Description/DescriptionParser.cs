@@ -22,6 +22,7 @@ internal static class DescriptionParser
     public static readonly string[] DTypes = { "f32", "f16", "bf16", "q8_0", "q4_0" };
     public static readonly string[] RopeStyles = { "interleaved", "half" };
     public static readonly string[] ChatTemplates = { "plain", "llama2" };
+    public static readonly string[] KvCacheDTypes = { "f32", "f16" };
 
     public static ParseResult Parse(string text, string path)
     {
@@ -173,9 +174,10 @@ internal static class DescriptionParser
         int maxSeq = hyper?.MaxSeqLen ?? 512;
         var node = top.Get("runtime", JsonKind.Object, "an object", required: false, "");
         int blockSize = 16, maxBatchTokens = Math.Min(512, maxSeq), maxSequences = 16, kvBlocks = 0;
+        string kvCacheDType = "f32";
         if (node is not null)
         {
-            var r = new FieldReader(node, "runtime", path, diagnostics, "kvBlockSize", "maxBatchTokens", "maxSequences", "kvBlocks");
+            var r = new FieldReader(node, "runtime", path, diagnostics, "kvBlockSize", "maxBatchTokens", "maxSequences", "kvBlocks", "kvCacheDType");
             blockSize = r.PositiveInt("kvBlockSize", false, blockSize, 1024, "");
             if ((blockSize & (blockSize - 1)) != 0)
             {
@@ -185,12 +187,13 @@ internal static class DescriptionParser
             maxBatchTokens = r.PositiveInt("maxBatchTokens", false, maxBatchTokens, 1 << 16, "");
             maxSequences = r.PositiveInt("maxSequences", false, maxSequences, 4096, "");
             kvBlocks = r.PositiveInt("kvBlocks", false, 0, 1 << 24, "");
+            kvCacheDType = r.Choice("kvCacheDType", KvCacheDTypes, false, "f32", DiagnosticCatalog.InvalidChoice, "");
             if (hyper is not null && (long)maxBatchTokens * Math.Max(hyper.Dim, hyper.HiddenDim) * 8 > int.MaxValue / 2)
                 r.Report(DiagnosticCatalog.OutOfRange.At(path, (r.Find("maxBatchTokens") ?? top.Find("runtime")!).Value.Span,
                     "runtime.maxBatchTokens", maxBatchTokens, "a value whose activation arena fits in 1 GiB of floats"));
         }
         int blocksPerSequence = (maxSeq + blockSize - 1) / blockSize;
         if (kvBlocks == 0) kvBlocks = maxSequences * blocksPerSequence;
-        return new RuntimeOptions(blockSize, maxBatchTokens, maxSequences, kvBlocks);
+        return new RuntimeOptions(blockSize, maxBatchTokens, maxSequences, kvBlocks) { KvCacheDType = kvCacheDType };
     }
 }

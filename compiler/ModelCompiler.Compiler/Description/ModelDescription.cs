@@ -26,7 +26,11 @@ internal sealed record WeightSourceDescription(string Format, string DType, stri
 internal sealed record TokenizerDescription(string Format, string Path);
 
 /// <summary>Serving-time sizes the engine is compiled for.</summary>
-internal sealed record RuntimeOptions(int KvBlockSize, int MaxBatchTokens, int MaxSequences, int KvBlocks);
+internal sealed record RuntimeOptions(int KvBlockSize, int MaxBatchTokens, int MaxSequences, int KvBlocks)
+{
+    /// <summary>Element type of the CPU engine's KV cache: <c>f32</c> (default) or <c>f16</c>.</summary>
+    public string KvCacheDType { get; init; } = "f32";
+}
 
 /// <summary>
 /// A validated description: the template (if any) has been expanded, so <see cref="Block"/> is the one

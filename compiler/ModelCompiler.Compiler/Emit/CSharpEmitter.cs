@@ -112,6 +112,7 @@ internal sealed class CSharpEmitter
         P("MaxBatchTokens", "MaxBatchTokens");
         P("MaxSequences", Int(m.Runtime.MaxSequences));
         P("NumKvBlocks", Int(m.Runtime.KvBlocks));
+        if (m.Runtime.KvCacheDType == "f16") P("KvCacheDType", "global::ModelCompiler.Runtime.KvCacheDType.F16");
         P("WeightFormat", Str(m.Weights.Format));
         P("WeightsPath", Str(m.Weights.Path));
         P("TokenizerFormat", Str(m.Tokenizer.Format));

@@ -52,7 +52,7 @@ public sealed class CudaModelRunner : IModelRunner
     /// frees the host copy. The runner owns <paramref name="source"/> from here on; it owns
     /// <paramref name="device"/> only when <paramref name="ownsDevice"/>.
     /// </summary>
-    /// <exception cref="NotSupportedException">The model has no CUDA plan.</exception>
+    /// <exception cref="NotSupportedException">The model has no CUDA plan, or its KV cache is not f32.</exception>
     public CudaModelRunner(ICudaDevice device, CompiledModel model, IWeightSource source, bool ownsDevice = false)
         : this(device, model, BindOwned(model, source), ownsDevice, disposeWeights: true)
     {
@@ -62,17 +62,22 @@ public sealed class CudaModelRunner : IModelRunner
     /// Uploads <paramref name="weights"/> (bound from <paramref name="model"/>'s weight table; read only
     /// here, the caller keeps them) and allocates the device buffers.
     /// </summary>
-    /// <exception cref="NotSupportedException">The model has no CUDA plan.</exception>
+    /// <exception cref="NotSupportedException">The model has no CUDA plan, or its KV cache is not f32.</exception>
     public CudaModelRunner(ICudaDevice device, CompiledModel model, ModelWeights weights, bool ownsDevice = false)
         : this(device, model, weights, ownsDevice, disposeWeights: false)
     {
     }
+
+    /// <summary>Why an engine whose description asks for a non-f32 KV cache cannot run here (the device pool is f32).</summary>
+    public static string UnsupportedKvCacheMessage(ModelConfig config) =>
+        $"the CUDA runner keeps its KV cache in f32, and {config.Name} was compiled with runtime.kvCacheDType {KvCacheDTypes.Name(config.KvCacheDType)} (the CPU engine supports it)";
 
     private CudaModelRunner(ICudaDevice device, CompiledModel model, ModelWeights weights, bool ownsDevice, bool disposeWeights)
     {
         try
         {
             _plan = model.CudaPlan ?? throw new NotSupportedException($"{model.Config.Name} was compiled without a CUDA plan.");
+            if (model.Config.KvCacheDType != KvCacheDType.F32) throw new NotSupportedException(UnsupportedKvCacheMessage(model.Config));
             _device = device;
             _ownsDevice = ownsDevice;
             Model = model;

@@ -16,7 +16,7 @@ namespace ModelCompiler.Runtime.Diagnostics;
 /// <param name="NumLmHeadParameters">Weights of the LM head, used only for tokens that need logits (the last of a prompt).</param>
 /// <param name="NumLayers">Transformer blocks.</param>
 /// <param name="AttentionWidth">Query width (numHeads × headDim): each (query, key) pair costs this many multiply-adds for q·k and again for p·v.</param>
-/// <param name="KvBytesPerTokenPosition">Bytes of K and V (f32) one cached token position holds over all layers; a decode step at context n reads n of them.</param>
+/// <param name="KvBytesPerTokenPosition">Bytes of K and V (in the cache's type, f32 or f16) one cached token position holds over all layers; a decode step at context n reads n of them.</param>
 public sealed record ModelCost(long WeightBytesPerDecodedToken, long NumMatrixParametersPerToken, long NumLmHeadParameters, int NumLayers, int AttentionWidth, long KvBytesPerTokenPosition)
 {
     /// <summary>The graph weight name of the token embedding (a gather per token).</summary>
@@ -43,7 +43,7 @@ public sealed record ModelCost(long WeightBytesPerDecodedToken, long NumMatrixPa
             else matrixParameters += spec.NumElements;
         }
         var c = model.Config;
-        return new ModelCost(bytes, matrixParameters, headParameters, c.NumLayers, c.NumHeads * c.HeadDim, (long)c.NumLayers * 2 * c.KvDim * sizeof(float));
+        return new ModelCost(bytes, matrixParameters, headParameters, c.NumLayers, c.NumHeads * c.HeadDim, (long)c.NumLayers * 2 * c.KvDim * KvCacheDTypes.ElementSizeInBytes(c.KvCacheDType));
     }
 
     /// <summary>

@@ -28,7 +28,7 @@ public sealed class ModelRunner : IModelRunner
             source.Dispose();
             throw;
         }
-        KvCache = new PagedKvCache(c.NumLayers, c.NumKvBlocks, c.KvBlockSize, c.KvDim);
+        KvCache = new PagedKvCache(c.NumLayers, c.NumKvBlocks, c.KvBlockSize, c.KvDim, c.KvCacheDType);
         Blocks = new BlockManager(c.NumKvBlocks, c.KvBlockSize);
         _arena = new float[model.ArenaSizeInFloats];
         _logits = new float[(long)c.MaxBatchTokens * c.VocabSize];

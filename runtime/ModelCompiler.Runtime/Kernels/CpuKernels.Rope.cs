@@ -24,16 +24,25 @@ public static partial class CpuKernels
     public static void Rope(Span<float> rows, int rowStride, int columnOffset, int numHeads, int headDim, ForwardBatch batch, float theta, RopeStyle style)
     {
         CheckRopeHeadDim(headDim);
-        int numPairs = headDim / 2;
-        Span<double> inverseFrequencies = stackalloc double[numPairs];
-        Span<float> cos = stackalloc float[numPairs];
-        Span<float> sin = stackalloc float[numPairs];
-        RopeInverseFrequencies(theta, headDim, inverseFrequencies);
+        var table = RopeTable.For(theta, headDim, MaxPosition(batch));
         for (int t = 0; t < batch.NumTokens; t++)
         {
-            RopeAngles(batch.Positions[t], inverseFrequencies, cos, sin);
-            RotateHeads(rows.Slice(t * rowStride + columnOffset, numHeads * headDim), numHeads, headDim, cos, sin, style);
+            int position = batch.Positions[t];
+            RotateHeads(rows.Slice(t * rowStride + columnOffset, numHeads * headDim), numHeads, headDim, table.Cos(position), table.Sin(position), style);
         }
+    }
+
+    /// <summary>The largest position of the batch's tokens (0 for an empty batch); a negative one is an error.</summary>
+    private static int MaxPosition(ForwardBatch batch)
+    {
+        int max = 0;
+        for (int t = 0; t < batch.NumTokens; t++)
+        {
+            int position = batch.Positions[t];
+            if (position < 0) throw new ArgumentOutOfRangeException(nameof(batch), position, $"Token {t} has a negative position.");
+            max = Math.Max(max, position);
+        }
+        return max;
     }
 
     private static void CheckRopeHeadDim(int headDim)
@@ -43,7 +52,7 @@ public static partial class CpuKernels
     }
 
     /// <summary>theta^(-2i/headDim) for each pair i, in double so that large positions keep their angle exact.</summary>
-    private static void RopeInverseFrequencies(float theta, int headDim, Span<double> inverseFrequencies)
+    internal static void RopeInverseFrequencies(float theta, int headDim, Span<double> inverseFrequencies)
     {
         for (int i = 0; i < inverseFrequencies.Length; i++)
             inverseFrequencies[i] = Math.Pow(theta, -2.0 * i / headDim);
@@ -51,7 +60,7 @@ public static partial class CpuKernels
 
     /// <summary>cos and sin of position * inverseFrequency[i]; the product is formed in double (the f32 product
     /// loses about 1e-5 radians at position 500) and only the results are rounded to f32.</summary>
-    private static void RopeAngles(int position, ReadOnlySpan<double> inverseFrequencies, Span<float> cos, Span<float> sin)
+    internal static void RopeAngles(int position, ReadOnlySpan<double> inverseFrequencies, Span<float> cos, Span<float> sin)
     {
         for (int i = 0; i < inverseFrequencies.Length; i++)
         {

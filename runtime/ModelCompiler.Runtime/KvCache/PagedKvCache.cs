@@ -4,22 +4,47 @@ namespace ModelCompiler.Runtime.KvCache;
 
 /// <summary>
 /// The KV pool: keys and values of every layer in fixed-size blocks, addressed through block tables.
-/// It stores numbers only; which block belongs to which sequence is the block manager's
-/// business. Layout of <see cref="Keys"/> and <see cref="Values"/>: <c>[numLayers, numBlocks, blockSize, kvDim]</c>.
+/// It stores numbers only; which block belongs to which sequence is the block manager's business.
 /// </summary>
+/// <remarks>
+/// Elements are f32 or f16 (<see cref="DType"/>). A block of one layer holds <c>BlockSize × KvDim</c> keys and as
+/// many values, at element offset <c>(layer × NumBlocks + block) × BlockSize × KvDim</c> of the key and the value
+/// array, both transposed, <c>[KvDim, BlockSize]</c>: one channel of a head over consecutive positions is
+/// contiguous, so the attention kernel puts 16 positions in the lanes of a vector, q·k is one FMA per channel with
+/// the query element broadcast, and the value sum one FMA per channel with 16 softmax weights; no horizontal sum per
+/// position (which made narrow heads, Stories260K's 8, slow).
+/// Read and write through <see cref="WriteToken"/> and <see cref="ReadToken"/>; only the kernels depend on the layout.
+/// Blocks are counted, not sized in bytes: an f16 pool of <see cref="NumBlocks"/> blocks takes half the memory of
+/// an f32 one (<see cref="SizeInBytes"/>).
+/// </remarks>
 public sealed class PagedKvCache
 {
-    /// <summary>Allocates a pool of <paramref name="numBlocks"/> blocks for every layer.</summary>
-    public PagedKvCache(int numLayers, int numBlocks, int blockSize, int kvDim)
+    /// <summary>Allocates a zeroed pool of <paramref name="numBlocks"/> blocks for every layer.</summary>
+    /// <exception cref="ArgumentException">The pool would exceed the largest array .NET allows.</exception>
+    public PagedKvCache(int numLayers, int numBlocks, int blockSize, int kvDim, KvCacheDType dtype = KvCacheDType.F32)
     {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(numLayers);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(numBlocks);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blockSize);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(kvDim);
+        if (dtype is not (KvCacheDType.F32 or KvCacheDType.F16)) throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "Not a KV cache type.");
         NumLayers = numLayers;
         NumBlocks = numBlocks;
         BlockSize = blockSize;
         KvDim = kvDim;
+        DType = dtype;
         long total = (long)numLayers * numBlocks * blockSize * kvDim;
-        if (total > Array.MaxLength) throw new ArgumentException($"A KV pool of {numBlocks} blocks is too large ({total} floats per tensor).");
-        Keys = new float[total];
-        Values = new float[total];
+        if (total > Array.MaxLength) throw new ArgumentException($"A KV pool of {numBlocks} blocks is too large ({total} elements per tensor).");
+        if (dtype == KvCacheDType.F16)
+        {
+            HalfKeys = new Half[total];
+            HalfValues = new Half[total];
+        }
+        else
+        {
+            FloatKeys = new float[total];
+            FloatValues = new float[total];
+        }
     }
 
     /// <summary>Number of layers.</summary>
@@ -28,35 +53,105 @@ public sealed class PagedKvCache
     public int NumBlocks { get; }
     /// <summary>Tokens per block.</summary>
     public int BlockSize { get; }
-    /// <summary>Floats per token per layer in each of keys and values.</summary>
+    /// <summary>Elements per token per layer in each of keys and values.</summary>
     public int KvDim { get; }
-    /// <summary><c>[numLayers, numBlocks, blockSize, kvDim]</c> keys.</summary>
-    public float[] Keys { get; }
-    /// <summary><c>[numLayers, numBlocks, blockSize, kvDim]</c> values.</summary>
-    public float[] Values { get; }
+    /// <summary>Element type of the stored keys and values.</summary>
+    public KvCacheDType DType { get; }
+    /// <summary>Bytes of keys plus values of the whole pool.</summary>
+    public long SizeInBytes => 2L * NumLayers * NumBlocks * BlockSize * KvDim * KvCacheDTypes.ElementSizeInBytes(DType);
 
-    /// <summary>Offset in <see cref="Keys"/>/<see cref="Values"/> of the token at <paramref name="position"/> of a sequence with the given block table.</summary>
-    public int SlotOffset(int layer, ReadOnlySpan<int> blockTable, int position)
+    // Storage: the f32 pair or the f16 pair is allocated, never both. Kernels index them with the layout above.
+    internal float[]? FloatKeys { get; }
+    internal float[]? FloatValues { get; }
+    internal Half[]? HalfKeys { get; }
+    internal Half[]? HalfValues { get; }
+
+    /// <summary>Element offset of block <paramref name="block"/> of <paramref name="layer"/> in the key and value arrays.</summary>
+    internal long BlockOffset(int layer, int block) => ((long)layer * NumBlocks + block) * BlockSize * KvDim;
+
+    /// <summary>
+    /// Stores one token's <c>[KvDim]</c> key and value in slot <paramref name="offset"/> of <paramref name="block"/>
+    /// (converted to <see cref="DType"/>).
+    /// </summary>
+    public void WriteToken(int layer, int block, int offset, ReadOnlySpan<float> key, ReadOnlySpan<float> value)
     {
-        int block = blockTable[position / BlockSize];
-        return ((layer * NumBlocks + block) * BlockSize + position % BlockSize) * KvDim;
+        long start = CheckedBlockOffset(layer, block, offset);
+        int blockSize = BlockSize, kvDim = KvDim;
+        key = key.Slice(0, kvDim);
+        value = value.Slice(0, kvDim);
+        if (FloatKeys is not null)
+        {
+            var keys = FloatKeys.AsSpan((int)start, blockSize * kvDim);
+            var values = FloatValues.AsSpan((int)start, blockSize * kvDim);
+            for (int c = 0; c < kvDim; c++)
+            {
+                keys[c * blockSize + offset] = key[c];
+                values[c * blockSize + offset] = value[c];
+            }
+        }
+        else
+        {
+            var keys = HalfKeys.AsSpan((int)start, blockSize * kvDim);
+            var values = HalfValues.AsSpan((int)start, blockSize * kvDim);
+            for (int c = 0; c < kvDim; c++)
+            {
+                keys[c * blockSize + offset] = ToHalf(key[c]);
+                values[c * blockSize + offset] = ToHalf(value[c]);
+            }
+        }
+    }
+
+    /// <summary>Reads back one token's key and value (widened to f32) from slot <paramref name="offset"/> of <paramref name="block"/>.</summary>
+    public void ReadToken(int layer, int block, int offset, Span<float> key, Span<float> value)
+    {
+        long start = CheckedBlockOffset(layer, block, offset);
+        int blockSize = BlockSize, kvDim = KvDim;
+        key = key.Slice(0, kvDim);
+        value = value.Slice(0, kvDim);
+        for (int c = 0; c < kvDim; c++)
+        {
+            long i = start + c * blockSize + offset;
+            key[c] = FloatKeys is not null ? FloatKeys[i] : (float)HalfKeys![i];
+            value[c] = FloatValues is not null ? FloatValues[i] : (float)HalfValues![i];
+        }
     }
 
     /// <summary>
     /// Copies every layer's keys and values of block <paramref name="sourceBlock"/> into
-    /// <paramref name="destinationBlock"/> (copy-on-write of a shared block, see <see cref="BlockCopy"/>).
+    /// <paramref name="destinationBlock"/> (copy-on-write of a shared block, see <see cref="BlockCopy"/>), in the stored type.
     /// </summary>
     public void CopyBlock(int sourceBlock, int destinationBlock)
     {
         if ((uint)sourceBlock >= (uint)NumBlocks) throw new ArgumentOutOfRangeException(nameof(sourceBlock), sourceBlock, $"The pool has {NumBlocks} blocks.");
         if ((uint)destinationBlock >= (uint)NumBlocks) throw new ArgumentOutOfRangeException(nameof(destinationBlock), destinationBlock, $"The pool has {NumBlocks} blocks.");
-        int blockFloats = BlockSize * KvDim;
+        int blockElements = BlockSize * KvDim;
         for (int layer = 0; layer < NumLayers; layer++)
         {
-            long layerBase = (long)layer * NumBlocks;
-            int source = (int)((layerBase + sourceBlock) * blockFloats), destination = (int)((layerBase + destinationBlock) * blockFloats);
-            Array.Copy(Keys, source, Keys, destination, blockFloats);
-            Array.Copy(Values, source, Values, destination, blockFloats);
+            int source = (int)BlockOffset(layer, sourceBlock), destination = (int)BlockOffset(layer, destinationBlock);
+            if (FloatKeys is not null)
+            {
+                Array.Copy(FloatKeys, source, FloatKeys, destination, blockElements);
+                Array.Copy(FloatValues!, source, FloatValues!, destination, blockElements);
+            }
+            else
+            {
+                Array.Copy(HalfKeys!, source, HalfKeys!, destination, blockElements);
+                Array.Copy(HalfValues!, source, HalfValues!, destination, blockElements);
+            }
         }
+    }
+
+    /// <summary>
+    /// f32 → f16 as the cache stores it: round to nearest even, finite values beyond the f16 range saturated to
+    /// ±65504 so that an outlier costs precision, not an infinity that would turn attention into NaN.
+    /// </summary>
+    public static Half ToHalf(float x) => (Half)Math.Clamp(x, -65504f, 65504f);
+
+    private long CheckedBlockOffset(int layer, int block, int offset)
+    {
+        if ((uint)layer >= (uint)NumLayers) throw new ArgumentOutOfRangeException(nameof(layer), layer, $"The pool has {NumLayers} layers.");
+        if ((uint)block >= (uint)NumBlocks) throw new ArgumentOutOfRangeException(nameof(block), block, $"The pool has {NumBlocks} blocks.");
+        if ((uint)offset >= (uint)BlockSize) throw new ArgumentOutOfRangeException(nameof(offset), offset, $"A block has {BlockSize} slots.");
+        return BlockOffset(layer, block);
     }
 }

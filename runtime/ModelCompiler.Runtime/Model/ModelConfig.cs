@@ -47,8 +47,10 @@ public sealed record ModelConfig
     public required int MaxBatchTokens { get; init; }
     /// <summary>Most sequences one forward pass processes.</summary>
     public required int MaxSequences { get; init; }
-    /// <summary>Number of blocks in the KV pool.</summary>
+    /// <summary>Number of blocks in the KV pool (a count: an f16 pool of as many blocks takes half the memory).</summary>
     public required int NumKvBlocks { get; init; }
+    /// <summary>Element type of the CPU engine's KV cache (<c>runtime.kvCacheDType</c>); the CUDA runner supports f32 only.</summary>
+    public KvCacheDType KvCacheDType { get; init; } = KvCacheDType.F32;
     /// <summary>Weight file format (<c>llama2c</c>).</summary>
     public required string WeightFormat { get; init; }
     /// <summary>Default weight file, relative to the repository's shared folder or absolute.</summary>

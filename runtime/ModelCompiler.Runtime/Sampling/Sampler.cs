@@ -1,4 +1,7 @@
 using System;
+using System.Numerics;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace ModelCompiler.Runtime.Sampling;
 
@@ -60,10 +63,37 @@ public sealed class Sampler
     /// <summary>The index of the largest logit; the first one on ties.</summary>
     public static int Argmax(ReadOnlySpan<float> logits)
     {
-        int best = 0;
-        for (int i = 1; i < logits.Length; i++)
-            if (logits[i] > logits[best]) best = i;
-        return best;
+        // Vectorised with the scalar loop's exact result: NaN never wins (comparisons with it are false) unless it
+        // is logits[0], and ties go to the first index (found by an equality scan, so -0 and +0 tie too).
+        int n = logits.Length;
+        if (!Vector512.IsHardwareAccelerated || n < 32 || float.IsNaN(logits[0]))
+        {
+            int best = 0;
+            for (int i = 1; i < n; i++)
+                if (logits[i] > logits[best]) best = i;
+            return best;
+        }
+        ref float x = ref MemoryMarshal.GetReference(logits);
+        var m = Vector512.Create(logits[0]);
+        int k = 0;
+        for (; k <= n - 16; k += 16)
+        {
+            var v = Vector512.LoadUnsafe(ref x, (nuint)k);
+            m = Vector512.ConditionalSelect(Vector512.GreaterThan(v, m), v, m);
+        }
+        float max = m[0];
+        for (int lane = 1; lane < 16; lane++)
+            if (m[lane] > max) max = m[lane];
+        for (int i = k; i < n; i++)
+            if (logits[i] > max) max = logits[i];
+        var target = Vector512.Create(max);
+        for (k = 0; k <= n - 16; k += 16)
+        {
+            ulong equal = Vector512.Equals(Vector512.LoadUnsafe(ref x, (nuint)k), target).ExtractMostSignificantBits();
+            if (equal != 0) return k + BitOperations.TrailingZeroCount(equal);
+        }
+        for (int i = k; ; i++)
+            if (logits[i] == max) return i;
     }
 
     // Fills _probs with exp((logit - max) / T); subtracting the max keeps exp from overflowing.

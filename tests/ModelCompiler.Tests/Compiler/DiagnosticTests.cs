@@ -442,6 +442,15 @@ public sealed class DiagnosticTests
     }
 
     [Fact]
+    public void MC0018_kv_cache_type_other_than_f32_or_f16()
+    {
+        string text = Edit(Stories260K, "\"maxSequences\": 16", "\"maxSequences\": 16, \"kvCacheDType\": \"bf16\"");
+        var d = Expect(text, "MC0018");
+        AssertMessage(d, "'runtime.kvCacheDType' is 'bf16'", "f32, f16");
+        AssertAt(d, text, OffsetOf(text, "\"bf16\""));
+    }
+
+    [Fact]
     public void MC0018_unknown_rope_style()
     {
         string text = Edit(Stories260K, "\"ropeStyle\": \"interleaved\"", "\"ropeStyle\": \"neox\"");

@@ -20,3 +20,7 @@ public sealed partial class ParallelBlockEngine;
 /// <summary>A Qwen2-shaped llama: q/k/v biases, half-style RoPE, GQA.</summary>
 [ModelEngine("tiny_qwen.model.json")]
 public sealed partial class TinyQwenEngine;
+
+/// <summary>Stories260K with <c>runtime.kvCacheDType: f16</c>.</summary>
+[ModelEngine("TestModels/stories260K_f16kv.model.json")]
+public sealed partial class Stories260KF16KvTestEngine;

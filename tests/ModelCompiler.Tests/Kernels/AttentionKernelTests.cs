@@ -17,29 +17,43 @@ public class AttentionKernelTests
     // Layer 1 is the one under test; layer 0 is filled with other data to catch a layer-offset mistake.
     private const int Layer = 1;
 
-    // (start position, number of new tokens) of each sequence in the batch under test.
-    private static readonly (int Start, int NumNew)[] Sequences = [(8, 3), (0, 1), (0, 7), (13, 1), (2, 2)];
+    // (start position, number of new tokens) of each sequence in the batch under test; the longest crosses
+    // the kernel's 128-position tiles and fills whole 16-slot runs of blocks.
+    private static readonly (int Start, int NumNew)[] Sequences = [(8, 3), (0, 1), (0, 7), (13, 1), (2, 2), (140, 3)];
+    private const int MaxBatchTokens = 256, MaxBlocksPerSequence = 64;
 
     [Theory]
-    [InlineData(6, 2, 10, 4)]   // grouped-query: groups of 3 heads
-    [InlineData(6, 2, 6, 4)]    // head width below every vector size
-    [InlineData(4, 1, 17, 3)]   // multi-query, odd head width
-    [InlineData(3, 3, 33, 5)]   // multi-head, odd head width
-    [InlineData(2, 2, 64, 16)]  // one block covers every sequence's first tokens
-    public void PagedAttention_matches_naive_causal_attention_over_interleaved_block_tables(int numHeads, int numKvHeads, int headDim, int blockSize)
+    [InlineData(6, 2, 10, 4, KvCacheDType.F32)]   // grouped-query: groups of 3 heads
+    [InlineData(6, 2, 6, 4, KvCacheDType.F32)]    // head width below every vector size
+    [InlineData(4, 1, 17, 3, KvCacheDType.F32)]   // multi-query, odd head width
+    [InlineData(3, 3, 33, 5, KvCacheDType.F32)]   // multi-head, odd head width
+    [InlineData(2, 2, 64, 16, KvCacheDType.F32)]  // one block covers every sequence's first tokens
+    [InlineData(8, 4, 8, 16, KvCacheDType.F32)]   // Stories260K's heads: keys 16 slots per FMA, values one vector per row
+    [InlineData(5, 1, 16, 32, KvCacheDType.F32)]  // groups of 5 (pairs and a single), values by 8
+    [InlineData(3, 1, 8, 8, KvCacheDType.F32)]    // blocks below 16 slots: keys one slot at a time
+    [InlineData(6, 2, 10, 4, KvCacheDType.F16)]
+    [InlineData(4, 1, 17, 3, KvCacheDType.F16)]
+    [InlineData(2, 2, 64, 16, KvCacheDType.F16)]
+    [InlineData(8, 4, 8, 16, KvCacheDType.F16)]
+    [InlineData(5, 1, 16, 32, KvCacheDType.F16)]
+    [InlineData(3, 1, 8, 8, KvCacheDType.F16)]
+    public void PagedAttention_matches_naive_causal_attention_over_interleaved_block_tables(int numHeads, int numKvHeads, int headDim, int blockSize, KvCacheDType dtype)
     {
         var random = new Random(numHeads * 100 + headDim);
         int qDim = numHeads * headDim, kvDim = numKvHeads * headDim;
         var tables = DealShuffledBlockTables(random, blockSize, out int numBlocks);
-        var cache = new PagedKvCache(NumLayers, numBlocks, blockSize, kvDim);
+        var cache = new PagedKvCache(NumLayers, numBlocks, blockSize, kvDim, dtype);
 
         // Keys and values of every position of every sequence: [sequence][position, kvDim]. Queries are
-        // scaled up so the softmax is peaked and the running max moves often.
+        // scaled up so the softmax is peaked and the running max moves often. An f16 cache holds them
+        // rounded to f16, so the naive attention is computed over the rounded values.
         var keys = Sequences.Select(s => RandomFloats(random, (s.Start + s.NumNew) * kvDim)).ToArray();
         var values = Sequences.Select(s => RandomFloats(random, (s.Start + s.NumNew) * kvDim)).ToArray();
+        var storedKeys = keys.Select(k => Stored(k, dtype)).ToArray();
+        var storedValues = values.Select(v => Stored(v, dtype)).ToArray();
 
         // Earlier steps: positions [0, start) of each sequence were cached by KvWrite in a previous batch.
-        var history = new ForwardBatch(64, Sequences.Length, 16, blockSize);
+        var history = new ForwardBatch(MaxBatchTokens, Sequences.Length, MaxBlocksPerSequence, blockSize);
         var historySequences = Enumerable.Range(0, Sequences.Length).Where(s => Sequences[s].Start > 0).ToArray();
         foreach (int s in historySequences) history.AddSequence(new int[Sequences[s].Start], 0, tables[s]);
         var historyKeys = PackRows(history, historySequences.Select(s => keys[s]).ToArray(), kvDim);
@@ -47,7 +61,7 @@ public class AttentionKernelTests
         CpuKernels.KvWrite(historyKeys, kvDim, 0, historyValues, kvDim, 0, history, cache, Layer);
 
         // This step: rows laid out [2 pad | q | k | v | 1 pad], as a fused qkv projection would leave them.
-        var batch = new ForwardBatch(64, Sequences.Length, 16, blockSize);
+        var batch = new ForwardBatch(MaxBatchTokens, Sequences.Length, MaxBlocksPerSequence, blockSize);
         for (int s = 0; s < Sequences.Length; s++) batch.AddSequence(new int[Sequences[s].NumNew], Sequences[s].Start, tables[s]);
         int rowStride = 2 + qDim + 2 * kvDim + 1, qOffset = 2, kOffset = 2 + qDim, vOffset = 2 + qDim + kvDim;
         var rows = RandomFloats(random, batch.NumTokens * rowStride, 3f);
@@ -59,7 +73,7 @@ public class AttentionKernelTests
         }
         FillLayerWithOtherData(cache, layer: 0, random);
         CpuKernels.KvWrite(rows, rowStride, kOffset, rows, rowStride, vOffset, batch, cache, Layer);
-        AssertCacheHolds(cache, tables, keys, values, kvDim, blockSize);
+        AssertCacheHolds(cache, tables, storedKeys, storedValues, kvDim, blockSize);
 
         var output = Enumerable.Repeat(float.NaN, batch.NumTokens * qDim).ToArray();
         CpuKernels.PagedAttention(rows, rowStride, qOffset, batch, cache, Layer, numHeads, numKvHeads, headDim, output);
@@ -67,23 +81,24 @@ public class AttentionKernelTests
         for (int t = 0; t < batch.NumTokens; t++)
         {
             int s = batch.SequenceOfToken[t];
-            var expected = NaiveAttention(rows.AsSpan(t * rowStride + qOffset, qDim), keys[s], values[s], batch.Positions[t], numHeads, numKvHeads, headDim);
+            var expected = NaiveAttention(rows.AsSpan(t * rowStride + qOffset, qDim), storedKeys[s], storedValues[s], batch.Positions[t], numHeads, numKvHeads, headDim);
             AssertClose(expected, output.AsSpan(t * qDim, qDim), what: $"token {t} (sequence {s}, position {batch.Positions[t]})");
         }
     }
 
     [Theory]
-    [InlineData(RopeStyle.Interleaved)]
-    [InlineData(RopeStyle.Half)]
-    public void RmsNormQkvRopeKvWrite_matches_norm_projection_rope_and_cache_write_done_naively(RopeStyle style)
+    [InlineData(RopeStyle.Interleaved, KvCacheDType.F32)]
+    [InlineData(RopeStyle.Half, KvCacheDType.F32)]
+    [InlineData(RopeStyle.Interleaved, KvCacheDType.F16)]
+    public void RmsNormQkvRopeKvWrite_matches_norm_projection_rope_and_cache_write_done_naively(RopeStyle style, KvCacheDType dtype)
     {
         const int dim = 33, numHeads = 4, numKvHeads = 2, headDim = 10, blockSize = 3;
         const float eps = 1e-5f, theta = 500f;
         int qDim = numHeads * headDim, kvDim = numKvHeads * headDim, qkvDim = qDim + 2 * kvDim;
         var random = new Random((int)style + 7);
         var tables = DealShuffledBlockTables(random, blockSize, out int numBlocks);
-        var cache = new PagedKvCache(NumLayers, numBlocks, blockSize, kvDim);
-        var batch = new ForwardBatch(64, Sequences.Length, 16, blockSize);
+        var cache = new PagedKvCache(NumLayers, numBlocks, blockSize, kvDim, dtype);
+        var batch = new ForwardBatch(MaxBatchTokens, Sequences.Length, MaxBlocksPerSequence, blockSize);
         for (int s = 0; s < Sequences.Length; s++) batch.AddSequence(new int[Sequences[s].NumNew], Sequences[s].Start, tables[s]);
         int numTokens = batch.NumTokens;
 
@@ -106,9 +121,12 @@ public class AttentionKernelTests
             }
             AssertClose(expected.AsSpan(t * qkvDim, qkvDim), qkv.AsSpan(t * qkvDim, qkvDim), what: $"qkv row {t}");
 
-            int slot = cache.SlotOffset(Layer, batch.BlockTable(batch.SequenceOfToken[t]), batch.Positions[t]);
-            AssertClose(expected.AsSpan(t * qkvDim + qDim, kvDim), cache.Keys.AsSpan(slot, kvDim), what: $"cached key {t}");
-            AssertClose(expected.AsSpan(t * qkvDim + qDim + kvDim, kvDim), cache.Values.AsSpan(slot, kvDim), what: $"cached value {t}");
+            int position = batch.Positions[t];
+            var (cachedKey, cachedValue) = ReadSlot(cache, Layer, batch.BlockTable(batch.SequenceOfToken[t])[position / blockSize], position % blockSize);
+            // f16 stores each element rounded: within half an f16 ulp (2^-11 relative) of the exact value, plus the f32 error.
+            double relative = dtype == KvCacheDType.F16 ? 1.0 / 2048 + 1e-5 : 1e-5;
+            AssertClose(expected.AsSpan(t * qkvDim + qDim, kvDim), cachedKey, relative, what: $"cached key {t}");
+            AssertClose(expected.AsSpan(t * qkvDim + qDim + kvDim, kvDim), cachedValue, relative, what: $"cached value {t}");
         }
     }
 
@@ -151,30 +169,46 @@ public class AttentionKernelTests
         return packed;
     }
 
+    /// <summary>The values as the cache stores them: f16 rounds each to nearest even (these are all within its range).</summary>
+    private static float[] Stored(float[] values, KvCacheDType dtype) =>
+        dtype == KvCacheDType.F16 ? values.Select(v => (float)(Half)v).ToArray() : values;
+
+    private static (float[] Key, float[] Value) ReadSlot(PagedKvCache cache, int layer, int block, int offset)
+    {
+        var key = new float[cache.KvDim];
+        var value = new float[cache.KvDim];
+        cache.ReadToken(layer, block, offset, key, value);
+        return (key, value);
+    }
+
     private static void FillLayerWithOtherData(PagedKvCache cache, int layer, Random random)
     {
-        int layerSize = cache.NumBlocks * cache.BlockSize * cache.KvDim;
-        RandomFloats(random, layerSize, 50f).CopyTo(cache.Keys.AsSpan(layer * layerSize));
-        RandomFloats(random, layerSize, 50f).CopyTo(cache.Values.AsSpan(layer * layerSize));
+        for (int block = 0; block < cache.NumBlocks; block++)
+            for (int offset = 0; offset < cache.BlockSize; offset++)
+                cache.WriteToken(layer, block, offset, RandomFloats(random, cache.KvDim, 50f), RandomFloats(random, cache.KvDim, 50f));
     }
 
     /// <summary>Every position of every sequence sits where its table says, and no other slot of the layer was written.</summary>
     private static void AssertCacheHolds(PagedKvCache cache, int[][] tables, float[][] keys, float[][] values, int kvDim, int blockSize)
     {
-        var written = new bool[cache.Keys.Length];
+        var written = new bool[cache.NumBlocks, blockSize];
         for (int s = 0; s < tables.Length; s++)
         {
             for (int p = 0; p < keys[s].Length / kvDim; p++)
             {
-                int slot = ((Layer * cache.NumBlocks + tables[s][p / blockSize]) * blockSize + p % blockSize) * kvDim;
-                Assert.Equal(keys[s].AsSpan(p * kvDim, kvDim).ToArray(), cache.Keys.AsSpan(slot, kvDim).ToArray());
-                Assert.Equal(values[s].AsSpan(p * kvDim, kvDim).ToArray(), cache.Values.AsSpan(slot, kvDim).ToArray());
-                written.AsSpan(slot, kvDim).Fill(true);
+                var (key, value) = ReadSlot(cache, Layer, tables[s][p / blockSize], p % blockSize);
+                Assert.Equal(keys[s].AsSpan(p * kvDim, kvDim).ToArray(), key);
+                Assert.Equal(values[s].AsSpan(p * kvDim, kvDim).ToArray(), value);
+                written[tables[s][p / blockSize], p % blockSize] = true;
             }
         }
-        int layerSize = cache.NumBlocks * blockSize * kvDim;
-        for (int i = Layer * layerSize; i < (Layer + 1) * layerSize; i++)
-            if (!written[i]) Assert.True(cache.Keys[i] == 0 && cache.Values[i] == 0, $"Cache element {i} was written but belongs to no sequence's position.");
+        for (int block = 0; block < cache.NumBlocks; block++)
+            for (int offset = 0; offset < blockSize; offset++)
+            {
+                if (written[block, offset]) continue;
+                var (key, value) = ReadSlot(cache, Layer, block, offset);
+                Assert.True(key.All(k => k == 0) && value.All(v => v == 0), $"Slot {offset} of block {block} was written but belongs to no sequence's position.");
+            }
     }
 
     /// <summary>Softmax(q·kᵀ/sqrt(headDim)) v over positions [0, lastPosition], in double, head by head.</summary>

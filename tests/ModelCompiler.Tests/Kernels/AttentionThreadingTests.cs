@@ -20,7 +20,10 @@ public class AttentionThreadingTests
         var random = new Random(11);
         int kvDim = NumKvHeads * HeadDim;
         var cache = new PagedKvCache(2, 64, BlockSize, kvDim);
-        for (int i = 0; i < cache.Keys.Length; i++) { cache.Keys[i] = (float)random.NextDouble() - 0.5f; cache.Values[i] = (float)random.NextDouble() - 0.5f; }
+        for (int layer = 0; layer < cache.NumLayers; layer++)
+            for (int block = 0; block < cache.NumBlocks; block++)
+                for (int offset = 0; offset < BlockSize; offset++)
+                    cache.WriteToken(layer, block, offset, KernelTestData.RandomFloats(random, kvDim, 0.5f), KernelTestData.RandomFloats(random, kvDim, 0.5f));
         var batch = new ForwardBatch(128, 2, 32, BlockSize);
         var tableA = Enumerable.Range(0, 25).Select(i => 63 - i).ToArray();
         var tableB = Enumerable.Range(0, 20).Select(i => i * 2).ToArray();

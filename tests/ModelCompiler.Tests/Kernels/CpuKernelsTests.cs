@@ -65,6 +65,10 @@ public class CpuKernelsTests
     [InlineData(3, 33, 17)]
     [InlineData(5, 70, 9)]
     [InlineData(2, 129, 65)]
+    [InlineData(1, 16, 16)]     // one token, small matrices: sixteen rows at a time (no row-length tail)
+    [InlineData(1, 64, 40)]     // two groups of 16 and 8 leftover rows
+    [InlineData(1, 172, 64)]    // Stories260K's down projection: a 12-weight tail
+    [InlineData(1, 100, 512)]
     public void Linear_and_LinearAddResidual_match_the_naive_product(int numTokens, int inDim, int outDim)
     {
         var random = new Random(inDim * 1000 + outDim);

@@ -17,6 +17,27 @@ public sealed class SamplerTests
         Assert.Equal(3, sampler.Sample([-5f, -3f, -1f, 0f]));
     }
 
+    [Theory]
+    [InlineData(512, 0)]
+    [InlineData(512, 1)]
+    [InlineData(37, 2)]
+    [InlineData(100, 3)]
+    public void Argmax_is_the_first_index_of_the_largest_value_as_a_plain_loop_finds_it(int length, int seed)
+    {
+        var random = new Random(seed);
+        // Few distinct values so that ties are common; NaN and signed zeros sprinkled in.
+        var x = Enumerable.Range(0, length).Select(_ => (float)random.Next(-4, 5)).ToArray();
+        for (int trial = 0; trial < 200; trial++)
+        {
+            var y = (float[])x.Clone();
+            for (int i = 0; i < 5; i++) y[random.Next(length)] = random.Next(4) switch { 0 => float.NaN, 1 => -0f, 2 => 0f, _ => random.Next(-6, 7) };
+            if (trial % 50 == 0) y[0] = float.NaN;
+            int expected = 0;
+            for (int i = 1; i < length; i++) if (y[i] > y[expected]) expected = i;
+            Assert.Equal(expected, Sampler.Argmax(y));
+        }
+    }
+
     [Fact]
     public void Same_seed_gives_the_same_tokens_and_another_seed_differs()
     {

@@ -21,6 +21,7 @@ namespace ModelCompiler.Runtime.Kernels.MatMul;
 /// <item>Every non-f32 type with many tokens (prefill): each group of 4 weight rows is widened to f32 in
 /// per-thread scratch once per token block and run through the f32 tile, so the conversion is amortized over
 /// the tokens and the inner loop is the FMA-bound f32 one.</item>
+/// <item>f32 at one token, small enough to stay on the calling thread: <see cref="SmallDecode"/>, sixteen rows at a time.</item>
 /// <item>Without AVX-512 (or AVX2 for the quantized types) a portable path decodes rows and uses the
 /// Vector256/Vector128 dot product.</item>
 /// </list>
@@ -90,7 +91,10 @@ internal static unsafe class LinearKernel
         if (threads == 1 || macs < ParallelThresholdMacs)
         {
             job.RowsPerChunk = outDim;
-            job.Execute(0);
+            // Small f32 matrices at one token take sixteen rows at a time; leftover rows go the usual way.
+            int firstRow = job.Mode == Mode.Direct && SmallDecode.Applies(numTokens, w.DType, inDim, macs)
+                ? SmallDecode.Project(x, (float*)w.Data, inDim, y, outDim, accumulate) : 0;
+            if (firstRow < outDim) ComputeRows(ref job, firstRow, outDim);
             return;
         }
         // About eight chunks per thread so a descheduled thread costs little; multiples of the 4-row tile.

@@ -1,0 +1,130 @@
+using System;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using ModelCompiler.Runtime.Kernels.MatMul;
+
+namespace ModelCompiler.Runtime.Kernels;
+
+/// <summary>The softmax steps of attention over a tile of scores: the maximum, and exp(x − max) with its sum.</summary>
+internal static unsafe class AttentionMath
+{
+    /// <summary>Largest of <paramref name="count"/> scores (at least one).</summary>
+    public static float Max(float* x, int count)
+    {
+        int i = 0;
+        float max = float.NegativeInfinity;
+        if (CpuFeatures.UseVector512 && count >= 16)
+        {
+            var m = Vector512.Load(x);
+            for (i = 16; i <= count - 16; i += 16) m = Vector512.Max(m, Vector512.Load(x + i));
+            var m4 = Vector128.Max(Vector128.Max(m.GetLower().GetLower(), m.GetLower().GetUpper()), Vector128.Max(m.GetUpper().GetLower(), m.GetUpper().GetUpper()));
+            max = MathF.Max(MathF.Max(m4[0], m4[1]), MathF.Max(m4[2], m4[3]));
+        }
+        for (; i < count; i++) max = MathF.Max(max, x[i]);
+        return max;
+    }
+
+    /// <summary>
+    /// <see cref="Max"/> with AVX-512 for a buffer with room for <paramref name="count"/> rounded up to 16: the last
+    /// partial vector is read whole and its lanes past <paramref name="count"/> ignored.
+    /// </summary>
+    public static float MaxPadded(float* x, int count)
+    {
+        var m = Vector512.Create(float.NegativeInfinity);
+        int i = 0;
+        for (; i <= count - 16; i += 16) m = Vector512.Max(m, Vector512.Load(x + i));
+        if (i < count) m = Vector512.Max(m, Vector512.ConditionalSelect(ValidLanes(count - i), Vector512.Load(x + i), Vector512.Create(float.NegativeInfinity)));
+        var m4 = Vector128.Max(Vector128.Max(m.GetLower().GetLower(), m.GetLower().GetUpper()), Vector128.Max(m.GetUpper().GetLower(), m.GetUpper().GetUpper()));
+        return MathF.Max(MathF.Max(m4[0], m4[1]), MathF.Max(m4[2], m4[3]));
+    }
+
+    /// <summary>
+    /// <see cref="ExpSubtract"/> with AVX-512 for a buffer with room for <paramref name="count"/> rounded up to 16:
+    /// the last partial vector is computed whole (lanes past <paramref name="count"/> hold anything afterwards) and
+    /// only its valid lanes are summed.
+    /// </summary>
+    public static float ExpSubtractPadded(float* x, int count, float max)
+    {
+        var m = Vector512.Create(max);
+        var acc = Vector512<float>.Zero;
+        int i = 0;
+        for (; i <= count - 16; i += 16)
+        {
+            var e = ExpNonPositive(Vector512.Load(x + i) - m);
+            e.Store(x + i);
+            acc += e;
+        }
+        if (i < count)
+        {
+            var e = ExpNonPositive(Vector512.Load(x + i) - m) & ValidLanes(count - i);
+            e.Store(x + i);
+            acc += e;
+        }
+        return Vector512.Sum(acc);
+    }
+
+    /// <summary>All-ones in the lanes below <paramref name="count"/>, zero above.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ValidLanes(int count) =>
+        Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(count)).AsSingle();
+
+    /// <summary>x[i] = exp(x[i] − max) over <paramref name="count"/> elements (each ≤ max); returns their sum.</summary>
+    public static float ExpSubtract(float* x, int count, float max)
+    {
+        int i = 0;
+        float sum = 0;
+        if (CpuFeatures.UseVector512)
+        {
+            var m = Vector512.Create(max);
+            var acc = Vector512<float>.Zero;
+            for (; i <= count - 16; i += 16)
+            {
+                var e = ExpNonPositive(Vector512.Load(x + i) - m);
+                e.Store(x + i);
+                acc += e;
+            }
+            sum = Vector512.Sum(acc);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            var m = Vector256.Create(max);
+            var acc = Vector256<float>.Zero;
+            for (; i <= count - 8; i += 8)
+            {
+                var e = Vector256.Exp(Vector256.Load(x + i) - m);
+                e.Store(x + i);
+                acc += e;
+            }
+            sum = Vector256.Sum(acc);
+        }
+        for (; i < count; i++)
+        {
+            x[i] = MathF.Exp(x[i] - max);
+            sum += x[i];
+        }
+        return sum;
+    }
+
+    /// <summary>
+    /// exp(x) for x ≤ 0 in f32 arithmetic (Cephes' expf: x = n ln2 + r with |r| ≤ ln2/2, a degree-7 polynomial in r,
+    /// then 2^n from the exponent bits), within 2 ulp of the true value; x below −87.3 gives about 1e-38, not 0.
+    /// .NET's Vector512.Exp for float goes through double and cost a tenth of a Stories260K decode step.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ExpNonPositive(Vector512<float> x)
+    {
+        x = Vector512.Max(x, Vector512.Create(-87.33654f));
+        var n = Vector512.Round(x * Vector512.Create(1.44269504088896341f));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), x);
+        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
+        var p = Vector512.Create(1.9875691500e-4f);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.3981999507e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894e-2f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
+        p = Vector512.FusedMultiplyAdd(p, r * r, r) + Vector512.Create(1f);
+        var scale = (Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23;
+        return p * scale.AsSingle();
+    }
+}

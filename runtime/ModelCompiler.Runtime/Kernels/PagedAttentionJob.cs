@@ -1,0 +1,327 @@
+using System;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using ModelCompiler.Runtime.Kernels.MatMul;
+using ModelCompiler.Runtime.KvCache;
+
+namespace ModelCompiler.Runtime.Kernels;
+
+/// <summary>Reads KV-cache elements of one stored type as f32: 16 or 1 consecutive elements at a byte address.</summary>
+internal unsafe interface IKvElements
+{
+    /// <summary>Bytes per element.</summary>
+    static abstract int Size { get; }
+    /// <summary>16 elements (needs AVX-512F).</summary>
+    static abstract Vector512<float> Load16(byte* p);
+    /// <summary>One element.</summary>
+    static abstract float Load1(byte* p);
+}
+
+/// <summary>An f32 cache: plain loads.</summary>
+internal unsafe struct F32Kv : IKvElements
+{
+    public static int Size => sizeof(float);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load16(byte* p) => Vector512.Load((float*)p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Load1(byte* p) => *(float*)p;
+}
+
+/// <summary>An f16 cache: widened in registers (exact: every f16 value is an f32 value).</summary>
+internal unsafe struct F16Kv : IKvElements
+{
+    public static int Size => sizeof(ushort);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load16(byte* p) => HalfBits.HalfToSingle(Vector256.Load((ushort*)p));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Load1(byte* p) => HalfBits.HalfToSingle(*(ushort*)p);
+}
+
+/// <summary>What <see cref="PagedAttentionJob{TKv}"/> reads and writes, independent of the cache's element type.</summary>
+internal unsafe struct AttentionShape
+{
+    public float* Q, Output;
+    public int* Positions, SequenceOfToken, BlockTables;
+    public long LayerOffset;
+    public int QRowStride, MaxBlocksPerSequence, NumBlocks, NumHeads, NumKvHeads, HeadDim, KvDim, BlockSize;
+    public float ScoreScale;
+}
+
+/// <summary>
+/// Attention of one (token, KV head) pair per chunk, over the layout of <see cref="PagedKvCache"/> (keys and values
+/// both <c>[KvDim, BlockSize]</c> per block): the query heads of the group share every key and value they read.
+/// Positions are taken a tile at a time: scores of the whole tile, then per head one max, one exp pass and at most
+/// one rescale of the running output (the online softmax, a tile at a time), then the values.
+/// </summary>
+/// <remarks>
+/// With AVX-512 and blocks of a multiple of 16 slots, positions are the vector lanes throughout: q·k of 16 positions
+/// is one FMA per channel with the query element broadcast, and the value sum keeps per (head, channel) a vector
+/// of 16 per-position partial sums, folded once at the end; no horizontal sum per position. Otherwise one position
+/// at a time (the portable path). A partial last 16 computes scores for slots past the attended positions (inside
+/// the same block, so in bounds); they are never read, and their value lanes are masked out.
+/// </remarks>
+[SkipLocalsInit] // every stack buffer is written before it is read; zeroing them was 15% of the kernel's own time
+internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv : struct, IKvElements
+{
+    /// <summary>Widest head: 16 partial sums per channel of one head must fit the accumulator budget.</summary>
+    public const int MaxHeadDim = MaxAccumulatorFloats / Lanes;
+    /// <summary>Floats of running output per pass, on the stack (64 KiB; the worker threads have 4 MiB).</summary>
+    private const int MaxAccumulatorFloats = 16384;
+    /// <summary>Most query heads of a GQA group handled in one pass over the context; larger groups take several.</summary>
+    private const int MaxPassHeads = 8;
+    /// <summary>Positions per tile.</summary>
+    private const int Tile = 128;
+    /// <summary>Floats per head in the score buffer: a tile plus the overhang of a last partial 16.</summary>
+    private const int ScoreStride = Tile + Lanes;
+    private const int Lanes = 16;
+
+    public AttentionShape Shape;
+    public byte* Keys, Values;
+
+    /// <summary>Element offset of a sequence's logical block in the layer; a block the table lacks is an error.</summary>
+    private readonly nint BlockOffset(int* blockTable, int logicalBlock, int t, int sequence)
+    {
+        int block = blockTable[logicalBlock];
+        if ((uint)block >= (uint)Shape.NumBlocks)
+            throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {logicalBlock * Shape.BlockSize}, which its block table does not cover.");
+        return (nint)(Shape.LayerOffset + (long)block * Shape.BlockSize * Shape.KvDim);
+    }
+
+    public void Execute(int chunk)
+    {
+        ref readonly var s = ref Shape;
+        int t = chunk / s.NumKvHeads, kvHead = chunk % s.NumKvHeads;
+        int headDim = s.HeadDim, groupSize = s.NumHeads / s.NumKvHeads, blockSize = s.BlockSize;
+        bool vector = CpuFeatures.UseVector512 && blockSize % Lanes == 0;
+        int lanes = vector ? Lanes : 1;
+        int headsPerPass = Math.Min(groupSize, Math.Min(MaxPassHeads, MaxAccumulatorFloats / (headDim * lanes)));
+        int sequence = s.SequenceOfToken[t];
+        int* blockTable = s.BlockTables + (nint)sequence * s.MaxBlocksPerSequence;
+        int lastPosition = s.Positions[t];
+        float* queryRow = s.Q + (nint)t * s.QRowStride;
+        float* outputRow = s.Output + (nint)t * s.NumHeads * headDim;
+
+        // Per pass: scaled queries [headsPerPass, headDim]; running outputs [headsPerPass, headDim, lanes] (per-lane
+        // partial sums); running max and sum [headsPerPass]; scores [headsPerPass, ScoreStride]; and the tile's runs
+        // of consecutive slots: first position in the tile, and element offset of the run's first slot of channel 0.
+        float* query = stackalloc float[headsPerPass * headDim];
+        int accumulatorFloats = headDim * lanes;
+        float* accumulators = stackalloc float[headsPerPass * accumulatorFloats];
+        float* runningMax = stackalloc float[headsPerPass];
+        float* runningSum = stackalloc float[headsPerPass];
+        float* scores = stackalloc float[headsPerPass * ScoreStride];
+        int* runStarts = stackalloc int[Tile + 1];
+        nint* runOffsets = stackalloc nint[Tile];
+
+        for (int firstHead = kvHead * groupSize; firstHead < (kvHead + 1) * groupSize; firstHead += headsPerPass)
+        {
+            int numPassHeads = Math.Min(headsPerPass, (kvHead + 1) * groupSize - firstHead);
+            for (int i = 0; i < numPassHeads * headDim; i++) query[i] = queryRow[firstHead * headDim + i] * s.ScoreScale;
+            new Span<float>(accumulators, numPassHeads * accumulatorFloats).Clear();
+            for (int j = 0; j < numPassHeads; j++) { runningMax[j] = float.NegativeInfinity; runningSum[j] = 0; }
+
+            for (int tileStart = 0; tileStart <= lastPosition; tileStart += Tile)
+            {
+                int tileLength = Math.Min(Tile, lastPosition + 1 - tileStart);
+                // The tile in runs of consecutive slots of one block: one table lookup per block.
+                int numRuns = 0;
+                for (int i = 0; i < tileLength; numRuns++)
+                {
+                    int position = tileStart + i;
+                    int logicalBlock = position / blockSize, offset = position - logicalBlock * blockSize;
+                    runStarts[numRuns] = i;
+                    // Channel c of this KV head, slot o: element (kvHead × headDim + c) × blockSize + o of the block.
+                    runOffsets[numRuns] = BlockOffset(blockTable, logicalBlock, t, sequence) + (nint)kvHead * headDim * blockSize + offset;
+                    i += Math.Min(blockSize - offset, tileLength - i);
+                }
+                runStarts[numRuns] = tileLength;
+
+                if (vector)
+                    KeyScores16(Keys, runOffsets, runStarts, numRuns, blockSize, query, numPassHeads, headDim, scores);
+                else
+                    for (int r = 0; r < numRuns; r++)
+                        KeyScores1(Keys + runOffsets[r] * TKv.Size, blockSize, query, numPassHeads, headDim, runStarts[r + 1] - runStarts[r], scores + runStarts[r]);
+
+                for (int j = 0; j < numPassHeads; j++)
+                {
+                    float* headScores = scores + j * ScoreStride;
+                    float tileMax = vector ? AttentionMath.MaxPadded(headScores, tileLength) : AttentionMath.Max(headScores, tileLength);
+                    if (tileMax > runningMax[j])
+                    {
+                        // exp(-inf) = 0 on the first tile, which also zeroes the (empty) sums.
+                        float correction = MathF.Exp(runningMax[j] - tileMax);
+                        runningSum[j] *= correction;
+                        var headAccumulator = new Span<float>(accumulators + j * accumulatorFloats, accumulatorFloats);
+                        CpuKernels.Scale(headAccumulator, correction, headAccumulator);
+                        runningMax[j] = tileMax;
+                    }
+                    runningSum[j] += vector ? AttentionMath.ExpSubtractPadded(headScores, tileLength, runningMax[j]) : AttentionMath.ExpSubtract(headScores, tileLength, runningMax[j]);
+                }
+
+                if (vector && headDim == 8)
+                    Values16Head8(Values, runOffsets, runStarts, numRuns, blockSize, scores, numPassHeads, accumulators);
+                else
+                    for (int r = 0; r < numRuns; r++)
+                    {
+                        byte* values = Values + runOffsets[r] * TKv.Size;
+                        int first = runStarts[r], count = runStarts[r + 1] - first;
+                        if (vector) Values16(values, blockSize, scores + first, count, numPassHeads, headDim, accumulators);
+                        else Values1(values, blockSize, scores + first, count, numPassHeads, headDim, accumulators);
+                    }
+            }
+
+            for (int j = 0; j < numPassHeads; j++)
+            {
+                float inverseSum = 1f / runningSum[j];
+                float* acc = accumulators + j * accumulatorFloats;
+                float* output = outputRow + (firstHead + j) * headDim;
+                if (vector)
+                    for (int d = 0; d < headDim; d++) output[d] = Vector512.Sum(Vector512.Load(acc + d * Lanes)) * inverseSum;
+                else
+                    for (int d = 0; d < headDim; d++) output[d] = acc[d] * inverseSum;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Scores of a tile's runs of slots (each rounded up to 16) for every pass head: per 16 slots, one FMA per
+    /// channel with the query element broadcast. Heads go in pairs so each key load serves two.
+    /// </summary>
+    private static void KeyScores16(byte* keyBase, nint* runOffsets, int* runStarts, int numRuns, int blockSize, float* query, int numHeads, int headDim, float* tileScores)
+    {
+        nint channelBytes = (nint)blockSize * TKv.Size;
+        for (int r = 0; r < numRuns; r++)
+        for (int c = 0, count = runStarts[r + 1] - runStarts[r]; c < count; c += Lanes)
+        {
+            byte* k0 = keyBase + (runOffsets[r] + c) * TKv.Size;
+            float* scores = tileScores + runStarts[r];
+            int j = 0;
+            for (; j <= numHeads - 2; j += 2)
+            {
+                float* qa = query + j * headDim, qb = qa + headDim;
+                Vector512<float> a0 = default, a1 = default, b0 = default, b1 = default;
+                int d = 0;
+                for (; d <= headDim - 2; d += 2)
+                {
+                    var k = TKv.Load16(k0 + d * channelBytes);
+                    var l = TKv.Load16(k0 + (d + 1) * channelBytes);
+                    a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), k, a0);
+                    b0 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d]), k, b0);
+                    a1 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 1]), l, a1);
+                    b1 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d + 1]), l, b1);
+                }
+                if (d < headDim)
+                {
+                    var k = TKv.Load16(k0 + d * channelBytes);
+                    a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), k, a0);
+                    b0 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d]), k, b0);
+                }
+                (a0 + a1).Store(scores + j * ScoreStride + c);
+                (b0 + b1).Store(scores + (j + 1) * ScoreStride + c);
+            }
+            if (j < numHeads)
+            {
+                float* qa = query + j * headDim;
+                Vector512<float> a0 = default, a1 = default;
+                int d = 0;
+                for (; d <= headDim - 2; d += 2)
+                {
+                    a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), TKv.Load16(k0 + d * channelBytes), a0);
+                    a1 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 1]), TKv.Load16(k0 + (d + 1) * channelBytes), a1);
+                }
+                if (d < headDim) a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), TKv.Load16(k0 + d * channelBytes), a0);
+                (a0 + a1).Store(scores + j * ScoreStride + c);
+            }
+        }
+    }
+
+    /// <summary>The portable form of <see cref="KeyScores16"/>: one slot at a time, exactly <paramref name="count"/> of them.</summary>
+    private static void KeyScores1(byte* keys, int blockSize, float* query, int numHeads, int headDim, int count, float* scores)
+    {
+        nint channelBytes = (nint)blockSize * TKv.Size;
+        for (int o = 0; o < count; o++)
+        {
+            byte* k0 = keys + (nint)o * TKv.Size;
+            for (int j = 0; j < numHeads; j++)
+            {
+                float* qj = query + j * headDim;
+                float sum = 0;
+                for (int d = 0; d < headDim; d++) sum += qj[d] * TKv.Load1(k0 + d * channelBytes);
+                scores[j * ScoreStride + o] = sum;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Heads of 8 (Stories260K): a head's eight channel sums stay in registers over all runs of the tile, each 16
+    /// slots one weight vector and eight FMAs. Lanes past the attended positions are zeroed in both weights and
+    /// values (a stale or never written slot may hold anything, and 0 × NaN is NaN).
+    /// </summary>
+    private static void Values16Head8(byte* valueBase, nint* runOffsets, int* runStarts, int numRuns, int blockSize, float* tileWeights, int numHeads, float* accumulators)
+    {
+        nint channelBytes = (nint)blockSize * TKv.Size;
+        for (int j = 0; j < numHeads; j++)
+        {
+            float* acc = accumulators + j * 8 * Lanes;
+            var a0 = Vector512.Load(acc); var a1 = Vector512.Load(acc + 16); var a2 = Vector512.Load(acc + 32); var a3 = Vector512.Load(acc + 48);
+            var a4 = Vector512.Load(acc + 64); var a5 = Vector512.Load(acc + 80); var a6 = Vector512.Load(acc + 96); var a7 = Vector512.Load(acc + 112);
+            for (int r = 0; r < numRuns; r++)
+            for (int c = 0, count = runStarts[r + 1] - runStarts[r]; c < count; c += Lanes)
+            {
+                byte* v = valueBase + (runOffsets[r] + c) * TKv.Size;
+                var p = Vector512.Load(tileWeights + j * ScoreStride + runStarts[r] + c);
+                var v0 = TKv.Load16(v); var v1 = TKv.Load16(v + channelBytes); var v2 = TKv.Load16(v + 2 * channelBytes); var v3 = TKv.Load16(v + 3 * channelBytes);
+                var v4 = TKv.Load16(v + 4 * channelBytes); var v5 = TKv.Load16(v + 5 * channelBytes); var v6 = TKv.Load16(v + 6 * channelBytes); var v7 = TKv.Load16(v + 7 * channelBytes);
+                if (count - c < Lanes)
+                {
+                    var valid = AttentionMath.ValidLanes(count - c);
+                    p &= valid;
+                    v0 &= valid; v1 &= valid; v2 &= valid; v3 &= valid; v4 &= valid; v5 &= valid; v6 &= valid; v7 &= valid;
+                }
+                a0 = Vector512.FusedMultiplyAdd(p, v0, a0); a1 = Vector512.FusedMultiplyAdd(p, v1, a1);
+                a2 = Vector512.FusedMultiplyAdd(p, v2, a2); a3 = Vector512.FusedMultiplyAdd(p, v3, a3);
+                a4 = Vector512.FusedMultiplyAdd(p, v4, a4); a5 = Vector512.FusedMultiplyAdd(p, v5, a5);
+                a6 = Vector512.FusedMultiplyAdd(p, v6, a6); a7 = Vector512.FusedMultiplyAdd(p, v7, a7);
+            }
+            a0.Store(acc); a1.Store(acc + 16); a2.Store(acc + 32); a3.Store(acc + 48);
+            a4.Store(acc + 64); a5.Store(acc + 80); a6.Store(acc + 96); a7.Store(acc + 112);
+        }
+    }
+
+    /// <summary>Any head width: per 16 slots and channel, one value vector serves every pass head (sums in memory).</summary>
+    private static void Values16(byte* values, int blockSize, float* weights, int count, int numHeads, int headDim, float* accumulators)
+    {
+        nint channelBytes = (nint)blockSize * TKv.Size;
+        for (int c = 0; c < count; c += Lanes)
+        {
+            var valid = count - c < Lanes ? AttentionMath.ValidLanes(count - c) : Vector512<float>.AllBitsSet;
+            byte* v0 = values + (nint)c * TKv.Size;
+            for (int d = 0; d < headDim; d++)
+            {
+                var v = TKv.Load16(v0 + d * channelBytes) & valid;
+                for (int j = 0; j < numHeads; j++)
+                {
+                    float* acc = accumulators + (j * headDim + d) * Lanes;
+                    var p = Vector512.Load(weights + j * ScoreStride + c) & valid;
+                    Vector512.FusedMultiplyAdd(p, v, Vector512.Load(acc)).Store(acc);
+                }
+            }
+        }
+    }
+
+    /// <summary>The portable value sum, one slot at a time.</summary>
+    private static void Values1(byte* values, int blockSize, float* weights, int count, int numHeads, int headDim, float* accumulators)
+    {
+        nint channelBytes = (nint)blockSize * TKv.Size;
+        for (int o = 0; o < count; o++)
+        {
+            byte* v0 = values + (nint)o * TKv.Size;
+            for (int j = 0; j < numHeads; j++)
+            {
+                float w = weights[j * ScoreStride + o];
+                float* acc = accumulators + j * headDim;
+                for (int d = 0; d < headDim; d++) acc[d] += w * TKv.Load1(v0 + d * channelBytes);
+            }
+        }
+    }
+}

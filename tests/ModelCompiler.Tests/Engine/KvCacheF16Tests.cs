@@ -1,0 +1,147 @@
+using ModelCompiler.Runtime;
+using ModelCompiler.Runtime.Cuda;
+using ModelCompiler.Runtime.Cuda.Emulation;
+using ModelCompiler.Runtime.Engine;
+using ModelCompiler.Runtime.Sampling;
+using Xunit;
+using Xunit.Abstractions;
+using static ModelCompiler.Tests.Engine.EngineTestSupport;
+
+namespace ModelCompiler.Tests.Engine;
+
+/// <summary>
+/// Stories260K compiled with <c>runtime.kvCacheDType: f16</c> against the float64 reference forward pass (which
+/// keeps K and V in double): the only difference is the rounding of every cached key and value to f16, so the
+/// logits differ by more than the f32 engine's 1e-4 but stay within <see cref="F16LogitsTolerance"/>.
+/// </summary>
+public class KvCacheF16Tests(ITestOutputHelper output)
+{
+    /// <summary>
+    /// Bound on |logits − reference| with an f16 cache. Rounding K and V to 11 significant bits moves each by up to
+    /// 2^-12 relative; through Stories260K's five layers this measured 2.8e-2 at most over these 84 positions (logits
+    /// of magnitude up to ~15), with the same top-1 token at every position. 0.1 leaves a margin of about 3.5 while
+    /// still catching a wrong layout or a missed conversion (those give errors of order 1 and change the argmax).
+    /// </summary>
+    private const double F16LogitsTolerance = 0.1;
+
+    [Fact]
+    public void The_description_field_reaches_the_config_the_pool_and_the_cost()
+    {
+        var engine = new Stories260KF16KvTestEngine();
+        Assert.Equal(KvCacheDType.F16, engine.Config.KvCacheDType);
+        Assert.Equal(KvCacheDType.F32, new Stories260KTestEngine().Config.KvCacheDType);
+        using var f16 = new ModelRunner(engine, OpenStories());
+        using var f32 = new ModelRunner(new Stories260KTestEngine(), OpenStories());
+        Assert.Equal(KvCacheDType.F16, f16.KvCache.DType);
+        // Same number of blocks, half the bytes.
+        Assert.Equal(f32.KvCache.NumBlocks, f16.KvCache.NumBlocks);
+        Assert.Equal(f32.KvCache.SizeInBytes, 2 * f16.KvCache.SizeInBytes);
+        var c = engine.Config;
+        Assert.Equal((long)c.NumLayers * 2 * c.KvDim * 2, ModelCompiler.Runtime.Diagnostics.ModelCost.Of(engine, f16.Weights).KvBytesPerTokenPosition);
+    }
+
+    [Fact]
+    public void Prefill_then_decode_logits_match_the_reference_within_the_f16_bound()
+    {
+        int[] tokens = StoryTokens();
+        var engine = new Stories260KF16KvTestEngine();
+        float[][] expected;
+        using (var checkpoint = OpenStories()) expected = ReferenceLogits(engine.Config, checkpoint, tokens);
+
+        using var runner = new ModelRunner(engine, OpenStories());
+        var batch = runner.CreateBatch();
+        int vocab = engine.Config.VocabSize;
+        // A prefill of 40 tokens, then one token at a time: both read keys and values back from the f16 cache.
+        int position = 0, agree = 0, worstPosition = 0;
+        double worst = 0;
+        runner.Blocks.Allocate(0, 40);
+        while (position < tokens.Length)
+        {
+            int count = position == 0 ? 40 : 1;
+            if (position > 0) runner.Blocks.Append(0, position + count);
+            batch.Clear();
+            batch.AddSequence(tokens.AsSpan(position, count), position, runner.Blocks.BlockTable(0), allLogits: true);
+            var logits = runner.Forward(batch);
+            for (int i = 0; i < count; i++)
+            {
+                var row = logits.Slice(i * vocab, vocab);
+                double error = MaxAbsDifference(row, expected[position + i]);
+                if (error > worst) (worst, worstPosition) = (error, position + i);
+                if (Sampler.Argmax(row) == Sampler.Argmax(expected[position + i])) agree++;
+            }
+            position += count;
+        }
+        output.WriteLine($"f16 KV cache, {tokens.Length} positions: max |logits - reference| = {worst:E3} (position {worstPosition}), top-1 agreement {agree}/{tokens.Length}");
+        Assert.True(worst <= F16LogitsTolerance, $"position {worstPosition}: max |engine - reference| = {worst:E3}");
+        Assert.True(worst > 0, "an f16 cache that rounds nothing is not an f16 cache");
+        Assert.True(agree >= tokens.Length * 95 / 100, $"top-1 agreement {agree}/{tokens.Length} is below 95%");
+    }
+
+    [Fact]
+    public void The_cuda_runner_refuses_an_f16_cache_by_name()
+    {
+        var engine = new Stories260KF16KvTestEngine();
+        var e = Assert.Throws<NotSupportedException>(() => new CudaModelRunner(new CudaEmulatorDevice(), engine, OpenStories()));
+        Assert.Contains("runtime.kvCacheDType f16", e.Message);
+    }
+}
+
+/// <summary><c>--device</c> with an engine whose KV cache is f16: the CPU runs it, CUDA refuses it in one line.</summary>
+[Collection(nameof(ConsoleCollection))]
+public sealed class KvCacheF16DeviceTests
+{
+    private static readonly string[] s_generate = ["generate", "--prompt", "Once upon a time", "--max-tokens", "8", "--temperature", "0"];
+
+    [Fact]
+    public void Cuda_is_one_error_line_naming_the_kv_cache_type()
+    {
+        var (code, stdout, stderr) = Hosting.ConsoleCapture.Run<Stories260KF16KvTestEngine>([.. s_generate, "--device", "cuda"]);
+        Assert.Equal(2, code);
+        Assert.Equal("", stdout);
+        Assert.StartsWith("error: --device cuda: the CUDA runner keeps its KV cache in f32", stderr);
+        Assert.Contains("runtime.kvCacheDType f16", stderr);
+        Assert.Single(stderr.TrimEnd('\n').Split('\n'));
+    }
+
+    [Fact]
+    public void Auto_runs_on_the_cpu_and_says_why()
+    {
+        var (code, stdout, stderr) = Hosting.ConsoleCapture.Run<Stories260KF16KvTestEngine>([.. s_generate, "--device", "auto"]);
+        Assert.Equal(0, code);
+        Assert.StartsWith("Once upon a time", stdout);
+        Assert.Contains("note: running on the CPU: the CUDA runner keeps its KV cache in f32", stderr);
+    }
+}
+
+/// <summary>A decode step's forward pass and argmax allocate nothing on the managed heap, with either KV cache type.</summary>
+public class DecodeAllocationTests
+{
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Greedy_decode_forward_passes_allocate_nothing(bool f16)
+    {
+        CompiledModel engine = f16 ? new Stories260KF16KvTestEngine() : new Stories260KTestEngine();
+        using var runner = new ModelRunner(engine, OpenStories());
+        IModelRunner backend = runner;
+        int[] prompt = StoryTokens()[..20];
+        runner.Blocks.Allocate(1, prompt.Length);
+        var batch = runner.CreateBatch();
+        batch.AddSequence(prompt, 0, runner.Blocks.BlockTable(1));
+        Span<int> next = stackalloc int[1];
+        backend.ForwardGreedy(batch, next);
+        long allocated = 0;
+        for (int step = 0; step < 40; step++)
+        {
+            // The first steps warm up (tiered compilation may allocate); the last 30 are counted.
+            int position = prompt.Length + step;
+            runner.Blocks.Append(1, position + 1);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            batch.Clear();
+            batch.AddSequence(next, position, runner.Blocks.BlockTable(1));
+            backend.ForwardGreedy(batch, next);
+            if (step >= 10) allocated += GC.GetAllocatedBytesForCurrentThread() - before;
+        }
+        Assert.Equal(0, allocated);
+    }
+}
