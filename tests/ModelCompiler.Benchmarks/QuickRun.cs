@@ -17,7 +17,8 @@ internal static class QuickRun
         foreach (int numTokens in tokens)
         foreach (int t in threads)
         {
-            var bench = new LinearBenchmarks { DType = dtype, Shape = shape, NumTokens = numTokens, Threads = t };
+            bool stored = dtype.EndsWith("-stored", StringComparison.Ordinal);
+            var bench = new LinearBenchmarks { DType = stored ? dtype[..^"-stored".Length] : dtype, Shape = shape, NumTokens = numTokens, Threads = t, Stored = stored };
             bench.Setup();
             int calls = numTokens == 1 ? 200 : 20;
             var times = new List<double>();
@@ -31,7 +32,7 @@ internal static class QuickRun
             times.Sort();
             double median = times[times.Count / 2];
             string figure = numTokens == 1 ? $"{bench.WeightBytes / median / 1e9,7:F1} GB/s" : $"{bench.Flops / median / 1e9,7:F1} GFLOP/s";
-            Console.WriteLine($"{dtype,-5} {shape,-10} tokens {numTokens,3} threads {t}: {median * 1e6,9:F1} us  {figure}");
+            Console.WriteLine($"{dtype,-11} {shape,-10} tokens {numTokens,3} threads {t}: {median * 1e6,9:F1} us  {figure}");
         }
     }
 

@@ -14,9 +14,12 @@ namespace ModelCompiler.Runtime.Kernels.MatMul;
 /// <remarks>
 /// How each case is computed:
 /// <list type="bullet">
+/// <item>q8_0/q4_0 matrices packed at load (<see cref="WeightMatrix.PackedData"/>, on CPUs with AVX-VNNI), any token
+/// count: the activations are quantized to int8 blocks once per call and <see cref="PackedQuantizedTile"/> runs
+/// 8-row groups × 1–4 tokens (decode) or 16 rows × 4 tokens (prefill), all in integer dot products.</item>
 /// <item>f32, and f16/bf16 with fewer than <see cref="MinTokensToDequantize"/> tokens: <see cref="FloatTile"/> reads
 /// the weights in place (f16/bf16 widened in registers).</item>
-/// <item>q8_0/q4_0 with fewer than <see cref="MinTokensToDequantize"/> tokens (decode): the activations are
+/// <item>Unpacked q8_0/q4_0 with fewer than <see cref="MinTokensToDequantize"/> tokens (decode): the activations are
 /// quantized to int8 blocks once per call and <see cref="QuantizedTile"/> takes integer dot products.</item>
 /// <item>Every non-f32 type with many tokens (prefill): each group of 4 weight rows is widened to f32 in
 /// per-thread scratch once per token block and run through the f32 tile, so the conversion is amortized over
@@ -144,7 +147,22 @@ internal static unsafe class LinearKernel
             sbyte* qx = job.Qx + (nint)t0 * k;
             float* dx = job.Dx + (nint)t0 * numBlocks;
             int* start = job.Start + (nint)t0 * numBlocks;
-            for (int r = firstRow; r < endRow; r += PackedQuantizedLayout.RowsPerGroup)
+            int r = firstRow;
+            // Many tokens: two groups at a time (16 rows × 4 tokens per tile).
+            if (numTokens >= 4)
+            {
+                for (; r < endRow - PackedQuantizedLayout.RowsPerGroup; r += 2 * PackedQuantizedLayout.RowsPerGroup)
+                {
+                    byte* w = job.W + (nint)(r / PackedQuantizedLayout.RowsPerGroup) * groupBytes;
+                    float* y = job.Y + (nint)t0 * job.OutDim + r;
+                    int numRows = Math.Min(PackedQuantizedLayout.RowsPerGroup, endRow - r - PackedQuantizedLayout.RowsPerGroup);
+                    if (job.DType == WeightDType.Q8_0)
+                        PackedQuantizedTile.TokensPair<PackedQ8_0>(w, groupBytes, numBlocks, qx, dx, start, k, numTokens, y, job.OutDim, numRows, job.Accumulate);
+                    else
+                        PackedQuantizedTile.TokensPair<PackedQ4_0>(w, groupBytes, numBlocks, qx, dx, start, k, numTokens, y, job.OutDim, numRows, job.Accumulate);
+                }
+            }
+            for (; r < endRow; r += PackedQuantizedLayout.RowsPerGroup)
             {
                 byte* w = job.W + (nint)(r / PackedQuantizedLayout.RowsPerGroup) * groupBytes;
                 float* y = job.Y + (nint)t0 * job.OutDim + r;
