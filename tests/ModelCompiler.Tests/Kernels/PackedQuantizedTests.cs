@@ -95,6 +95,26 @@ public class PackedQuantizedTests
         Assert.Equal(0, f16.PackedData);
     }
 
+    [Theory]
+    [InlineData(WeightDType.Q8_0)]
+    [InlineData(WeightDType.Q4_0)]
+    public void The_cpu_runner_packs_every_quantized_matrix_of_a_tied_model(WeightDType dtype)
+    {
+        var engine = new ModelCompiler.Tests.Engine.Stories260KTestEngine();
+        var source = new ConvertedWeightSource(InMemoryWeightSource.CreateRandomLlama(engine.Config, 4), dtype); // owned by the runner
+        using var runner = new ModelCompiler.Runtime.Engine.ModelRunner(engine, source);
+        int numQuantized = 0;
+        foreach (var spec in engine.WeightSpecs)
+        {
+            var matrix = runner.Weights.Matrix(spec.Index);
+            if (matrix.DType != dtype) continue;
+            numQuantized++;
+            // Tied: the token embedding is also the LM head, so it is packed like the projections.
+            Assert.Equal(PackedQuantizedLayout.IsSupported, matrix.PackedData != 0);
+        }
+        Assert.True(numQuantized > 0);
+    }
+
     /// <summary>A copy of <paramref name="raw"/> in a <see cref="ModelWeights"/> that has packed it for the CPU.</summary>
     internal static unsafe WeightMatrix Packed(WeightMatrix raw)
     {
