@@ -71,10 +71,10 @@ internal static unsafe class PackedQuantizedTile
                 w0 = Vector256.Load(q); w1 = Vector256.Load(q + 32); w2 = Vector256.Load(q + 64); w3 = Vector256.Load(q + 96);
                 w4 = Vector256.Load(q + 128); w5 = Vector256.Load(q + 160); w6 = Vector256.Load(q + 192); w7 = Vector256.Load(q + 224);
             }
-            acc0 = Token(x0, start[b], dx[b], blockScales, w0, w1, w2, w3, w4, w5, w6, w7, acc0, twoChains: t == 1);
-            if (t > 1) acc1 = Token(x1, start[nb + b], dx[nb + b], blockScales, w0, w1, w2, w3, w4, w5, w6, w7, acc1, twoChains: false);
-            if (t > 2) acc2 = Token(x2, start[2 * nb + b], dx[2 * nb + b], blockScales, w0, w1, w2, w3, w4, w5, w6, w7, acc2, twoChains: false);
-            if (t > 3) acc3 = Token(x3, start[3 * nb + b], dx[3 * nb + b], blockScales, w0, w1, w2, w3, w4, w5, w6, w7, acc3, twoChains: false);
+            acc0 = Token(x0, start + b, dx + b, blockScales, w0, w1, w2, w3, w4, w5, w6, w7, acc0, twoChains: t == 1);
+            if (t > 1) acc1 = Token(x1, start + nb + b, dx + nb + b, blockScales, w0, w1, w2, w3, w4, w5, w6, w7, acc1, twoChains: false);
+            if (t > 2) acc2 = Token(x2, start + 2 * nb + b, dx + 2 * nb + b, blockScales, w0, w1, w2, w3, w4, w5, w6, w7, acc2, twoChains: false);
+            if (t > 3) acc3 = Token(x3, start + 3 * nb + b, dx + 3 * nb + b, blockScales, w0, w1, w2, w3, w4, w5, w6, w7, acc3, twoChains: false);
         }
         Store(acc0, y, numRows, accumulate);
         if (t > 1) Store(acc1, y + yStride, numRows, accumulate);
@@ -104,16 +104,17 @@ internal static unsafe class PackedQuantizedTile
         for (int b = 0; b < numBlocks; b++, w += blockSize, x0 += 8, x1 += 8, x2 += 8, x3 += 8)
         {
             // s{g}{t}: group g, token t; both groups of a token start from the token's correction.
-            var s00 = Vector256.Create(start[b]); var s10 = s00;
-            var s01 = Vector256.Create(start[nb + b]); var s11 = s01;
-            var s02 = Vector256.Create(start[2 * nb + b]); var s12 = s02;
-            var s03 = Vector256.Create(start[3 * nb + b]); var s13 = s03;
+            var s00 = Avx2.BroadcastScalarToVector256(start + b); var s10 = s00;
+            var s01 = Avx2.BroadcastScalarToVector256(start + nb + b); var s11 = s01;
+            var s02 = Avx2.BroadcastScalarToVector256(start + 2 * nb + b); var s12 = s02;
+            var s03 = Avx2.BroadcastScalarToVector256(start + 3 * nb + b); var s13 = s03;
             byte* q0 = w + PackedQuantizedLayout.ScalesSizeInBytes, q1 = q0 + groupBytes;
             if (TWeights.IsNibbles)
             {
-                for (int j = 0; j < 4; j++)
+                byte* end = q0 + 128;
+                for (nint j = 0; q0 < end; j++, q0 += 32, q1 += 32)
                 {
-                    var p0 = Vector256.Load(q0 + 32 * j); var p1 = Vector256.Load(q1 + 32 * j);
+                    var p0 = Vector256.Load(q0); var p1 = Vector256.Load(q1);
                     var u0 = p0 & low; var u1 = p1 & low;
                     var bx = Vector256.Create(x0[j]).AsSByte(); s00 = AvxVnni.MultiplyWideningAndAdd(s00, u0, bx); s10 = AvxVnni.MultiplyWideningAndAdd(s10, u1, bx);
                     bx = Vector256.Create(x1[j]).AsSByte(); s01 = AvxVnni.MultiplyWideningAndAdd(s01, u0, bx); s11 = AvxVnni.MultiplyWideningAndAdd(s11, u1, bx);
@@ -128,23 +129,30 @@ internal static unsafe class PackedQuantizedTile
             }
             else
             {
-                for (int j = 0; j < 8; j++)
+                // Two k-groups per iteration, pointers bumped: the loop's own instructions stay a small share.
+                byte* end = q0 + 256;
+                for (nint j = 0; q0 < end; j += 2, q0 += 64, q1 += 64)
                 {
-                    var u0 = Vector256.Load(q0 + 32 * j); var u1 = Vector256.Load(q1 + 32 * j);
+                    var u0 = Vector256.Load(q0); var u1 = Vector256.Load(q1);
                     var bx = Vector256.Create(x0[j]).AsSByte(); s00 = AvxVnni.MultiplyWideningAndAdd(s00, u0, bx); s10 = AvxVnni.MultiplyWideningAndAdd(s10, u1, bx);
                     bx = Vector256.Create(x1[j]).AsSByte(); s01 = AvxVnni.MultiplyWideningAndAdd(s01, u0, bx); s11 = AvxVnni.MultiplyWideningAndAdd(s11, u1, bx);
                     bx = Vector256.Create(x2[j]).AsSByte(); s02 = AvxVnni.MultiplyWideningAndAdd(s02, u0, bx); s12 = AvxVnni.MultiplyWideningAndAdd(s12, u1, bx);
                     bx = Vector256.Create(x3[j]).AsSByte(); s03 = AvxVnni.MultiplyWideningAndAdd(s03, u0, bx); s13 = AvxVnni.MultiplyWideningAndAdd(s13, u1, bx);
+                    u0 = Vector256.Load(q0 + 32); u1 = Vector256.Load(q1 + 32);
+                    bx = Vector256.Create(x0[j + 1]).AsSByte(); s00 = AvxVnni.MultiplyWideningAndAdd(s00, u0, bx); s10 = AvxVnni.MultiplyWideningAndAdd(s10, u1, bx);
+                    bx = Vector256.Create(x1[j + 1]).AsSByte(); s01 = AvxVnni.MultiplyWideningAndAdd(s01, u0, bx); s11 = AvxVnni.MultiplyWideningAndAdd(s11, u1, bx);
+                    bx = Vector256.Create(x2[j + 1]).AsSByte(); s02 = AvxVnni.MultiplyWideningAndAdd(s02, u0, bx); s12 = AvxVnni.MultiplyWideningAndAdd(s12, u1, bx);
+                    bx = Vector256.Create(x3[j + 1]).AsSByte(); s03 = AvxVnni.MultiplyWideningAndAdd(s03, u0, bx); s13 = AvxVnni.MultiplyWideningAndAdd(s13, u1, bx);
                 }
             }
             var c0 = Vector256.Load(scales + 8 * b); var c1 = Vector256.Load(scales1 + 8 * b);
-            var d = Vector256.Create(dx[b]);
+            var d = Avx.BroadcastScalarToVector256(dx + b);
             a00 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s00), c0 * d, a00); a10 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s10), c1 * d, a10);
-            d = Vector256.Create(dx[nb + b]);
+            d = Avx.BroadcastScalarToVector256(dx + nb + b);
             a01 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s01), c0 * d, a01); a11 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s11), c1 * d, a11);
-            d = Vector256.Create(dx[2 * nb + b]);
+            d = Avx.BroadcastScalarToVector256(dx + 2 * nb + b);
             a02 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s02), c0 * d, a02); a12 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s12), c1 * d, a12);
-            d = Vector256.Create(dx[3 * nb + b]);
+            d = Avx.BroadcastScalarToVector256(dx + 3 * nb + b);
             a03 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s03), c0 * d, a03); a13 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s13), c1 * d, a13);
         }
         Store(a00, y, PackedQuantizedLayout.RowsPerGroup, accumulate); Store(a10, y + 8, numRows, accumulate);
@@ -156,11 +164,11 @@ internal static unsafe class PackedQuantizedTile
     // One token's block: the 8 rows' integer sums from the start value, then scaled into the accumulator. With
     // one token the 8 dependent vpdpbusd would be one latency chain, so they are split in two.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Token(int* x, int start, float dx, Vector256<float> scales,
+    private static Vector256<float> Token(int* x, int* start, float* dx, Vector256<float> scales,
         Vector256<byte> w0, Vector256<byte> w1, Vector256<byte> w2, Vector256<byte> w3,
         Vector256<byte> w4, Vector256<byte> w5, Vector256<byte> w6, Vector256<byte> w7, Vector256<float> acc, bool twoChains)
     {
-        var s = AvxVnni.MultiplyWideningAndAdd(Vector256.Create(start), w0, Vector256.Create(x[0]).AsSByte());
+        var s = AvxVnni.MultiplyWideningAndAdd(Avx2.BroadcastScalarToVector256(start), w0, Vector256.Create(x[0]).AsSByte());
         Vector256<int> sums;
         if (twoChains)
         {
@@ -183,7 +191,7 @@ internal static unsafe class PackedQuantizedTile
             s = AvxVnni.MultiplyWideningAndAdd(s, w6, Vector256.Create(x[6]).AsSByte());
             sums = AvxVnni.MultiplyWideningAndAdd(s, w7, Vector256.Create(x[7]).AsSByte());
         }
-        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scales * Vector256.Create(dx), acc);
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scales * Avx.BroadcastScalarToVector256(dx), acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
