@@ -36,7 +36,8 @@ internal unsafe struct Q4_0Row : IQuantizedRow
 }
 
 /// <summary>
-/// The integer microkernel of the q8_0/q4_0 projections: R weight rows × T activation rows quantized to int8
+/// The integer microkernel of q8_0/q4_0 projections read in the stored GGUF layout (matrices that were not packed,
+/// <see cref="PackedQuantizedLayout"/>; e.g. on AVX2 CPUs without AVX-VNNI): R weight rows × T activation rows quantized to int8
 /// blocks of 32 (<see cref="ActivationQuantizer"/>). Per block and pair: the signs of x moved onto w
 /// (<c>sign(w, x)</c>) so that <c>|x|</c> is the unsigned operand of vpdpbusd (AVX-VNNI) or of maddubs + madd (AVX2;
 /// |x| ≤ 127 and |w| ≤ 128 keep the i16 pair sums below saturation), eight i32 lane sums converted to f32 and
