@@ -21,6 +21,11 @@ public unsafe class LinearBenchmarks : IWorkSize
     [Params("768x2304", "768x4096", "2048x768", "768x32000")] public string Shape { get; set; } = "768x2304";
     [Params(1, 128)] public int NumTokens { get; set; } = 1;
     [Params(1, 2)] public int Threads { get; set; } = 2;
+    /// <summary>
+    /// q8_0/q4_0: run on the stored GGUF rows instead of the load-time packed copy the engine makes
+    /// (<c>ModelWeights.PackForCpu</c>); quick mode spells it <c>q8_0-stored</c>.
+    /// </summary>
+    public bool Stored { get; set; }
 
     private int InDim => int.Parse(Shape.Split('x')[0]);
     private int OutDim => int.Parse(Shape.Split('x')[1]);
@@ -30,7 +35,7 @@ public unsafe class LinearBenchmarks : IWorkSize
     public double Flops => NumTokens > 1 ? 2.0 * NumTokens * InDim * OutDim : 0;
 
     private WeightMatrix[] _copies = [];
-    private nint[] _buffers = [];
+    private ModelWeights[] _buffers = [];
     private float[] _x = [], _y = [];
     private int _next;
 
@@ -44,14 +49,16 @@ public unsafe class LinearBenchmarks : IWorkSize
         long bytes = WeightDTypes.SizeInBytes(WeightType, weights.Length);
         int copies = NumTokens == 1 && Environment.GetEnvironmentVariable("MC_BENCH_HOT") is null ? (int)Math.Max(1, (MinTotalWeightBytes + bytes - 1) / bytes) : 1;
         _copies = new WeightMatrix[copies];
-        _buffers = new nint[copies];
+        _buffers = new ModelWeights[copies];
         var encoded = new byte[bytes];
         WeightConversion.Encode(weights, WeightType, encoded);
         for (int c = 0; c < copies; c++)
         {
-            _buffers[c] = (nint)NativeMemory.AlignedAlloc((nuint)bytes, 64);
-            encoded.CopyTo(new Span<byte>((void*)_buffers[c], (int)bytes));
-            _copies[c] = new WeightMatrix(_buffers[c], WeightType, OutDim, InDim);
+            // Bound like the engine binds them: the stored rows, plus the packed copy for q8_0/q4_0.
+            _buffers[c] = new ModelWeights(1, null);
+            encoded.CopyTo(_buffers[c].Allocate(0, WeightType, OutDim, InDim));
+            if (!Stored) _buffers[c].PackForCpu(0);
+            _copies[c] = _buffers[c].Matrix(0);
         }
         _x = new float[NumTokens * InDim];
         for (int i = 0; i < _x.Length; i++) _x[i] = (float)(random.NextDouble() * 2 - 1);
@@ -61,7 +68,7 @@ public unsafe class LinearBenchmarks : IWorkSize
     [GlobalCleanup]
     public void Cleanup()
     {
-        foreach (var b in _buffers) NativeMemory.AlignedFree((void*)b);
+        foreach (var b in _buffers) b.Dispose();
         WorkerPool.SetThreadCount(Environment.ProcessorCount);
     }
 

@@ -17,22 +17,40 @@ internal static class QuickRun
         foreach (int numTokens in tokens)
         foreach (int t in threads)
         {
-            var bench = new LinearBenchmarks { DType = dtype, Shape = shape, NumTokens = numTokens, Threads = t };
+            bool stored = dtype.EndsWith("-stored", StringComparison.Ordinal);
+            var bench = new LinearBenchmarks { DType = stored ? dtype[..^"-stored".Length] : dtype, Shape = shape, NumTokens = numTokens, Threads = t, Stored = stored };
             bench.Setup();
             int calls = numTokens == 1 ? 200 : 20;
             var times = new List<double>();
+            // Process CPU time as well: on a shared, overloaded machine it excludes the time the OS ran others.
+            var cpuTimes = new List<double>();
+            using var process = Process.GetCurrentProcess();
             for (int repeat = 0; repeat < 9; repeat++)
             {
+                double cpuStart = CpuSeconds(process, t);
                 long start = Stopwatch.GetTimestamp();
                 for (int i = 0; i < calls; i++) bench.Linear();
                 times.Add(Stopwatch.GetElapsedTime(start).TotalSeconds / calls);
+                cpuTimes.Add((CpuSeconds(process, t) - cpuStart) / calls);
             }
             bench.Cleanup();
             times.Sort();
+            cpuTimes.Sort();
             double median = times[times.Count / 2];
+            double cpuMedian = cpuTimes[cpuTimes.Count / 2];
             string figure = numTokens == 1 ? $"{bench.WeightBytes / median / 1e9,7:F1} GB/s" : $"{bench.Flops / median / 1e9,7:F1} GFLOP/s";
-            Console.WriteLine($"{dtype,-5} {shape,-10} tokens {numTokens,3} threads {t}: {median * 1e6,9:F1} us  {figure}");
+            Console.WriteLine($"{dtype,-11} {shape,-10} tokens {numTokens,3} threads {t}: {median * 1e6,9:F1} us  {figure}   cpu {cpuMedian * 1e6,9:F1} us");
         }
+    }
+
+    // One thread: this thread's run time in ns from /proc/thread-self/schedstat (Linux); otherwise the process's
+    // CPU time, which the OS counts in 10 ms ticks.
+    private static double CpuSeconds(Process process, int threads)
+    {
+        if (threads == 1 && File.Exists("/proc/thread-self/schedstat"))
+            return long.Parse(File.ReadAllText("/proc/thread-self/schedstat").Split(' ')[0]) * 1e-9;
+        process.Refresh();
+        return process.TotalProcessorTime.TotalSeconds;
     }
 
     /// <summary>Read bandwidth of a plain Vector512 sum over 256 MB, on one thread and on two (the roofline reference).</summary>

@@ -28,10 +28,23 @@ public sealed class ModelRunner : IModelRunner
             source.Dispose();
             throw;
         }
+        PackProjections(model, Weights);
         KvCache = new PagedKvCache(c.NumLayers, c.NumKvBlocks, c.KvBlockSize, c.KvDim, c.KvCacheDType);
         Blocks = new BlockManager(c.NumKvBlocks, c.KvBlockSize);
         _arena = new float[model.ArenaSizeInFloats];
         _logits = new float[(long)c.MaxBatchTokens * c.VocabSize];
+    }
+
+    // The one place where weights are repacked for the CPU: every q8_0/q4_0 matrix a projection reads gets a
+    // packed copy (Kernels/MatMul/PackedQuantizedLayout) once, at load. An untied token embedding is only gathered
+    // row by row, so it stays as stored; a tied one is also the LM head and is packed.
+    private static void PackProjections(CompiledModel model, ModelWeights weights)
+    {
+        foreach (var spec in model.WeightSpecs)
+        {
+            bool gatheredOnly = !model.Config.TiedEmbedding && spec.Sources is ["tok_embeddings.weight"];
+            if (spec.Shape.Length == 2 && !gatheredOnly) weights.PackForCpu(spec.Index);
+        }
     }
 
     /// <summary>The compiled model.</summary>

@@ -18,6 +18,7 @@ public sealed unsafe class ModelWeights : IDisposable
     private readonly WeightDType[] _dtypes;
     private readonly int[] _rows;
     private readonly int[] _cols;
+    private readonly nint[] _packed;
     private readonly List<nint> _owned = new();
     private readonly IDisposable? _source;
 
@@ -25,6 +26,7 @@ public sealed unsafe class ModelWeights : IDisposable
     public ModelWeights(int count, IDisposable? source)
     {
         _pointers = new nint[count];
+        _packed = new nint[count];
         _dtypes = new WeightDType[count];
         _rows = new int[count];
         _cols = new int[count];
@@ -46,7 +48,7 @@ public sealed unsafe class ModelWeights : IDisposable
     }
 
     /// <summary>The weight at <paramref name="index"/> as a matrix in its stored type.</summary>
-    public WeightMatrix Matrix(int index) => new(_pointers[index], _dtypes[index], _rows[index], _cols[index]);
+    public WeightMatrix Matrix(int index) => new(_pointers[index], _dtypes[index], _rows[index], _cols[index], _packed[index]);
 
     /// <summary>The stored type of weight <paramref name="index"/>.</summary>
     public WeightDType DType(int index) => _dtypes[index];
@@ -55,6 +57,7 @@ public sealed unsafe class ModelWeights : IDisposable
     public void SetBorrowed(int index, nint data, WeightDType dtype, int rows, int cols)
     {
         _pointers[index] = data;
+        _packed[index] = 0;
         _dtypes[index] = dtype;
         _rows[index] = rows;
         _cols[index] = cols;
@@ -70,12 +73,32 @@ public sealed unsafe class ModelWeights : IDisposable
         return new Span<byte>((void*)p, checked((int)size));
     }
 
+    /// <summary>
+    /// Adds to the matrix at <paramref name="index"/> a copy in the CPU projections' packed layout
+    /// (<see cref="WeightMatrix.PackedData"/>) when its type has one on this CPU (q8_0/q4_0 with AVX-VNNI); returns
+    /// whether it did. The stored rows stay as they are (embedding gathers, export and uploads read them), so
+    /// this costs the matrix's size again in memory; a mapped file's original pages are only read once and stay
+    /// clean page cache. Not thread-safe: call it while loading, before any forward pass.
+    /// </summary>
+    public bool PackForCpu(int index)
+    {
+        var matrix = Matrix(index);
+        if (_packed[index] != 0 || _rows[index] < 1 || !Kernels.MatMul.PackedQuantizedLayout.ShouldPack(matrix.DType)) return false;
+        long size = Kernels.MatMul.PackedQuantizedLayout.SizeInBytes(matrix.DType, matrix.Rows, matrix.Cols);
+        nint p = (nint)NativeMemory.AlignedAlloc((nuint)size, 64);
+        _owned.Add(p);
+        Kernels.MatMul.PackedQuantizedLayout.Pack(matrix, (byte*)p);
+        _packed[index] = p;
+        return true;
+    }
+
     /// <inheritdoc />
     public void Dispose()
     {
         foreach (var p in _owned) NativeMemory.AlignedFree((void*)p);
         _owned.Clear();
         Array.Clear(_pointers);
+        Array.Clear(_packed);
         _source?.Dispose();
     }
 }

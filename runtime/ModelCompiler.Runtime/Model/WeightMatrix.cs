@@ -11,13 +11,20 @@ namespace ModelCompiler.Runtime;
 public readonly unsafe struct WeightMatrix
 {
     /// <summary>Describes <paramref name="rows"/> × <paramref name="cols"/> weights of <paramref name="dtype"/> at <paramref name="data"/>.</summary>
-    public WeightMatrix(nint data, WeightDType dtype, int rows, int cols)
+    public WeightMatrix(nint data, WeightDType dtype, int rows, int cols) : this(data, dtype, rows, cols, 0) { }
+
+    /// <summary>
+    /// Describes a matrix that also has a copy in the CPU projections' packed layout at <paramref name="packedData"/>
+    /// (0 for none); see <see cref="PackedData"/>.
+    /// </summary>
+    public WeightMatrix(nint data, WeightDType dtype, int rows, int cols, nint packedData)
     {
         Data = data;
         DType = dtype;
         Rows = rows;
         Cols = cols;
         RowSizeInBytes = (int)WeightDTypes.SizeInBytes(dtype, cols);
+        PackedData = packedData;
     }
 
     /// <summary>Address of row 0.</summary>
@@ -30,6 +37,12 @@ public readonly unsafe struct WeightMatrix
     public int Cols { get; }
     /// <summary>Bytes per row.</summary>
     public int RowSizeInBytes { get; }
+    /// <summary>
+    /// 0, or the address of the same weights repacked at load time for the CPU's q8_0/q4_0 projections
+    /// (row-interleaved groups of 8; see <c>Kernels.MatMul.PackedQuantizedLayout</c>), which the CPU projections
+    /// then read instead of <see cref="Data"/>. <see cref="Data"/> and <see cref="Row"/> always give the stored rows.
+    /// </summary>
+    public nint PackedData { get; }
 
     /// <summary>The bytes of row <paramref name="row"/>.</summary>
     public ReadOnlySpan<byte> Row(int row) => new((byte*)Data + (long)row * RowSizeInBytes, RowSizeInBytes);

@@ -164,15 +164,15 @@ public sealed class EmulatedStories260KTests
     [Theory]
     [InlineData(WeightDType.F16, 1e-4, 1e-4)]
     [InlineData(WeightDType.BF16, 5e-4, 1e-4)]
-    [InlineData(WeightDType.Q8_0, 1e-4, 0.5)]
-    [InlineData(WeightDType.Q4_0, 1e-4, 0.5)]
+    [InlineData(WeightDType.Q8_0, 0.5, 0.5)]
+    [InlineData(WeightDType.Q4_0, 0.5, 0.5)]
     public void Typed_weights_run_their_kernel_variants_and_match_the_cpu_engine_on_the_same_weights(WeightDType dtype, double prefillTolerance, double decodeTolerance)
     {
-        // The CPU engine reads the converted matrices too, so only the arithmetic differs. Prefill (24 tokens):
-        // the CPU widens the weights to f32; the CUDA matrix-vector kernels (q8_0/q4_0) compute in f32, the
-        // tensor-core GEMM (f16/bf16) takes the activations as a hi + lo pair. Decode: for q8_0/q4_0 the CPU
-        // quantizes the activations to int8 blocks (llama.cpp's scheme) while the CUDA kernels keep them f32,
-        // so the bound there is the CPU's own quantization error, not the kernels' (tested exactly op by op).
+        // The CPU engine reads the converted matrices too, so only the arithmetic differs. f16/bf16 prefill
+        // (24 tokens): the CPU widens the weights to f32, the tensor-core GEMM takes the activations as a hi + lo
+        // pair. q8_0/q4_0: where the CPU packs the matrices (AVX-VNNI) it quantizes the activations to int8 blocks
+        // (llama.cpp's scheme) at every token count, while the CUDA kernels keep them f32, so the bound is the
+        // CPU's own quantization error, not the kernels' (tested exactly op by op).
         int[] tokens = StoryTokens()[..30];
         var engine = new Stories260KTestEngine();
         using var runner = new ModelRunner(engine, new ConvertedWeightSource(OpenStories(), dtype));

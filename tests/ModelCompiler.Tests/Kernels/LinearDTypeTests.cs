@@ -78,7 +78,7 @@ public class LinearDTypeTests
         }
     }
 
-    private static void AssertWithinBound(float[] x, float[] w, int numTokens, int inDim, int outDim, float[]? start, float[] actual, bool int8Activations, string what)
+    internal static void AssertWithinBound(float[] x, float[] w, int numTokens, int inDim, int outDim, float[]? start, float[] actual, bool int8Activations, string what)
     {
         for (int t = 0; t < numTokens; t++)
         {

@@ -53,6 +53,18 @@ internal static class HalfBits
         return (magnitude | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();
     }
 
+    /// <summary>8 f16 values to f32 (needs AVX2): the per-row scales of a packed quantized block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> HalfToSingle(Vector128<ushort> halves)
+    {
+        var h = Avx2.ConvertToVector256Int32(halves).AsUInt32();
+        var bits = (h & Vector256.Create(0x7FFFu)) << 13;
+        var finite = bits.AsSingle() * Vector256.Create(TwoPow112);
+        var isInfOrNaN = Vector256.Equals(h & Vector256.Create(0x7C00u), Vector256.Create(0x7C00u));
+        var magnitude = Vector256.ConditionalSelect(isInfOrNaN, bits | Vector256.Create(0x7F800000u), finite.AsUInt32());
+        return (magnitude | ((h & Vector256.Create(0x8000u)) << 16)).AsSingle();
+    }
+
     /// <summary>4 f16 values (one per 32-bit lane) to f32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> HalfToSingle(Vector128<uint> h)

@@ -14,9 +14,12 @@ namespace ModelCompiler.Runtime.Kernels.MatMul;
 /// <remarks>
 /// How each case is computed:
 /// <list type="bullet">
+/// <item>q8_0/q4_0 matrices packed at load (<see cref="WeightMatrix.PackedData"/>, on CPUs with AVX-VNNI), any token
+/// count: the activations are quantized to int8 blocks once per call and <see cref="PackedQuantizedTile"/> runs
+/// 8-row groups × 1–4 tokens (decode) or 16 rows × 4 tokens (prefill), all in integer dot products.</item>
 /// <item>f32, and f16/bf16 with fewer than <see cref="MinTokensToDequantize"/> tokens: <see cref="FloatTile"/> reads
 /// the weights in place (f16/bf16 widened in registers).</item>
-/// <item>q8_0/q4_0 with fewer than <see cref="MinTokensToDequantize"/> tokens (decode): the activations are
+/// <item>Unpacked q8_0/q4_0 with fewer than <see cref="MinTokensToDequantize"/> tokens (decode): the activations are
 /// quantized to int8 blocks once per call and <see cref="QuantizedTile"/> takes integer dot products.</item>
 /// <item>Every non-f32 type with many tokens (prefill): each group of 4 weight rows is widened to f32 in
 /// per-thread scratch once per token block and run through the f32 tile, so the conversion is amortized over
@@ -40,7 +43,7 @@ internal static unsafe class LinearKernel
     /// <summary>Activation bytes per token block: about a third of Zen 5's 1 MiB L2.</summary>
     public const int ActivationBlockBytes = 384 * 1024;
 
-    private enum Mode { Direct, Dequantize, Int8, Portable }
+    private enum Mode { Direct, Dequantize, Int8, Portable, Packed }
 
     private struct Job : IParallelJob
     {
@@ -54,11 +57,13 @@ internal static unsafe class LinearKernel
         public Mode Mode;
         public sbyte* Qx;
         public float* Dx;
+        public int* Start;
 
         public void Execute(int chunk)
         {
             int first = chunk * RowsPerChunk;
-            ComputeRows(ref this, first, Math.Min(first + RowsPerChunk, OutDim));
+            if (Mode == Mode.Packed) PackedRows(ref this, first, Math.Min(first + RowsPerChunk, OutDim));
+            else ComputeRows(ref this, first, Math.Min(first + RowsPerChunk, OutDim));
         }
     }
 
@@ -71,7 +76,12 @@ internal static unsafe class LinearKernel
             NumTokens = numTokens, InDim = inDim, OutDim = outDim, Accumulate = accumulate,
         };
         bool quantized = w.DType is WeightDType.Q8_0 or WeightDType.Q4_0;
-        if (!CpuFeatures.UseVector512) job.Mode = quantized && CpuFeatures.UseInt8 && numTokens < MinTokensToDequantize ? Mode.Int8 : Mode.Portable;
+        if (quantized && w.PackedData != 0 && PackedQuantizedLayout.IsSupported)
+        {
+            job.Mode = Mode.Packed;
+            job.W = (byte*)w.PackedData;
+        }
+        else if (!CpuFeatures.UseVector512) job.Mode = quantized && CpuFeatures.UseInt8 && numTokens < MinTokensToDequantize ? Mode.Int8 : Mode.Portable;
         else if (w.DType == WeightDType.F32) job.Mode = Mode.Direct;
         else if (numTokens >= MinTokensToDequantize) job.Mode = Mode.Dequantize;
         else job.Mode = quantized ? (CpuFeatures.UseInt8 ? Mode.Int8 : Mode.Dequantize) : Mode.Direct;
@@ -85,6 +95,18 @@ internal static unsafe class LinearKernel
             job.Qx = (sbyte*)(scratch + (((nint)numTokens * numBlocks * sizeof(float) + 63) & ~63));
             ActivationQuantizer.Quantize(x, numTokens, inDim, job.Qx, job.Dx);
         }
+        else if (job.Mode == Mode.Packed)
+        {
+            int numBlocks = inDim / 32;
+            nint scalesBytes = ((nint)numTokens * numBlocks * sizeof(float) + 63) & ~63;
+            byte* scratch = Scratch.Activations((nint)numTokens * inDim + 2 * scalesBytes);
+            job.Dx = (float*)scratch;
+            job.Start = (int*)(scratch + scalesBytes);
+            job.Qx = (sbyte*)(scratch + 2 * scalesBytes);
+            ActivationQuantizer.Quantize(x, numTokens, inDim, job.Qx, job.Dx, job.Start, PackedQuantizedTile.WeightOffset(w.DType));
+            // Activation bytes (int8 now) per token block: the same L2 budget holds four times the tokens.
+            job.TokensPerBlock = Math.Max(4, ActivationBlockBytes / inDim & ~3);
+        }
 
         long macs = (long)numTokens * inDim * outDim;
         int threads = WorkerPool.ThreadCount;
@@ -97,8 +119,11 @@ internal static unsafe class LinearKernel
             if (firstRow < outDim) ComputeRows(ref job, firstRow, outDim);
             return;
         }
-        // About eight chunks per thread so a descheduled thread costs little; multiples of the 4-row tile.
-        int rowsPerChunk = Math.Max(4, (outDim + threads * 8 - 1) / (threads * 8) + 3 & ~3);
+        // About eight chunks per thread so a descheduled thread costs little; multiples of the 4-row tile, or of
+        // the packed layout's 8-row groups.
+        int rowsPerChunk = job.Mode == Mode.Packed
+            ? Math.Max(8, (outDim + threads * 8 - 1) / (threads * 8) + 7 & ~7)
+            : Math.Max(4, (outDim + threads * 8 - 1) / (threads * 8) + 3 & ~3);
         job.RowsPerChunk = rowsPerChunk;
         WorkerPool.Run(ref job, (outDim + rowsPerChunk - 1) / rowsPerChunk);
     }
@@ -111,6 +136,46 @@ internal static unsafe class LinearKernel
             int r = firstRow;
             for (; r <= endRow - 4; r += 4) Group<Four>(ref job, r, t0, numTokens);
             for (; r < endRow; r++) Group<One>(ref job, r, t0, numTokens);
+        }
+    }
+
+    // Packed q8_0/q4_0 (any token count): per token block, each 8-row group meets every token, four at a time;
+    // the group's weights (k/32 blocks of 144-272 bytes) stay in L1 across those passes.
+    private static void PackedRows(ref Job job, int firstRow, int endRow)
+    {
+        int k = job.InDim, numBlocks = k / 32;
+        int groupBytes = numBlocks * PackedQuantizedLayout.BlockSizeInBytes(job.DType);
+        for (int t0 = 0; t0 < job.NumTokens; t0 += job.TokensPerBlock)
+        {
+            int numTokens = Math.Min(job.TokensPerBlock, job.NumTokens - t0);
+            sbyte* qx = job.Qx + (nint)t0 * k;
+            float* dx = job.Dx + (nint)t0 * numBlocks;
+            int* start = job.Start + (nint)t0 * numBlocks;
+            int r = firstRow;
+            // Many tokens: two groups at a time (16 rows × 4 tokens per tile).
+            if (numTokens >= 4)
+            {
+                for (; r < endRow - PackedQuantizedLayout.RowsPerGroup; r += 2 * PackedQuantizedLayout.RowsPerGroup)
+                {
+                    byte* w = job.W + (nint)(r / PackedQuantizedLayout.RowsPerGroup) * groupBytes;
+                    float* y = job.Y + (nint)t0 * job.OutDim + r;
+                    int numRows = Math.Min(PackedQuantizedLayout.RowsPerGroup, endRow - r - PackedQuantizedLayout.RowsPerGroup);
+                    if (job.DType == WeightDType.Q8_0)
+                        PackedQuantizedTile.TokensPair<PackedQ8_0>(w, groupBytes, numBlocks, qx, dx, start, k, numTokens, y, job.OutDim, numRows, job.Accumulate);
+                    else
+                        PackedQuantizedTile.TokensPair<PackedQ4_0>(w, groupBytes, numBlocks, qx, dx, start, k, numTokens, y, job.OutDim, numRows, job.Accumulate);
+                }
+            }
+            for (; r < endRow; r += PackedQuantizedLayout.RowsPerGroup)
+            {
+                byte* w = job.W + (nint)(r / PackedQuantizedLayout.RowsPerGroup) * groupBytes;
+                float* y = job.Y + (nint)t0 * job.OutDim + r;
+                int numRows = Math.Min(PackedQuantizedLayout.RowsPerGroup, endRow - r);
+                if (job.DType == WeightDType.Q8_0)
+                    PackedQuantizedTile.Tokens<PackedQ8_0>(w, numBlocks, qx, dx, start, k, numTokens, y, job.OutDim, numRows, job.Accumulate);
+                else
+                    PackedQuantizedTile.Tokens<PackedQ4_0>(w, numBlocks, qx, dx, start, k, numTokens, y, job.OutDim, numRows, job.Accumulate);
+            }
         }
     }
 

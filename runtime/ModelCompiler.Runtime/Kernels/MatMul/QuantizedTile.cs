@@ -36,7 +36,8 @@ internal unsafe struct Q4_0Row : IQuantizedRow
 }
 
 /// <summary>
-/// The integer microkernel of the q8_0/q4_0 projections: R weight rows × T activation rows quantized to int8
+/// The integer microkernel of q8_0/q4_0 projections read in the stored GGUF layout (matrices that were not packed,
+/// <see cref="PackedQuantizedLayout"/>; e.g. on AVX2 CPUs without AVX-VNNI): R weight rows × T activation rows quantized to int8
 /// blocks of 32 (<see cref="ActivationQuantizer"/>). Per block and pair: the signs of x moved onto w
 /// (<c>sign(w, x)</c>) so that <c>|x|</c> is the unsigned operand of vpdpbusd (AVX-VNNI) or of maddubs + madd (AVX2;
 /// |x| ≤ 127 and |w| ≤ 128 keep the i16 pair sums below saturation), eight i32 lane sums converted to f32 and
@@ -195,7 +196,16 @@ internal static unsafe class QuantizedTile
 internal static unsafe class ActivationQuantizer
 {
     /// <summary>Quantizes <paramref name="numTokens"/> rows of <paramref name="k"/> floats (k a multiple of 32).</summary>
-    public static void Quantize(float* x, int numTokens, int k, sbyte* qx, float* dx)
+    /// <param name="x"><c>[numTokens, k]</c> activations.</param>
+    /// <param name="numTokens">Rows.</param>
+    /// <param name="k">Row width, a multiple of 32.</param>
+    /// <param name="qx"><c>[numTokens, k]</c> quantized values.</param>
+    /// <param name="dx"><c>[numTokens, k / 32]</c> block scales.</param>
+    /// <param name="start">Null, or <c>[numTokens, k / 32]</c> receiving <c>-weightOffset · Σq</c> per block: the
+    /// start value of a block's integer sum against weights stored with <paramref name="weightOffset"/> added
+    /// (<see cref="PackedQuantizedLayout"/>).</param>
+    /// <param name="weightOffset">The packed weights' offset (128 for q8_0, 8 for q4_0).</param>
+    public static void Quantize(float* x, int numTokens, int k, sbyte* qx, float* dx, int* start = null, int weightOffset = 0)
     {
         int numBlocks = k / 32;
         var permutation = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
@@ -220,6 +230,7 @@ internal static unsafe class ActivationQuantizer
                 // packs work within 128-bit lanes; the permutation puts the 32 bytes back in element order.
                 var packed = Avx2.PackSignedSaturate(Avx2.PackSignedSaturate(q0, q1), Avx2.PackSignedSaturate(q2, q3));
                 Avx2.PermuteVar8x32(packed.AsInt32(), permutation).AsSByte().Store(qRow + b * 32);
+                if (start is not null) start[(nint)t * numBlocks + b] = -weightOffset * Vector256.Sum((q0 + q1) + (q2 + q3));
             }
         }
     }
