@@ -1,6 +1,7 @@
 using System;
 using System.CommandLine;
 using System.Globalization;
+using ModelCompiler.Runtime.Cuda;
 using ModelCompiler.Runtime.Engine;
 using ModelCompiler.Runtime.Sampling;
 using ModelCompiler.Runtime.Tokenization;
@@ -63,9 +64,12 @@ internal static class GenerateCommand
             if (device.Note is not null) Console.Error.WriteLine("note: " + device.Note);
             else if (device.Device is not null) Console.Error.WriteLine("note: running on " + device.Device.Name);
             var runner = device.CreateRunner(engine, source);
-            if (device.Device is Cuda.CudaDriverDevice { ModuleTarget: string target } gpu && target.StartsWith("compute_", StringComparison.Ordinal))
-                Console.Error.WriteLine($"note: NVRTC {Cuda.NvrtcCompiler.Version().Major}.{Cuda.NvrtcCompiler.Version().Minor} cannot compile for sm_{gpu.ComputeCapability.Major}{gpu.ComputeCapability.Minor}: " +
+            if (device.Device is CudaDriverDevice { ModuleTarget: string target } gpu && target.StartsWith("compute_", StringComparison.Ordinal))
+            {
+                var (major, minor) = NvrtcCompiler.Version();
+                Console.Error.WriteLine($"note: NVRTC {major}.{minor} cannot compile for sm_{gpu.ComputeCapability.Major}{gpu.ComputeCapability.Minor}: " +
                     $"the kernels go to the driver as PTX for {target} and are JIT-compiled at load");
+            }
             return runner;
         }
         catch
