@@ -62,8 +62,7 @@ internal static unsafe class LinearKernel
         public void Execute(int chunk)
         {
             int first = chunk * RowsPerChunk;
-            if (Mode == Mode.Packed) PackedRows(ref this, first, Math.Min(first + RowsPerChunk, OutDim));
-            else ComputeRows(ref this, first, Math.Min(first + RowsPerChunk, OutDim));
+            Rows(ref this, first, Math.Min(first + RowsPerChunk, OutDim));
         }
     }
 
@@ -116,7 +115,7 @@ internal static unsafe class LinearKernel
             // Small f32 matrices at one token take sixteen rows at a time; leftover rows go the usual way.
             int firstRow = job.Mode == Mode.Direct && SmallDecode.Applies(numTokens, w.DType, inDim, macs)
                 ? SmallDecode.Project(x, (float*)w.Data, inDim, y, outDim, accumulate) : 0;
-            if (firstRow < outDim) ComputeRows(ref job, firstRow, outDim);
+            if (firstRow < outDim) Rows(ref job, firstRow, outDim);
             return;
         }
         // About eight chunks per thread so a descheduled thread costs little; multiples of the 4-row tile, or of
@@ -137,6 +136,13 @@ internal static unsafe class LinearKernel
             for (; r <= endRow - 4; r += 4) Group<Four>(ref job, r, t0, numTokens);
             for (; r < endRow; r++) Group<One>(ref job, r, t0, numTokens);
         }
+    }
+
+    /// <summary>Output rows [firstRow, endRow) in the job's mode: the one entry point of every thread's share.</summary>
+    private static void Rows(ref Job job, int firstRow, int endRow)
+    {
+        if (job.Mode == Mode.Packed) PackedRows(ref job, firstRow, endRow);
+        else ComputeRows(ref job, firstRow, endRow);
     }
 
     // Packed q8_0/q4_0 (any token count): per token block, each 8-row group meets every token, four at a time;
