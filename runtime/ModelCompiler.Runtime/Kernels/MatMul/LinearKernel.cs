@@ -145,8 +145,9 @@ internal static unsafe class LinearKernel
         else ComputeRows(ref job, firstRow, endRow);
     }
 
-    // Packed q8_0/q4_0 (any token count): per token block, each 8-row group meets every token, four at a time;
-    // the group's weights (k/32 blocks of 144-272 bytes) stay in L1 across those passes.
+    // Packed q8_0/q4_0 (any token count): per token block, each pair of 8-row groups (one group for fewer than 4
+    // tokens, or the chunk's last odd group) meets every token, four at a time; the groups' weights (k/32 blocks
+    // of 144-272 bytes each) stay in L1 across those passes. Decode streams the chunk's groups in memory order.
     private static void PackedRows(ref Job job, int firstRow, int endRow)
     {
         int k = job.InDim, numBlocks = k / 32;
