@@ -14,11 +14,14 @@ namespace ModelCompiler.Runtime.Kernels.MatMul;
 /// <remarks>
 /// How each case is computed:
 /// <list type="bullet">
-/// <item>f32, and f16/bf16 with fewer than <see cref="MinTokensToDequantize"/> tokens: <see cref="FloatTile"/> reads
-/// the weights in place (f16/bf16 widened in registers).</item>
+/// <item>f32/f16/bf16 with at least <see cref="MinTokensToPack"/> tokens (prefill, batched decode): each panel of
+/// 32 weight rows is packed (transposed, widened to f32) into per-thread scratch once per token block and
+/// <see cref="FloatPanel"/>'s outer-product microkernel runs every token of the block against it.</item>
+/// <item>f32/f16/bf16 with fewer tokens: <see cref="FloatTile"/> reads the weights in place (f16/bf16 widened in
+/// registers).</item>
 /// <item>q8_0/q4_0 with fewer than <see cref="MinTokensToDequantize"/> tokens (decode): the activations are
 /// quantized to int8 blocks once per call and <see cref="QuantizedTile"/> takes integer dot products.</item>
-/// <item>Every non-f32 type with many tokens (prefill): each group of 4 weight rows is widened to f32 in
+/// <item>q8_0/q4_0 with many tokens (prefill): each group of 4 weight rows is widened to f32 in
 /// per-thread scratch once per token block and run through the f32 tile, so the conversion is amortized over
 /// the tokens and the inner loop is the FMA-bound f32 one.</item>
 /// <item>Without AVX-512 (or AVX2 for the quantized types) a portable path decodes rows and uses the
@@ -34,12 +37,14 @@ internal static unsafe class LinearKernel
 {
     /// <summary>Below this many multiply-adds a projection runs on the calling thread (a hand-off costs ~1–2 µs).</summary>
     public const long ParallelThresholdMacs = 1 << 17;
-    /// <summary>From this many tokens, non-f32 weights are widened once per token block instead of in the inner loop.</summary>
+    /// <summary>From this many tokens, quantized weights are widened once per token block instead of in the inner loop.</summary>
     public const int MinTokensToDequantize = 16;
+    /// <summary>From this many tokens, float weights are packed into 32-row panels for the outer-product microkernel.</summary>
+    public const int MinTokensToPack = 8;
     /// <summary>Activation bytes per token block: about a third of Zen 5's 1 MiB L2.</summary>
     public const int ActivationBlockBytes = 384 * 1024;
 
-    private enum Mode { Direct, Dequantize, Int8, Portable }
+    private enum Mode { Direct, Packed, Dequantize, Int8, Portable }
 
     private struct Job : IParallelJob
     {
@@ -71,7 +76,7 @@ internal static unsafe class LinearKernel
         };
         bool quantized = w.DType is WeightDType.Q8_0 or WeightDType.Q4_0;
         if (!CpuFeatures.UseVector512) job.Mode = quantized && CpuFeatures.UseInt8 && numTokens < MinTokensToDequantize ? Mode.Int8 : Mode.Portable;
-        else if (w.DType == WeightDType.F32) job.Mode = Mode.Direct;
+        else if (!quantized) job.Mode = numTokens >= MinTokensToPack ? Mode.Packed : Mode.Direct;
         else if (numTokens >= MinTokensToDequantize) job.Mode = Mode.Dequantize;
         else job.Mode = quantized ? (CpuFeatures.UseInt8 ? Mode.Int8 : Mode.Dequantize) : Mode.Direct;
 
@@ -93,14 +98,21 @@ internal static unsafe class LinearKernel
             job.Execute(0);
             return;
         }
-        // About eight chunks per thread so a descheduled thread costs little; multiples of the 4-row tile.
+        // About eight chunks per thread so a descheduled thread costs little; multiples of the 4-row tile (of the
+        // 32-row panel when packing, so that only the matrix's last panel can be partial).
         int rowsPerChunk = Math.Max(4, (outDim + threads * 8 - 1) / (threads * 8) + 3 & ~3);
+        if (job.Mode == Mode.Packed) rowsPerChunk = (rowsPerChunk + FloatPanel.PanelRows - 1) / FloatPanel.PanelRows * FloatPanel.PanelRows;
         job.RowsPerChunk = rowsPerChunk;
         WorkerPool.Run(ref job, (outDim + rowsPerChunk - 1) / rowsPerChunk);
     }
 
     private static void ComputeRows(ref Job job, int firstRow, int endRow)
     {
+        if (job.Mode == Mode.Packed)
+        {
+            PackedRows(ref job, firstRow, endRow);
+            return;
+        }
         for (int t0 = 0; t0 < job.NumTokens; t0 += job.TokensPerBlock)
         {
             int numTokens = Math.Min(job.TokensPerBlock, job.NumTokens - t0);
@@ -169,6 +181,28 @@ internal static unsafe class LinearKernel
             default:
                 Portable(ref job, row, TRows.Count, t0, numTokens);
                 break;
+        }
+    }
+
+    private static void PackedRows(ref Job job, int firstRow, int endRow)
+    {
+        int k = job.InDim;
+        float* panel = Scratch.WeightRows(FloatPanel.PanelRows * k);
+        for (int t0 = 0; t0 < job.NumTokens; t0 += job.TokensPerBlock)
+        {
+            int numTokens = Math.Min(job.TokensPerBlock, job.NumTokens - t0);
+            for (int r = firstRow; r < endRow; r += FloatPanel.PanelRows)
+            {
+                int numRows = Math.Min(FloatPanel.PanelRows, endRow - r);
+                byte* w = job.W + r * job.RowBytes;
+                switch (job.DType)
+                {
+                    case WeightDType.F32: FloatPanel.Pack<F32Row>(w, job.RowBytes, numRows, k, panel); break;
+                    case WeightDType.BF16: FloatPanel.Pack<Bf16Row>(w, job.RowBytes, numRows, k, panel); break;
+                    default: FloatPanel.Pack<F16Row>(w, job.RowBytes, numRows, k, panel); break;
+                }
+                FloatPanel.Tokens(panel, numRows, job.X + (nint)t0 * k, k, numTokens, k, job.Y + (nint)t0 * job.OutDim + r, job.OutDim, job.Accumulate);
+            }
         }
     }
 
