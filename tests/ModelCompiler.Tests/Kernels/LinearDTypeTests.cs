@@ -46,6 +46,7 @@ public class LinearDTypeTests
                 foreach (int numTokens in new[] { 7, 8, 11, 12, 13, 24, 25, 40 })
                     data.Add(dtype, threads, numTokens, numTokens % 2 == 0 ? 67 : 64, 70);
                 data.Add(dtype, threads, 33, 48, 100);
+                data.Add(dtype, threads, 13, 1024, 40); // rows 4 KiB apart: the activations are copied with padding
             }
         }
         return data;

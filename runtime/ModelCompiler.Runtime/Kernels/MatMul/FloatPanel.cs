@@ -126,8 +126,17 @@ internal static unsafe class FloatPanel
     /// <summary>
     /// Tokens <c>[0, T)</c> × the 32 packed rows: <c>y[t * yStride + r] (+)= Σ_i panel[i * 32 + r] · x[t * xStride + i]</c>.
     /// </summary>
+    /// <param name="panel">Packed panel (<see cref="Pack{TRow}"/>), <c>32 * k</c> floats.</param>
+    /// <param name="x">First activation row.</param>
+    /// <param name="xStride">Floats between activation rows.</param>
+    /// <param name="k">Row length (inDim).</param>
+    /// <param name="y">Output of (token 0, panel row 0); 32 floats per token are written.</param>
+    /// <param name="yStride">Floats between output rows (outDim).</param>
+    /// <param name="accumulate">Add to y instead of overwriting it.</param>
+    /// <param name="prefetch">Start of bytes to fetch into L2 along the way (the next panel's weights), one 64-byte line per k.</param>
+    /// <param name="prefetchLines">Lines to fetch (at most k are).</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Run<TTokens>(float* panel, float* x, nint xStride, int k, float* y, nint yStride, bool accumulate) where TTokens : struct, ICount
+    public static void Run<TTokens>(float* panel, float* x, nint xStride, int k, float* y, nint yStride, bool accumulate, byte* prefetch, nint prefetchLines) where TTokens : struct, ICount
     {
         int n = TTokens.Count;
         Vector512<float> c0a = default, c0b = default;
@@ -144,8 +153,14 @@ internal static unsafe class FloatPanel
         Vector512<float> c11a = default, c11b = default;
         nint s = xStride;
         float* end = panel + (nint)k * PanelRows;
+        byte* prefetchEnd = prefetch + prefetchLines * 64;
         for (float* xp = x; panel < end; panel += PanelRows, xp++)
         {
+            if (prefetch < prefetchEnd)
+            {
+                Sse.Prefetch1(prefetch);
+                prefetch += 64;
+            }
             var w0 = Vector512.Load(panel);
             var w1 = Vector512.Load(panel + 16);
             Vector512<float> b;
@@ -191,26 +206,30 @@ internal static unsafe class FloatPanel
     /// <summary>
     /// Runs <paramref name="numTokens"/> tokens (any count) against one packed panel, in near-equal groups of at most
     /// <see cref="MaxTokens"/>: 128 tokens run as 11 groups of 11 or 12 rather than 10 × 12 and a narrow 8, 16 as 2 × 8.
-    /// Only the first <paramref name="numRows"/> outputs of each token are written.
+    /// Only the first <paramref name="numRows"/> outputs of each token are written. Along the way the
+    /// <paramref name="nextPanelBytes"/> bytes at <paramref name="nextPanel"/> (the weights packed next) are fetched into
+    /// L2, spread over the groups, so their DRAM latency hides behind this panel's FMAs instead of stalling the packing.
     /// </summary>
-    public static void Tokens(float* panel, int numRows, float* x, nint xStride, int numTokens, int k, float* y, nint yStride, bool accumulate)
+    public static void Tokens(float* panel, int numRows, float* x, nint xStride, int numTokens, int k, float* y, nint yStride, bool accumulate, byte* nextPanel, nint nextPanelBytes)
     {
         int numGroups = (numTokens + MaxTokens - 1) / MaxTokens;
+        nint linesPerGroup = (nextPanelBytes + 64 * numGroups - 1) / (64 * numGroups);
         int t = 0;
         for (int g = 0; g < numGroups; g++)
         {
             int count = (numTokens - t) / (numGroups - g);
-            if (numRows == PanelRows) Group(count, panel, x + t * xStride, xStride, k, y + t * yStride, yStride, accumulate);
-            else Partial(count, panel, numRows, x + t * xStride, xStride, k, y + t * yStride, yStride, accumulate);
+            byte* prefetch = nextPanel + g * linesPerGroup * 64;
+            if (numRows == PanelRows) Group(count, panel, x + t * xStride, xStride, k, y + t * yStride, yStride, accumulate, prefetch, linesPerGroup);
+            else Partial(count, panel, numRows, x + t * xStride, xStride, k, y + t * yStride, yStride, accumulate, prefetch, linesPerGroup);
             t += count;
         }
     }
 
     // A panel with fewer than 32 real rows (the end of the matrix) goes through a 32-wide tile on the stack.
-    private static void Partial(int count, float* panel, int numRows, float* x, nint xStride, int k, float* y, nint yStride, bool accumulate)
+    private static void Partial(int count, float* panel, int numRows, float* x, nint xStride, int k, float* y, nint yStride, bool accumulate, byte* prefetch, nint prefetchLines)
     {
         float* tile = stackalloc float[MaxTokens * PanelRows];
-        Group(count, panel, x, xStride, k, tile, PanelRows, false);
+        Group(count, panel, x, xStride, k, tile, PanelRows, false, prefetch, prefetchLines);
         for (int t = 0; t < count; t++)
         {
             float* yt = y + t * yStride;
@@ -218,22 +237,22 @@ internal static unsafe class FloatPanel
         }
     }
 
-    private static void Group(int count, float* panel, float* x, nint xStride, int k, float* y, nint yStride, bool accumulate)
+    private static void Group(int count, float* panel, float* x, nint xStride, int k, float* y, nint yStride, bool accumulate, byte* prefetch, nint prefetchLines)
     {
         switch (count)
         {
-            case 1: Run<One>(panel, x, xStride, k, y, yStride, accumulate); break;
-            case 2: Run<Two>(panel, x, xStride, k, y, yStride, accumulate); break;
-            case 3: Run<Three>(panel, x, xStride, k, y, yStride, accumulate); break;
-            case 4: Run<Four>(panel, x, xStride, k, y, yStride, accumulate); break;
-            case 5: Run<Five>(panel, x, xStride, k, y, yStride, accumulate); break;
-            case 6: Run<Six>(panel, x, xStride, k, y, yStride, accumulate); break;
-            case 7: Run<Seven>(panel, x, xStride, k, y, yStride, accumulate); break;
-            case 8: Run<Eight>(panel, x, xStride, k, y, yStride, accumulate); break;
-            case 9: Run<Nine>(panel, x, xStride, k, y, yStride, accumulate); break;
-            case 10: Run<Ten>(panel, x, xStride, k, y, yStride, accumulate); break;
-            case 11: Run<Eleven>(panel, x, xStride, k, y, yStride, accumulate); break;
-            case 12: Run<Twelve>(panel, x, xStride, k, y, yStride, accumulate); break;
+            case 1: Run<One>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 2: Run<Two>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 3: Run<Three>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 4: Run<Four>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 5: Run<Five>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 6: Run<Six>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 7: Run<Seven>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 8: Run<Eight>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 9: Run<Nine>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 10: Run<Ten>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 11: Run<Eleven>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 12: Run<Twelve>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
         }
     }
 }

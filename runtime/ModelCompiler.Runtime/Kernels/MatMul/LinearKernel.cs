@@ -54,6 +54,8 @@ internal static unsafe class LinearKernel
         public nint RowBytes;
         public WeightDType DType;
         public int NumTokens, InDim, OutDim, RowsPerChunk, TokensPerBlock;
+        /// <summary>Floats between activation rows in <see cref="X"/> for the packed mode (InDim, or InDim + 16 when padded).</summary>
+        public int XStride;
         public bool Accumulate;
         public Mode Mode;
         public sbyte* Qx;
@@ -81,6 +83,19 @@ internal static unsafe class LinearKernel
         else job.Mode = quantized ? (CpuFeatures.UseInt8 ? Mode.Int8 : Mode.Dequantize) : Mode.Direct;
 
         job.TokensPerBlock = Math.Max(4, ActivationBlockBytes / (inDim * sizeof(float)) & ~3);
+        job.XStride = inDim;
+        if (job.Mode == Mode.Packed && inDim * sizeof(float) % 4096 == 0)
+        {
+            // The microkernel reads up to 12 activation rows side by side; rows 4 KiB apart all fall in one L1 set
+            // (12 ways), so they would evict each other every k. A copy with rows 64 bytes further apart costs a
+            // few percent of one projection and measured ~1.4x on the 2048-wide one (2048 vs 2032 columns).
+            int stride = inDim + 16;
+            float* padded = (float*)Scratch.Activations((nint)numTokens * stride * sizeof(float));
+            for (int t = 0; t < numTokens; t++)
+                Buffer.MemoryCopy(x + (nint)t * inDim, padded + (nint)t * stride, (long)inDim * sizeof(float), (long)inDim * sizeof(float));
+            job.X = padded;
+            job.XStride = stride;
+        }
         if (job.Mode == Mode.Int8)
         {
             int numBlocks = inDim / 32;
@@ -201,7 +216,11 @@ internal static unsafe class LinearKernel
                     case WeightDType.BF16: FloatPanel.Pack<Bf16Row>(w, job.RowBytes, numRows, k, panel); break;
                     default: FloatPanel.Pack<F16Row>(w, job.RowBytes, numRows, k, panel); break;
                 }
-                FloatPanel.Tokens(panel, numRows, job.X + (nint)t0 * k, k, numTokens, k, job.Y + (nint)t0 * job.OutDim + r, job.OutDim, job.Accumulate);
+                // The next 32 rows (this chunk's next panel, or the start of a neighbouring chunk, which then sits in
+                // the shared L3 for the thread that takes it).
+                int nextRows = Math.Min(FloatPanel.PanelRows, job.OutDim - (r + numRows));
+                FloatPanel.Tokens(panel, numRows, job.X + (nint)t0 * job.XStride, job.XStride, numTokens, k, job.Y + (nint)t0 * job.OutDim + r, job.OutDim, job.Accumulate,
+                    w + numRows * job.RowBytes, Math.Max(0, nextRows) * job.RowBytes);
             }
         }
     }
