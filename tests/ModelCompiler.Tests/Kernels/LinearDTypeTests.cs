@@ -9,7 +9,7 @@ namespace ModelCompiler.Tests.Kernels;
 /// <summary>
 /// Every weight type through Linear, LinearAddResidual and RmsNormLinear against the reference decode path
 /// (WeightConversion.Decode, then a double dot product), at token counts that hit the decode tiles (1, 3), the
-/// prefill paths (the packed outer-product tile for float types from 8 tokens, widen-then-f32 for quantized from
+/// prefill paths (the packed outer-product tile for float types from 16 tokens, widen-then-f32 for quantized from
 /// 16) and their remainders (4-row/4-token tiles, partial 32-row panels, token groups of up to 12), on one and two
 /// threads.
 /// </summary>
@@ -40,13 +40,14 @@ public class LinearDTypeTests
                 data.Add(dtype, threads, 1, 768, 257);
                 data.Add(dtype, threads, 2, quantized ? 256 : 250, 130);
                 if (quantized) continue;
-                // The packed outer-product path: token counts around its threshold (8) and its 12-token groups,
+                // The packed outer-product path: token counts around its threshold (16) and its groups of up to 12,
                 // 32-row panels with a partial last one (70 = 2·32 + 6, 100 over two threads' chunks), k with and
                 // without a 16-wide tail.
-                foreach (int numTokens in new[] { 7, 8, 11, 12, 13, 24, 25, 40 })
+                foreach (int numTokens in new[] { 15, 16, 17, 23, 24, 25, 36, 40 })
                     data.Add(dtype, threads, numTokens, numTokens % 2 == 0 ? 67 : 64, 70);
                 data.Add(dtype, threads, 33, 48, 100);
-                data.Add(dtype, threads, 13, 1024, 40); // rows 4 KiB apart: the activations are copied with padding
+                data.Add(dtype, threads, 20, 1024, 40); // rows 4 KiB apart: the activations are copied with padding
+                data.Add(dtype, threads, 35, 3072, 40); // two token blocks (of up to 32 at this width)
             }
         }
         return data;
