@@ -19,7 +19,8 @@ public unsafe class LinearBenchmarks : IWorkSize
     [Params("f32", "bf16", "f16", "q8_0", "q4_0")] public string DType { get; set; } = "f32";
     /// <summary>in x out.</summary>
     [Params("768x2304", "768x4096", "2048x768", "768x32000")] public string Shape { get; set; } = "768x2304";
-    [Params(1, 128)] public int NumTokens { get; set; } = 1;
+    /// <summary>1: a decode step; 16: a batched decode step (16 sequences); 128: a prefill.</summary>
+    [Params(1, 16, 128)] public int NumTokens { get; set; } = 1;
     [Params(1, 2)] public int Threads { get; set; } = 2;
 
     private int InDim => int.Parse(Shape.Split('x')[0]);
