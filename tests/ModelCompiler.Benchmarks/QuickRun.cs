@@ -21,32 +21,17 @@ internal static class QuickRun
             bench.Setup();
             int calls = numTokens == 1 ? 200 : 20;
             var times = new List<double>();
-            double best = double.MaxValue;
-            var process = Process.GetCurrentProcess();
-            var cpuStart = process.TotalProcessorTime;
-                        for (int repeat = 0; repeat < 9; repeat++)
+            for (int repeat = 0; repeat < 9; repeat++)
             {
                 long start = Stopwatch.GetTimestamp();
-                for (int i = 0; i < calls; i++)
-                {
-                    // The fastest single call is the figure least disturbed by other work on a shared machine.
-                    long callStart = Stopwatch.GetTimestamp();
-                    bench.Linear();
-                    best = Math.Min(best, Stopwatch.GetElapsedTime(callStart).TotalSeconds);
-                }
+                for (int i = 0; i < calls; i++) bench.Linear();
                 times.Add(Stopwatch.GetElapsedTime(start).TotalSeconds / calls);
             }
-            process.Refresh();
-            // CPU seconds per call: on a shared machine the time this process actually ran, so the figure
-            // without the waits for a core (what remains: cache disturbance, and other threads of the process).
-            double cpuPerCall = (process.TotalProcessorTime - cpuStart).TotalSeconds / (9.0 * calls);
             bench.Cleanup();
             times.Sort();
             double median = times[times.Count / 2];
             string figure = numTokens == 1 ? $"{bench.WeightBytes / median / 1e9,7:F1} GB/s" : $"{bench.Flops / median / 1e9,7:F1} GFLOP/s";
-            string bestFigure = numTokens == 1 ? $"{bench.WeightBytes / best / 1e9,7:F1} GB/s" : $"{bench.Flops / best / 1e9,7:F1} GFLOP/s";
-            string cpuFigure = numTokens == 1 ? $"{bench.WeightBytes / (cpuPerCall / t) / 1e9,7:F1} GB/s" : $"{bench.Flops / (cpuPerCall / t) / 1e9,7:F1} GFLOP/s";
-            Console.WriteLine($"{dtype,-5} {shape,-10} tokens {numTokens,3} threads {t}: {median * 1e6,9:F1} us  {figure}   (fastest call {bestFigure}, per CPU-second x threads {cpuFigure})");
+            Console.WriteLine($"{dtype,-5} {shape,-10} tokens {numTokens,3} threads {t}: {median * 1e6,9:F1} us  {figure}");
         }
     }
 

@@ -48,7 +48,7 @@ internal static unsafe class LinearKernel
     /// <summary>Activation bytes per token block: about a third of Zen 5's 1 MiB L2.</summary>
     public const int ActivationBlockBytes = 384 * 1024;
 
-    private enum Mode { Direct, Packed, Dequantize, Int8, Portable }
+    private enum Mode { Direct, Dequantize, Int8, Portable, Panels }
 
     private struct Job : IParallelJob
     {
@@ -58,7 +58,7 @@ internal static unsafe class LinearKernel
         public nint RowBytes;
         public WeightDType DType;
         public int NumTokens, InDim, OutDim, RowsPerChunk, TokensPerBlock;
-        /// <summary>Floats between activation rows in <see cref="X"/> for the packed mode (InDim, or InDim + 16 when padded).</summary>
+        /// <summary>Floats between activation rows in <see cref="X"/> in the panel mode (InDim, or InDim + 16 when padded).</summary>
         public int XStride;
         public bool Accumulate;
         public Mode Mode;
@@ -82,19 +82,19 @@ internal static unsafe class LinearKernel
         };
         bool quantized = w.DType is WeightDType.Q8_0 or WeightDType.Q4_0;
         if (!CpuFeatures.UseVector512) job.Mode = quantized && CpuFeatures.UseInt8 && numTokens < MinTokensToDequantize ? Mode.Int8 : Mode.Portable;
-        else if (!quantized) job.Mode = numTokens >= MinTokensToPack ? Mode.Packed : Mode.Direct;
+        else if (!quantized) job.Mode = numTokens >= MinTokensToPack ? Mode.Panels : Mode.Direct;
         else if (numTokens >= MinTokensToDequantize) job.Mode = Mode.Dequantize;
         else job.Mode = quantized ? (CpuFeatures.UseInt8 ? Mode.Int8 : Mode.Dequantize) : Mode.Direct;
 
         job.TokensPerBlock = Math.Max(4, ActivationBlockBytes / (inDim * sizeof(float)) & ~3);
         job.XStride = inDim;
-        if (job.Mode == Mode.Packed)
+        if (job.Mode == Mode.Panels)
         {
             // Equal blocks (130 tokens as 65 + 65, not 128 + 2): each block pays one packing of every panel.
             int numBlocks = (numTokens + job.TokensPerBlock - 1) / job.TokensPerBlock;
             job.TokensPerBlock = (numTokens + numBlocks - 1) / numBlocks;
         }
-        if (job.Mode == Mode.Packed && inDim * sizeof(float) % 4096 == 0)
+        if (job.Mode == Mode.Panels && inDim * sizeof(float) % 4096 == 0)
         {
             // The microkernel reads up to 12 activation rows side by side; rows 4 KiB apart all fall in one L1 set
             // (12 ways), so they would evict each other every k. A copy with rows 64 bytes further apart costs a
@@ -126,16 +126,16 @@ internal static unsafe class LinearKernel
         // About eight chunks per thread so a descheduled thread costs little; multiples of the 4-row tile (of the
         // 32-row panel when packing, so that only the matrix's last panel can be partial).
         int rowsPerChunk = Math.Max(4, (outDim + threads * 8 - 1) / (threads * 8) + 3 & ~3);
-        if (job.Mode == Mode.Packed) rowsPerChunk = (rowsPerChunk + FloatPanel.PanelRows - 1) / FloatPanel.PanelRows * FloatPanel.PanelRows;
+        if (job.Mode == Mode.Panels) rowsPerChunk = (rowsPerChunk + FloatPanel.PanelRows - 1) / FloatPanel.PanelRows * FloatPanel.PanelRows;
         job.RowsPerChunk = rowsPerChunk;
         WorkerPool.Run(ref job, (outDim + rowsPerChunk - 1) / rowsPerChunk);
     }
 
     private static void ComputeRows(ref Job job, int firstRow, int endRow)
     {
-        if (job.Mode == Mode.Packed)
+        if (job.Mode == Mode.Panels)
         {
-            PackedRows(ref job, firstRow, endRow);
+            RunPanels(ref job, firstRow, endRow);
             return;
         }
         for (int t0 = 0; t0 < job.NumTokens; t0 += job.TokensPerBlock)
@@ -209,7 +209,7 @@ internal static unsafe class LinearKernel
         }
     }
 
-    private static void PackedRows(ref Job job, int firstRow, int endRow)
+    private static void RunPanels(ref Job job, int firstRow, int endRow)
     {
         int k = job.InDim;
         float* panel = Scratch.WeightRows(FloatPanel.PanelRows * k);
