@@ -133,8 +133,8 @@ internal static unsafe class FloatPanel
     /// <param name="y">Output of (token 0, panel row 0); 32 floats per token are written.</param>
     /// <param name="yStride">Floats between output rows (outDim).</param>
     /// <param name="accumulate">Add to y instead of overwriting it.</param>
-    /// <param name="prefetch">Start of bytes to fetch into L2 along the way (the next panel's weights), one 64-byte line per four k.</param>
-    /// <param name="prefetchLines">Lines to fetch (at most k / 4 are).</param>
+    /// <param name="prefetch">Start of bytes to fetch into L2 along the way (the next panel's weights), a few 64-byte lines every fourth k.</param>
+    /// <param name="prefetchLines">Lines to fetch.</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run<TTokens>(float* panel, float* x, nint xStride, int k, float* y, nint yStride, bool accumulate, byte* prefetch, nint prefetchLines) where TTokens : struct, ICount
     {
@@ -154,14 +154,17 @@ internal static unsafe class FloatPanel
         nint s = xStride;
         float* end = panel + (nint)k * PanelRows;
         byte* prefetchEnd = prefetch + prefetchLines * 64;
+        // Lines per fourth k so that the whole range is fetched within this call (1 for a 128-token prefill's 11
+        // groups, 4 for a 16-token decode step's 2 groups of f32 rows).
+        nint prefetchStep = 64 * Math.Max(1, (prefetchLines + k / 4 - 1) / Math.Max(1, k / 4));
         for (float* xp = x; panel < end; panel += PanelRows, xp++)
         {
-            // One line every fourth k: a steady trickle; a line every k queued up behind DRAM and stalled the FMAs
-            // (~8% of this loop's samples in a perf profile).
+            // A few lines every fourth k: a steady trickle; a line every k regardless of need queued up behind DRAM
+            // and stalled the FMAs (~8% of this loop's samples in a perf profile of a 128-token prefill).
             if (((nint)xp & 15) == 0 && prefetch < prefetchEnd)
             {
-                Sse.Prefetch1(prefetch);
-                prefetch += 64;
+                for (nint line = 0; line < prefetchStep; line += 64) Sse.Prefetch1(prefetch + line);
+                prefetch += prefetchStep;
             }
             var w0 = Vector512.Load(panel);
             var w1 = Vector512.Load(panel + 16);
