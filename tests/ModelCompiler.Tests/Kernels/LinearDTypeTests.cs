@@ -15,8 +15,9 @@ namespace ModelCompiler.Tests.Kernels;
 /// </summary>
 /// <remarks>
 /// Tolerances. The kernels multiply by exactly the decoded weights, so the only float error is f32 accumulation:
-/// at most about (k/16 + 16)·2⁻²⁴·Σ|wᵢxᵢ| for the blocked sums of the dot-product tiles and k·2⁻²⁴·Σ|wᵢxᵢ| for the
-/// sequential sums of the outer-product tile (k ≤ 172 here), bounded by 1e-5·Σ|wᵢxᵢ|. For q8_0/q4_0
+/// at most about (k/16 + 16)·2⁻²⁴·Σ|wᵢxᵢ| for the blocked sums of the dot-product tiles, bounded by 1e-5·Σ|wᵢxᵢ|.
+/// The outer-product tile sums each output in k order: k·2⁻²⁴·Σ|wᵢxᵢ| at worst, about √k·2⁻²⁴·Σ|wᵢxᵢ| with the
+/// random signs here (3.3e-6 at the largest k, 3072), inside the same bound. For q8_0/q4_0
 /// with fewer than 16 tokens the activations are also quantized to int8 blocks of 32 (scale d = max|x|/127, round to
 /// nearest), so each xⱼ moves by at most d/2 = max_b|x|/254 and the dot product by at most
 /// Σ_b (max_b|x| / 254)·Σ_{j∈b}|wⱼ|; that bound (plus the accumulation term) is what those outputs are held to.
