@@ -9,8 +9,9 @@ using ModelCompiler.Runtime.Weights;
 namespace ModelCompiler.Benchmarks;
 
 /// <summary>
-/// <c>CpuKernels.Linear</c> at Llama110M projection shapes. The weights are cycled over enough copies
-/// (≥ 256 MB in all) that every call reads them from DRAM, as a decode step does with a model larger than L3.
+/// <c>CpuKernels.Linear</c> at Llama110M projection shapes. For decode steps (1 and 16 tokens) the weights are cycled
+/// over enough copies (≥ 256 MB in all) that every call reads them from DRAM, as a decode step does with a model
+/// larger than L3; a prefill (128 tokens) reuses one copy, its cost being the arithmetic.
 /// </summary>
 public unsafe class LinearBenchmarks : IWorkSize
 {
@@ -19,7 +20,8 @@ public unsafe class LinearBenchmarks : IWorkSize
     [Params("f32", "bf16", "f16", "q8_0", "q4_0")] public string DType { get; set; } = "f32";
     /// <summary>in x out.</summary>
     [Params("768x2304", "768x4096", "2048x768", "768x32000")] public string Shape { get; set; } = "768x2304";
-    [Params(1, 128)] public int NumTokens { get; set; } = 1;
+    /// <summary>1: a decode step; 16: a batched decode step (16 sequences); 128: a prefill.</summary>
+    [Params(1, 16, 128)] public int NumTokens { get; set; } = 1;
     [Params(1, 2)] public int Threads { get; set; } = 2;
     /// <summary>
     /// q8_0/q4_0: run on the stored GGUF rows instead of the load-time packed copy the engine makes
@@ -47,7 +49,7 @@ public unsafe class LinearBenchmarks : IWorkSize
         var weights = new float[InDim * OutDim];
         for (int i = 0; i < weights.Length; i++) weights[i] = (float)(random.NextDouble() * 2 - 1) * 0.05f;
         long bytes = WeightDTypes.SizeInBytes(WeightType, weights.Length);
-        int copies = NumTokens == 1 && Environment.GetEnvironmentVariable("MC_BENCH_HOT") is null ? (int)Math.Max(1, (MinTotalWeightBytes + bytes - 1) / bytes) : 1;
+        int copies = NumTokens <= 16 && Environment.GetEnvironmentVariable("MC_BENCH_HOT") is null ? (int)Math.Max(1, (MinTotalWeightBytes + bytes - 1) / bytes) : 1;
         _copies = new WeightMatrix[copies];
         _buffers = new ModelWeights[copies];
         var encoded = new byte[bytes];

@@ -9,11 +9,15 @@ namespace ModelCompiler.Tests.Kernels;
 /// <summary>
 /// Every weight type through Linear, LinearAddResidual and RmsNormLinear against the reference decode path
 /// (WeightConversion.Decode, then a double dot product), at token counts that hit the decode tiles (1, 3), the
-/// widen-then-f32 prefill path (17, 128) and the 4-row/4-token remainders, on one and two threads.
+/// prefill paths (the packed outer-product tile for float types from 16 tokens, widen-then-f32 for quantized from
+/// 16) and their remainders (4-row/4-token tiles, partial 32-row panels, token groups of up to 12), on one and two
+/// threads.
 /// </summary>
 /// <remarks>
 /// Tolerances. The kernels multiply by exactly the decoded weights, so the only float error is f32 accumulation:
-/// at most about (k/16 + 16)·2⁻²⁴·Σ|wᵢxᵢ| for the blocked sums here, bounded generously by 1e-5·Σ|wᵢxᵢ|. For q8_0/q4_0
+/// at most about (k/16 + 16)·2⁻²⁴·Σ|wᵢxᵢ| for the blocked sums of the dot-product tiles, bounded by 1e-5·Σ|wᵢxᵢ|.
+/// The outer-product tile sums each output in k order: k·2⁻²⁴·Σ|wᵢxᵢ| at worst, about √k·2⁻²⁴·Σ|wᵢxᵢ| with the
+/// random signs here (3.3e-6 at the largest k, 3072), inside the same bound. For q8_0/q4_0
 /// with fewer than 16 tokens the activations are also quantized to int8 blocks of 32 (scale d = max|x|/127, round to
 /// nearest), so each xⱼ moves by at most d/2 = max_b|x|/254 and the dot product by at most
 /// Σ_b (max_b|x| / 254)·Σ_{j∈b}|wⱼ|; that bound (plus the accumulation term) is what those outputs are held to.
@@ -36,6 +40,15 @@ public class LinearDTypeTests
                 }
                 data.Add(dtype, threads, 1, 768, 257);
                 data.Add(dtype, threads, 2, quantized ? 256 : 250, 130);
+                if (quantized) continue;
+                // The packed outer-product path: token counts around its threshold (16) and its groups of up to 12,
+                // 32-row panels with a partial last one (70 = 2·32 + 6, 100 over two threads' chunks), k with and
+                // without a 16-wide tail.
+                foreach (int numTokens in new[] { 15, 16, 17, 23, 24, 25, 36, 40 })
+                    data.Add(dtype, threads, numTokens, numTokens % 2 == 0 ? 67 : 64, 70);
+                data.Add(dtype, threads, 33, 48, 100);
+                data.Add(dtype, threads, 20, 1024, 40); // rows 4 KiB apart: the activations are copied with padding
+                data.Add(dtype, threads, 35, 3072, 40); // two token blocks (of up to 32 at this width)
             }
         }
         return data;

@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics.X86;
 
 namespace ModelCompiler.Runtime.Kernels.MatMul;
 
-/// <summary>A compile-time count (1 to 4) for the generic tiles: the JIT and AOT fold every <c>Count</c> test.</summary>
+/// <summary>A compile-time count (1 to 4 here, 5 to 12 beside <see cref="FloatPanel"/>) for the generic tiles: the JIT and AOT fold every <c>Count</c> test.</summary>
 internal interface ICount { static abstract int Count { get; } }
 internal struct One : ICount { public static int Count => 1; }
 internal struct Two : ICount { public static int Count => 2; }
