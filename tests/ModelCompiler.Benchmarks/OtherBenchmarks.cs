@@ -6,7 +6,7 @@ using ModelCompiler.Runtime.Threading;
 
 namespace ModelCompiler.Benchmarks;
 
-/// <summary>Paged attention at Llama110M (12 heads of 64): one decode token after a long context, and a 128-token prefill.</summary>
+/// <summary>Paged attention at Llama110M (12 heads of 64), f32 or f16 cache: one decode token after a long context, and a 128-token prefill.</summary>
 public class AttentionBenchmarks : IWorkSize
 {
     private const int NumHeads = 12, HeadDim = 64, BlockSize = 16;
@@ -14,9 +14,10 @@ public class AttentionBenchmarks : IWorkSize
     [Params(1, 128)] public int NumTokens { get; set; } = 1;
     [Params(512)] public int Context { get; set; } = 512;
     [Params(1, 2)] public int Threads { get; set; } = 2;
+    [Params(KvCacheDType.F32, KvCacheDType.F16)] public KvCacheDType KvDType { get; set; } = KvCacheDType.F32;
 
     /// <summary>KV bytes read (decode) per call.</summary>
-    public double WeightBytes => NumTokens == 1 ? 2.0 * Context * NumHeads * HeadDim * sizeof(float) : 0;
+    public double WeightBytes => NumTokens == 1 ? 2.0 * Context * NumHeads * HeadDim * KvCacheDTypes.ElementSizeInBytes(KvDType) : 0;
     /// <summary>QKᵀ and PV multiply-adds of the causal prefill.</summary>
     public double Flops => NumTokens > 1 ? 4.0 * NumHeads * HeadDim * (Context - NumTokens / 2.0) * NumTokens : 0;
 
@@ -29,7 +30,7 @@ public class AttentionBenchmarks : IWorkSize
     {
         WorkerPool.SetThreadCount(Threads);
         int blocks = Context / BlockSize;
-        _cache = new PagedKvCache(1, blocks, BlockSize, NumHeads * HeadDim);
+        _cache = new PagedKvCache(1, blocks, BlockSize, NumHeads * HeadDim, KvDType);
         var random = new Random(2);
         var key = new float[NumHeads * HeadDim];
         var value = new float[NumHeads * HeadDim];

@@ -79,13 +79,18 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
     public byte* Keys, Values;
 
     /// <summary>Element offset of a sequence's logical block in the layer; a block the table lacks is an error.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private readonly nint BlockOffset(int* blockTable, int logicalBlock, int t, int sequence)
     {
         int block = blockTable[logicalBlock];
-        if ((uint)block >= (uint)Shape.NumBlocks)
-            throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {logicalBlock * Shape.BlockSize}, which its block table does not cover.");
+        if ((uint)block >= (uint)Shape.NumBlocks) ThrowUncovered(t, sequence, logicalBlock * Shape.BlockSize);
         return (nint)(Shape.LayerOffset + (long)block * Shape.BlockSize * Shape.KvDim);
     }
+
+    // Kept out of line so that the lookup above inlines into the run loop.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowUncovered(int t, int sequence, int position) =>
+        throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {position}, which its block table does not cover.");
 
     public void Execute(int chunk)
     {

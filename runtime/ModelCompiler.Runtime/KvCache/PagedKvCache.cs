@@ -73,7 +73,7 @@ public sealed class PagedKvCache
     /// Stores one token's <c>[KvDim]</c> key and value in slot <paramref name="offset"/> of <paramref name="block"/>
     /// (converted to <see cref="DType"/>).
     /// </summary>
-    public void WriteToken(int layer, int block, int offset, ReadOnlySpan<float> key, ReadOnlySpan<float> value)
+    public unsafe void WriteToken(int layer, int block, int offset, ReadOnlySpan<float> key, ReadOnlySpan<float> value)
     {
         long start = CheckedBlockOffset(layer, block, offset);
         int blockSize = BlockSize, kvDim = KvDim;
@@ -81,13 +81,13 @@ public sealed class PagedKvCache
         value = value.Slice(0, kvDim);
         if (FloatKeys is not null)
         {
-            var keys = FloatKeys.AsSpan((int)start, blockSize * kvDim);
-            var values = FloatValues.AsSpan((int)start, blockSize * kvDim);
-            for (int c = 0; c < kvDim; c++)
-            {
-                keys[c * blockSize + offset] = key[c];
-                values[c * blockSize + offset] = value[c];
-            }
+            // The slices above and the block's bounds (checked) cover every index below.
+            fixed (float* pKey = key, pValue = value, pKeys = &FloatKeys[start + offset], pValues = &FloatValues![start + offset])
+                for (int c = 0; c < kvDim; c++)
+                {
+                    pKeys[c * blockSize] = pKey[c];
+                    pValues[c * blockSize] = pValue[c];
+                }
         }
         else
         {

@@ -113,7 +113,12 @@ public sealed class KvCacheF16DeviceTests
     }
 }
 
-/// <summary>A decode step's forward pass and argmax allocate nothing on the managed heap, with either KV cache type.</summary>
+/// <summary>
+/// A decode step's forward pass and argmax allocate nothing on the managed heap, with either KV cache type. Over
+/// 400 measured steps the allowance is 2 KiB: the runtime itself may allocate once on the thread (tiered
+/// compilation replacing a method mid-run was seen to, about 1 KiB in the full suite), while a per-step allocation
+/// of even the smallest object (24 bytes) would come to 9.6 KB.
+/// </summary>
 public class DecodeAllocationTests
 {
     [Theory]
@@ -121,6 +126,7 @@ public class DecodeAllocationTests
     [InlineData(true)]
     public void Greedy_decode_forward_passes_allocate_nothing(bool f16)
     {
+        const int numWarmupSteps = 50, numMeasuredSteps = 400;
         CompiledModel engine = f16 ? new Stories260KF16KvTestEngine() : new Stories260KTestEngine();
         using var runner = new ModelRunner(engine, OpenStories());
         IModelRunner backend = runner;
@@ -131,17 +137,16 @@ public class DecodeAllocationTests
         Span<int> next = stackalloc int[1];
         backend.ForwardGreedy(batch, next);
         long allocated = 0;
-        for (int step = 0; step < 40; step++)
+        for (int step = 0; step < numWarmupSteps + numMeasuredSteps; step++)
         {
-            // The first steps warm up (tiered compilation may allocate); the last 30 are counted.
             int position = prompt.Length + step;
-            runner.Blocks.Append(1, position + 1);
+            runner.Blocks.Append(1, position + 1); // the block manager's table may grow; not part of the forward pass
             long before = GC.GetAllocatedBytesForCurrentThread();
             batch.Clear();
             batch.AddSequence(next, position, runner.Blocks.BlockTable(1));
             backend.ForwardGreedy(batch, next);
-            if (step >= 10) allocated += GC.GetAllocatedBytesForCurrentThread() - before;
+            if (step >= numWarmupSteps) allocated += GC.GetAllocatedBytesForCurrentThread() - before;
         }
-        Assert.Equal(0, allocated);
+        Assert.True(allocated < 2048, $"{allocated} bytes allocated over {numMeasuredSteps} decode steps");
     }
 }

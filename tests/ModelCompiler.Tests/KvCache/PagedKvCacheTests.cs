@@ -1,0 +1,71 @@
+using ModelCompiler.Runtime;
+using ModelCompiler.Runtime.KvCache;
+using Xunit;
+
+namespace ModelCompiler.Tests.KvCache;
+
+/// <summary>The pool's own contract, for both element types: what is written is read back (rounded for f16), copy-on-write copies whole blocks of every layer, sizes.</summary>
+public class PagedKvCacheTests
+{
+    [Theory]
+    [InlineData(KvCacheDType.F32)]
+    [InlineData(KvCacheDType.F16)]
+    public void Tokens_read_back_as_written_and_CopyBlock_copies_every_layer_of_one_block(KvCacheDType dtype)
+    {
+        const int numLayers = 3, numBlocks = 5, blockSize = 4, kvDim = 6;
+        var cache = new PagedKvCache(numLayers, numBlocks, blockSize, kvDim, dtype);
+        var random = new Random(3);
+        float[] Row() => Enumerable.Range(0, kvDim).Select(_ => (float)(random.NextDouble() * 200 - 100)).ToArray();
+        var written = new Dictionary<(int, int, int), (float[] K, float[] V)>();
+        for (int layer = 0; layer < numLayers; layer++)
+            for (int offset = 0; offset < blockSize; offset++)
+            {
+                var (k, v) = (Row(), Row());
+                cache.WriteToken(layer, 1, offset, k, v);
+                written[(layer, 1, offset)] = (k, v);
+            }
+        cache.WriteToken(0, 3, 2, Row(), Row()); // block 3 is overwritten below; block 4 stays empty
+
+        cache.CopyBlock(1, 3);
+
+        var key = new float[kvDim];
+        var value = new float[kvDim];
+        foreach (var ((layer, _, offset), (k, v)) in written)
+            foreach (int block in new[] { 1, 3 })
+            {
+                cache.ReadToken(layer, block, offset, key, value);
+                Assert.Equal(Stored(k, dtype), key);
+                Assert.Equal(Stored(v, dtype), value);
+            }
+        cache.ReadToken(2, 4, 3, key, value);
+        Assert.All(key.Concat(value), x => Assert.Equal(0f, x));
+        Assert.Equal(2L * numLayers * numBlocks * blockSize * kvDim * (dtype == KvCacheDType.F16 ? 2 : 4), cache.SizeInBytes);
+    }
+
+    [Fact]
+    public void F16_saturates_values_beyond_its_range_instead_of_storing_infinities()
+    {
+        var cache = new PagedKvCache(1, 1, 1, 4, KvCacheDType.F16);
+        cache.WriteToken(0, 0, 0, [1e6f, -1e6f, 65504f, 1f / 3], [float.NaN, 70000f, -0f, 2.5f]);
+        var key = new float[4];
+        var value = new float[4];
+        cache.ReadToken(0, 0, 0, key, value);
+        Assert.Equal([65504f, -65504f, 65504f, (float)(Half)(1f / 3)], key);
+        Assert.True(float.IsNaN(value[0]));
+        Assert.Equal([65504f, -0f, 2.5f], value[1..]);
+    }
+
+    [Fact]
+    public void Bad_slots_are_errors_naming_the_argument()
+    {
+        var cache = new PagedKvCache(2, 3, 4, 2);
+        var row = new float[2];
+        Assert.Equal("layer", Assert.Throws<ArgumentOutOfRangeException>(() => cache.WriteToken(2, 0, 0, row, row)).ParamName);
+        Assert.Equal("block", Assert.Throws<ArgumentOutOfRangeException>(() => cache.ReadToken(0, 3, 0, row, row)).ParamName);
+        Assert.Equal("offset", Assert.Throws<ArgumentOutOfRangeException>(() => cache.WriteToken(0, 0, 4, row, row)).ParamName);
+        Assert.Throws<ArgumentOutOfRangeException>(() => cache.CopyBlock(0, 3));
+    }
+
+    private static float[] Stored(float[] values, KvCacheDType dtype) =>
+        dtype == KvCacheDType.F16 ? values.Select(v => (float)(Half)v).ToArray() : values;
+}
