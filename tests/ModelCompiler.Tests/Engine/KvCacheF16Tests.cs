@@ -114,10 +114,10 @@ public sealed class KvCacheF16DeviceTests
 }
 
 /// <summary>
-/// A decode step's forward pass and argmax allocate nothing on the managed heap, with either KV cache type. Over
-/// 400 measured steps the allowance is 2 KiB: the runtime itself may allocate once on the thread (tiered
-/// compilation replacing a method mid-run was seen to, about 1 KiB in the full suite), while a per-step allocation
-/// of even the smallest object (24 bytes) would come to 9.6 KB.
+/// A decode step's forward pass and argmax allocate nothing on the managed heap, with either KV cache type. Of 400
+/// measured steps at most 4 may allocate: the runtime itself may allocate on the thread now and then (tiered
+/// compilation replacing a method mid-run was seen to, 1–8 KB in full-suite runs), while a per-step allocation of
+/// any size shows in every step.
 /// </summary>
 public class DecodeAllocationTests
 {
@@ -137,6 +137,7 @@ public class DecodeAllocationTests
         Span<int> next = stackalloc int[1];
         backend.ForwardGreedy(batch, next);
         long allocated = 0;
+        int numAllocatingSteps = 0;
         for (int step = 0; step < numWarmupSteps + numMeasuredSteps; step++)
         {
             int position = prompt.Length + step;
@@ -145,8 +146,13 @@ public class DecodeAllocationTests
             batch.Clear();
             batch.AddSequence(next, position, runner.Blocks.BlockTable(1));
             backend.ForwardGreedy(batch, next);
-            if (step >= numWarmupSteps) allocated += GC.GetAllocatedBytesForCurrentThread() - before;
+            long bytes = GC.GetAllocatedBytesForCurrentThread() - before;
+            if (step < numWarmupSteps || bytes == 0) continue;
+            allocated += bytes;
+            numAllocatingSteps++;
         }
-        Assert.True(allocated < 2048, $"{allocated} bytes allocated over {numMeasuredSteps} decode steps");
+        // A per-step allocation shows in every step. A handful of steps may see one-off runtime work on this thread
+        // (tiered JIT promotions land late when the machine is busy: seen as ~8 KB in one full-suite run).
+        Assert.True(numAllocatingSteps <= 4, $"{numAllocatingSteps} of {numMeasuredSteps} decode steps allocated ({allocated} bytes in all)");
     }
 }
