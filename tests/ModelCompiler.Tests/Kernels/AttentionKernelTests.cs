@@ -31,6 +31,8 @@ public class AttentionKernelTests
     [InlineData(8, 4, 8, 16, KvCacheDType.F32)]   // Stories260K's heads: keys 16 slots per FMA, values one vector per row
     [InlineData(5, 1, 16, 32, KvCacheDType.F32)]  // groups of 5 (pairs and a single), values by 8
     [InlineData(3, 1, 8, 8, KvCacheDType.F32)]    // blocks below 16 slots: keys one slot at a time
+    [InlineData(4, 2, 32, 16, KvCacheDType.F32)]  // value sums in registers 8 channels at a time, 4 passes per head
+    [InlineData(4, 4, 64, 16, KvCacheDType.F16)]  // Llama's 64-wide heads
     [InlineData(6, 2, 10, 4, KvCacheDType.F16)]
     [InlineData(4, 1, 17, 3, KvCacheDType.F16)]
     [InlineData(2, 2, 64, 16, KvCacheDType.F16)]
