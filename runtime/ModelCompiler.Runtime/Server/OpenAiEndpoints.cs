@@ -223,20 +223,34 @@ internal sealed class OpenAiEndpoints(
         buffer.ResetWrittenCount();
     }
 
+    /// <summary>
+    /// How much of an oversized body the server reads and discards before answering 413. Closing a connection
+    /// with unread request bytes makes the kernel send a reset, which can destroy the 413 response before the client
+    /// reads it (seen as "the response ended prematurely" for chunked uploads); like nginx's lingering close,
+    /// draining a bounded amount first lets the answer arrive. Larger bodies are cut off by Kestrel's own 413.
+    /// </summary>
+    internal const long OversizedBodyDrainBytes = 1 << 20;
+
     private async Task<ReadOnlyMemory<byte>> ReadBodyAsync(HttpContext context, CancellationToken cancellationToken)
     {
         long limit = options.MaxRequestBodySizeInBytes;
-        if (context.Request.ContentLength > limit) throw new OpenAiException(TooLarge());
+        if (context.Request.ContentLength > limit + OversizedBodyDrainBytes) throw new OpenAiException(TooLarge());
         using var body = new MemoryStream();
         byte[] chunk = ArrayPool<byte>.Shared.Rent(16 * 1024);
         try
         {
+            bool tooLarge = context.Request.ContentLength > limit;
             int read;
             while ((read = await context.Request.Body.ReadAsync(chunk, cancellationToken).ConfigureAwait(false)) > 0)
             {
-                if (body.Length + read > limit) throw new OpenAiException(TooLarge());
+                if (tooLarge || body.Length + read > limit)
+                {
+                    tooLarge = true;   // keep reading to the end, discarding (Kestrel stops it past the drain allowance)
+                    continue;
+                }
                 body.Write(chunk, 0, read);
             }
+            if (tooLarge) throw new OpenAiException(TooLarge());
         }
         finally
         {

@@ -64,7 +64,9 @@ public sealed class OpenAiServer : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
-            kestrel.Limits.MaxRequestBodySize = options.MaxRequestBodySizeInBytes;
+            // Kestrel's hard cap sits above ours so an oversized body can be drained (OpenAiEndpoints.ReadBodyAsync)
+            // before the 413 goes out; beyond it Kestrel itself refuses with 413 and closes.
+            kestrel.Limits.MaxRequestBodySize = options.MaxRequestBodySizeInBytes + OpenAiEndpoints.OversizedBodyDrainBytes;
             kestrel.Listen(address, options.Port);
         });
         var app = builder.Build();
