@@ -29,35 +29,18 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
     private readonly ICudaModule _module = module.Module;
     private readonly CudaLaunchPlan _plan = module.Plan;
 
-    /// <summary>The plan's launch whose kernel name starts with <paramref name="prefix"/> and ends with <paramref name="suffix"/>, with exactly these argument kinds.</summary>
-    private CudaLaunch Find(string prefix, string suffix, params CudaArgKind[] kinds)
-    {
-        CudaLaunch launch = _plan.Launches.Single(l => l.Kernel.StartsWith(prefix, StringComparison.Ordinal) && l.Kernel.EndsWith(suffix, StringComparison.Ordinal));
-        Assert.Equal(kinds, launch.Args.Select(a => a.Kind).ToArray());
-        return launch;
-    }
+    private CudaLaunch Find(string prefix, string suffix, params CudaArgKind[] kinds) => EmulatorFixture.FindLaunch(_plan, prefix, suffix, kinds);
 
     private void Run(CudaLaunch launch, int numTokens, int numSequences, int numLogits, params KernelArg[] args) =>
         _emu.Device.Launch(_module, launch.Kernel, launch.Grid.For(numTokens, numSequences, numLogits), launch.Block, 0, args);
-
-    private static float[] Random(int n, int seed, float scale)
-    {
-        var r = new Random(seed);
-        return Enumerable.Range(0, n).Select(_ => (float)(r.NextDouble() * 2 - 1) * scale).ToArray();
-    }
-
-    private void Free(params DevicePointer[] pointers)
-    {
-        foreach (var p in pointers) _emu.Device.Free(p);
-    }
 
     [Fact]
     public void The_embedding_gathers_table_rows_and_gives_zero_rows_outside_the_vocabulary()
     {
         var launch = Find("embedding_", "", CudaArgKind.TokenIds, CudaArgKind.Weight, CudaArgKind.Arena, CudaArgKind.NumTokens);
         int[] ids = [0, 511, 17, -1, 512, 17, 300];
-        float[] table = Random(Vocab * Dim, 31, 2f);
-        DevicePointer idp = _emu.Upload(ids), tp = _emu.Upload(table), xp = _emu.Upload(Random(ids.Length * Dim, 32, 9f));
+        float[] table = EmulatorFixture.Random(Vocab * Dim, 31, 2f);
+        DevicePointer idp = _emu.Upload(ids), tp = _emu.Upload(table), xp = _emu.Upload(EmulatorFixture.Random(ids.Length * Dim, 32, 9f));
         Run(launch, ids.Length, 1, 0, KernelArg.Pointer(idp), KernelArg.Pointer(tp), KernelArg.Pointer(xp), KernelArg.Int(ids.Length));
         float[] x = _emu.Download<float>(xp, ids.Length * Dim);
         for (int t = 0; t < ids.Length; t++)
@@ -66,7 +49,7 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
                 float expected = ids[t] >= 0 && ids[t] < Vocab ? table[ids[t] * Dim + c] : 0f;
                 Assert.True(x[t * Dim + c] == expected, $"token {t} (id {ids[t]}) column {c}: {x[t * Dim + c]} vs {expected}");
             }
-        Free(idp, tp, xp);
+        _emu.Free(idp, tp, xp);
     }
 
     [Fact]
@@ -74,7 +57,7 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
     {
         var launch = Find("swiglu_", "", CudaArgKind.Arena, CudaArgKind.Arena, CudaArgKind.NumTokens);
         const int numTokens = 5;
-        float[] gateUp = Random(numTokens * 2 * Hidden, 41, 6f);
+        float[] gateUp = EmulatorFixture.Random(numTokens * 2 * Hidden, 41, 6f);
         DevicePointer gp = _emu.Upload(gateUp), yp = _emu.Upload(new float[numTokens * Hidden]);
         Run(launch, numTokens, 1, 0, KernelArg.Pointer(gp), KernelArg.Pointer(yp), KernelArg.Int(numTokens));
         float[] y = _emu.Download<float>(yp, numTokens * Hidden);
@@ -85,7 +68,7 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
                 double expected = gate / (1 + Math.Exp(-gate)) * up;
                 Assert.True(Math.Abs(y[t * Hidden + c] - expected) <= 1e-5 * (1 + Math.Abs(expected)), $"token {t} column {c}: {y[t * Hidden + c]} vs {expected}");
             }
-        Free(gp, yp);
+        _emu.Free(gp, yp);
     }
 
     [Fact]
@@ -95,7 +78,7 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
         // Rows: a random row; a tie between ids 3 and 500 (different threads and warps); a tie between 257 and 1
         // (the lower id in a later warp's stride); a constant row; a tie within one thread's stride (40 and 296).
         const int rows = 5;
-        float[] logits = Random(rows * Vocab, 51, 3f);
+        float[] logits = EmulatorFixture.Random(rows * Vocab, 51, 3f);
         logits[1 * Vocab + 3] = 10f; logits[1 * Vocab + 500] = 10f;
         logits[2 * Vocab + 257] = 7f; logits[2 * Vocab + 1] = 7f;
         for (int v = 0; v < Vocab; v++) logits[3 * Vocab + v] = -1.5f;
@@ -111,7 +94,7 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
         DevicePointer lp = _emu.Upload(logits), tp = _emu.Upload(Enumerable.Repeat(-7, rows).ToArray());
         Run(launch, 0, 0, rows, KernelArg.Pointer(lp), KernelArg.Pointer(tp), KernelArg.Int(rows));
         Assert.Equal(expected, _emu.Download<int>(tp, rows));
-        Free(lp, tp);
+        _emu.Free(lp, tp);
     }
 
     /// <summary>Block tables for <paramref name="numSequences"/> sequences whose blocks interleave: logical block b of sequence s is physical block (b · n + (n − 1 − s)).</summary>
@@ -137,8 +120,8 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
         const int stride = MaxSeqLen / BlockSize;
         int[] blockTables = InterleavedBlockTables(numSequences, stride);
         int numBlocks = numSequences * stride;
-        float[] q = Random(numTokens * QkvDim, 61, 2f);
-        float[] keys = Random(numBlocks * BlockSize * KvDim, 62, 2f), values = Random(numBlocks * BlockSize * KvDim, 63, 1f);
+        float[] q = EmulatorFixture.Random(numTokens * QkvDim, 61, 2f);
+        float[] keys = EmulatorFixture.Random(numBlocks * BlockSize * KvDim, 62, 2f), values = EmulatorFixture.Random(numBlocks * BlockSize * KvDim, 63, 1f);
         DevicePointer qp = _emu.Upload(q), pp = _emu.Upload(positions), sp = _emu.Upload(sequenceOfToken), bp = _emu.Upload(blockTables);
         DevicePointer kp = _emu.Upload(keys), vp = _emu.Upload(values);
         DevicePointer scratch = _emu.Upload(new float[numTokens * NumHeads * NumSplits * (HeadDim + 2)]);
@@ -173,7 +156,7 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
                 }
             }
         }
-        Free(qp, pp, sp, bp, kp, vp, scratch, op);
+        _emu.Free(qp, pp, sp, bp, kp, vp, scratch, op);
     }
 
     [Fact]
@@ -188,7 +171,7 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
         const int numSequences = 4, stride = MaxSeqLen / BlockSize;
         int[] blockTables = InterleavedBlockTables(numSequences, stride);
         int numBlocks = numSequences * stride;
-        float[] x = Random(numTokens * Dim, 71, 2f), g = Random(Dim, 72, 1.5f), w = Random(QkvDim * Dim, 73, 0.5f);
+        float[] x = EmulatorFixture.Random(numTokens * Dim, 71, 2f), g = EmulatorFixture.Random(Dim, 72, 1.5f), w = EmulatorFixture.Random(QkvDim * Dim, 73, 0.5f);
         const float sentinel = -1234.5f;
         float[] cacheInit = Enumerable.Repeat(sentinel, numBlocks * BlockSize * KvDim).ToArray();
         DevicePointer xp = _emu.Upload(x), gp = _emu.Upload(g), wp = _emu.Upload(w), qkvp = _emu.Upload(new float[numTokens * QkvDim]);
@@ -241,7 +224,7 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
         for (long i = 0; i < cacheInit.Length; i++)
             if (!written.Contains(i))
                 Assert.True(keyCache[i] == sentinel && valueCache[i] == sentinel, $"cache float {i} written outside the tokens' slots");
-        Free(xp, gp, wp, qkvp, pp, sp, bp, kp, vp);
+        _emu.Free(xp, gp, wp, qkvp, pp, sp, bp, kp, vp);
     }
 
     /// <summary>x[t] / sqrt(mean(x[t]²) + eps) · g in double.</summary>
@@ -266,10 +249,10 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
         float[] scales = [1f, 1e-3f, 100f, 3f, 0.5f, 1f, 20f, 1e-2f, 1f, 7f];
         var random = new Random(81);
         float[] x = Enumerable.Range(0, numTokens * Dim).Select(i => (float)(random.NextDouble() * 2 - 1) * scales[i / Dim]).ToArray();
-        float[] g = Random(Dim, 82, 1.5f);
+        float[] g = EmulatorFixture.Random(Dim, 82, 1.5f);
         var w = new float[outDim * Dim];
         for (int r = 0; r < Dim; r++) w[r * Dim + r] = 1f;
-        DevicePointer xp = _emu.Upload(x), gp = _emu.Upload(g), wp = _emu.Upload(w), yp = _emu.Upload(Random(numTokens * outDim, 83, 5f));
+        DevicePointer xp = _emu.Upload(x), gp = _emu.Upload(g), wp = _emu.Upload(w), yp = _emu.Upload(EmulatorFixture.Random(numTokens * outDim, 83, 5f));
         Run(launch, numTokens, 1, 0, KernelArg.Pointer(xp), KernelArg.Pointer(gp), KernelArg.Pointer(wp), KernelArg.Pointer(yp), KernelArg.Int(numTokens));
         float[] y = _emu.Download<float>(yp, numTokens * outDim);
         for (int t = 0; t < numTokens; t++)
@@ -281,7 +264,7 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
                 Assert.True(Math.Abs(y[t * outDim + c] - e) <= 1e-5 * (1 + Math.Abs(e)), $"token {t} (scale {scales[t]}) column {c}: {y[t * outDim + c]} vs {e}");
             }
         }
-        Free(xp, gp, wp, yp);
+        _emu.Free(xp, gp, wp, yp);
     }
 
     [Fact]
@@ -292,7 +275,7 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
         const int numTokens = 13;
         int[] rows = [12, 0, 5, 6, 11, 3, 9, 2, 7];   // more than one tile of 8, out of order
         int numLogits = rows.Length;
-        float[] x = Random(numTokens * Dim, 91, 3f), g = Random(Dim, 92, 1.5f), head = Random(Vocab * Dim, 93, 0.5f);
+        float[] x = EmulatorFixture.Random(numTokens * Dim, 91, 3f), g = EmulatorFixture.Random(Dim, 92, 1.5f), head = EmulatorFixture.Random(Vocab * Dim, 93, 0.5f);
         DevicePointer xp = _emu.Upload(x), ip = _emu.Upload(rows), gp = _emu.Upload(g), hp = _emu.Upload(head), lp = _emu.Upload(new float[numLogits * Vocab]);
         Run(launch, numTokens, 1, numLogits, KernelArg.Pointer(xp), KernelArg.Pointer(ip), KernelArg.Pointer(gp), KernelArg.Pointer(hp), KernelArg.Pointer(lp), KernelArg.Int(numLogits));
         float[] logits = _emu.Download<float>(lp, numLogits * Vocab);
@@ -306,6 +289,6 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
                 Assert.True(Math.Abs(logits[i * Vocab + v] - dot) <= 1e-5 * (1 + magnitude), $"logits row {i} (token {rows[i]}) id {v}: {logits[i * Vocab + v]} vs {dot}");
             }
         }
-        Free(xp, ip, gp, hp, lp);
+        _emu.Free(xp, ip, gp, hp, lp);
     }
 }

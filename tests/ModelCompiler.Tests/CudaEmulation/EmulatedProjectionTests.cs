@@ -91,12 +91,6 @@ public sealed class EmulatedProjectionTests(EmulatedProjectionTests.ModuleFixtur
     private readonly EmulatorFixture _emu = module.Emulator;
     private readonly ICudaModule _module = module.Module;
 
-    private static float[] Random(int n, int seed, float scale)
-    {
-        var r = new Random(seed);
-        return Enumerable.Range(0, n).Select(_ => (float)(r.NextDouble() * 2 - 1) * scale).ToArray();
-    }
-
     public static TheoryData<string, string> Cases()
     {
         var data = new TheoryData<string, string>();
@@ -112,12 +106,12 @@ public sealed class EmulatedProjectionTests(EmulatedProjectionTests.ModuleFixtur
         var shape = Shapes.Single(x => x.Name == shapeName);
         const int numTokens = 11;   // a whole tile of 8 and a partial one
         int inDim = shape.In, outDim = shape.Out;
-        float[] weights = Random(outDim * inDim, 1, 0.5f);
+        float[] weights = EmulatorFixture.Random(outDim * inDim, 1, 0.5f);
         var encoded = new byte[WeightDTypes.SizeInBytes(t.DType, weights.Length)];
         WeightConversion.Encode(weights, t.DType, encoded);
         var decoded = new float[weights.Length];
         WeightConversion.Decode(encoded, t.DType, decoded);
-        float[] x = Random(numTokens * inDim, 2, 2f), g = Random(inDim, 3, 1.5f), residual = Random(numTokens * outDim, 4, 1f);
+        float[] x = EmulatorFixture.Random(numTokens * inDim, 2, 2f), g = EmulatorFixture.Random(inDim, 3, 1.5f), residual = EmulatorFixture.Random(numTokens * outDim, 4, 1f);
 
         DevicePointer xs = _emu.Upload(x), gs = _emu.Upload(g), ws = _emu.Upload(encoded);
         DevicePointer ys = _emu.Upload(shape.Add ? residual : new float[numTokens * outDim]);
@@ -158,7 +152,7 @@ public sealed class EmulatedProjectionTests(EmulatedProjectionTests.ModuleFixtur
     public void One_mma_fragment_in_the_ptx_layout_matches_a_naive_matrix_product(string type)
     {
         var dtype = type == "f16" ? WeightDType.F16 : WeightDType.BF16;
-        float[] a = Random(16 * 16, 11, 2f), b = Random(8 * 16, 12, 2f), c = Random(16 * 8, 13, 1f);
+        float[] a = EmulatorFixture.Random(16 * 16, 11, 2f), b = EmulatorFixture.Random(8 * 16, 12, 2f), c = EmulatorFixture.Random(16 * 8, 13, 1f);
         ushort[] Encode(float[] v)
         {
             var bytes = new byte[2 * v.Length];
@@ -191,12 +185,12 @@ public sealed class EmulatedProjectionTests(EmulatedProjectionTests.ModuleFixtur
         var shape = MmaShapes.Single(x => x.Name == shapeName);
         const int numTokens = 37;   // a whole 32-token tile and a partial one
         int inDim = shape.In, outDim = shape.Out;
-        float[] weights = Random(outDim * inDim, 21, 0.5f);
+        float[] weights = EmulatorFixture.Random(outDim * inDim, 21, 0.5f);
         var encoded = new byte[WeightDTypes.SizeInBytes(dtype, weights.Length)];
         WeightConversion.Encode(weights, dtype, encoded);
         var decoded = new float[weights.Length];
         WeightConversion.Decode(encoded, dtype, decoded);
-        float[] x = Random(numTokens * inDim, 22, 2f), g = Random(inDim, 23, 1.5f), residual = Random(numTokens * outDim, 24, 1f);
+        float[] x = EmulatorFixture.Random(numTokens * inDim, 22, 2f), g = EmulatorFixture.Random(inDim, 23, 1.5f), residual = EmulatorFixture.Random(numTokens * outDim, 24, 1f);
 
         DevicePointer xs = _emu.Upload(x), gs = _emu.Upload(g), ws = _emu.Upload(encoded);
         DevicePointer ys = _emu.Upload(shape.Add ? residual : new float[numTokens * outDim]);
@@ -243,7 +237,7 @@ public sealed class EmulatedProjectionTests(EmulatedProjectionTests.ModuleFixtur
     {
         var t = Types.Single(x => x.Name == type);
         const int rows = 5;
-        float[] weights = Random(rows * 96, 7, 3f);
+        float[] weights = EmulatorFixture.Random(rows * 96, 7, 3f);
         var encoded = new byte[WeightDTypes.SizeInBytes(t.DType, weights.Length)];
         WeightConversion.Encode(weights, t.DType, encoded);
         var decoded = new float[weights.Length];

@@ -55,26 +55,10 @@ public sealed class EmulatedUnfusedOpTests(EmulatedUnfusedOpTests.ModuleFixture 
     private readonly EmulatorFixture _emu = module.Emulator;
     private readonly ModuleFixture _fixture = module;
 
-    private CudaLaunch Find(string prefix, string suffix, params CudaArgKind[] kinds)
-    {
-        CudaLaunch launch = _fixture.Plan.Launches.First(l => l.Kernel.StartsWith(prefix, StringComparison.Ordinal) && l.Kernel.EndsWith(suffix, StringComparison.Ordinal));
-        Assert.Equal(kinds, launch.Args.Select(a => a.Kind).ToArray());
-        return launch;
-    }
+    private CudaLaunch Find(string prefix, string suffix, params CudaArgKind[] kinds) => EmulatorFixture.FirstLaunch(_fixture.Plan, prefix, suffix, kinds);
 
     private void Run(CudaLaunch launch, int numTokens, params KernelArg[] args) =>
         _emu.Device.Launch(_fixture.Module, launch.Kernel, launch.Grid.For(numTokens, 1, 0), launch.Block, 0, args);
-
-    private static float[] Random(int n, int seed, float scale)
-    {
-        var r = new Random(seed);
-        return Enumerable.Range(0, n).Select(_ => (float)(r.NextDouble() * 2 - 1) * scale).ToArray();
-    }
-
-    private void Free(params DevicePointer[] pointers)
-    {
-        foreach (var p in pointers) _emu.Device.Free(p);
-    }
 
     [Fact]
     public void The_standalone_rmsnorm_matches_a_double_reference_at_any_scale()
@@ -84,7 +68,7 @@ public sealed class EmulatedUnfusedOpTests(EmulatedUnfusedOpTests.ModuleFixture 
         float[] scales = [1f, 1e-3f, 300f, 0.25f, 1f, 5f];
         var random = new Random(11);
         float[] x = Enumerable.Range(0, numTokens * Dim).Select(i => (float)(random.NextDouble() * 2 - 1) * scales[i / Dim]).ToArray();
-        float[] g = Random(Dim, 12, 2f);
+        float[] g = EmulatorFixture.Random(Dim, 12, 2f);
         DevicePointer xp = _emu.Upload(x), gp = _emu.Upload(g), yp = _emu.Upload(new float[numTokens * Dim]);
         Run(launch, numTokens, KernelArg.Pointer(xp), KernelArg.Pointer(gp), KernelArg.Pointer(yp), KernelArg.Int(numTokens));
         float[] y = _emu.Download<float>(yp, numTokens * Dim);
@@ -99,7 +83,7 @@ public sealed class EmulatedUnfusedOpTests(EmulatedUnfusedOpTests.ModuleFixture 
                 Assert.True(Math.Abs(y[t * Dim + c] - expected) <= 1e-5 * (1 + Math.Abs(expected)), $"token {t} (scale {scales[t]}) column {c}: {y[t * Dim + c]} vs {expected}");
             }
         }
-        Free(xp, gp, yp);
+        _emu.Free(xp, gp, yp);
     }
 
     /// <summary>Positions of the RoPE tests: 0 (identity), within and across KV blocks, the last of the context, and far beyond it.</summary>
@@ -128,7 +112,7 @@ public sealed class EmulatedUnfusedOpTests(EmulatedUnfusedOpTests.ModuleFixture 
     {
         var launch = Find("rope_", "", CudaArgKind.Arena, CudaArgKind.Positions, CudaArgKind.NumTokens);
         int numTokens = s_ropePositions.Length;
-        float[] rows = Random(numTokens * Dim, 21, 3f);
+        float[] rows = EmulatorFixture.Random(numTokens * Dim, 21, 3f);
         DevicePointer rp = _emu.Upload(rows), pp = _emu.Upload(s_ropePositions);
         KernelArg[] args = [KernelArg.Pointer(rp), KernelArg.Pointer(pp), KernelArg.Int(numTokens)];
         if (interleaved) Run(launch, numTokens, args);
@@ -137,7 +121,7 @@ public sealed class EmulatedUnfusedOpTests(EmulatedUnfusedOpTests.ModuleFixture 
         double[] expected = RopeReference(rows, Dim, interleaved);
         for (int i = 0; i < rows.Length; i++)
             Assert.True(Math.Abs(actual[i] - expected[i]) <= 2e-6 * (1 + Math.Abs(rows[i]) + 3), $"{(interleaved ? "interleaved" : "half")} token {i / Dim} column {i % Dim}: {actual[i]} vs {expected[i]}");
-        Free(rp, pp);
+        _emu.Free(rp, pp);
     }
 
     [Fact]
@@ -151,7 +135,7 @@ public sealed class EmulatedUnfusedOpTests(EmulatedUnfusedOpTests.ModuleFixture 
         const int stride = MaxSeqLen / BlockSize, numBlocks = 2 * stride;
         int[] blockTables = [7, 5, 3, 1, 6, 4, 2, 0];   // sequence 0: 7 5 3 1; sequence 1: 6 4 2 0
         int numTokens = positions.Length;
-        float[] k = Random(numTokens * Dim, 31, 2f), v = Random(numTokens * Dim, 32, 2f);
+        float[] k = EmulatorFixture.Random(numTokens * Dim, 31, 2f), v = EmulatorFixture.Random(numTokens * Dim, 32, 2f);
         const float sentinel = -777f;
         float[] cacheInit = Enumerable.Repeat(sentinel, numBlocks * BlockSize * Dim).ToArray();
         DevicePointer kp = _emu.Upload(k), vp = _emu.Upload(v), pp = _emu.Upload(positions), sp = _emu.Upload(sequenceOfToken), bp = _emu.Upload(blockTables);
@@ -172,7 +156,7 @@ public sealed class EmulatedUnfusedOpTests(EmulatedUnfusedOpTests.ModuleFixture 
         }
         Assert.Equal(expectedKeys, keys);
         Assert.Equal(expectedValues, values);
-        Free(kp, vp, pp, sp, bp, kc, vc);
+        _emu.Free(kp, vp, pp, sp, bp, kc, vc);
     }
 
     [Fact]
@@ -182,9 +166,9 @@ public sealed class EmulatedUnfusedOpTests(EmulatedUnfusedOpTests.ModuleFixture 
         var add = Find("add_", "", CudaArgKind.Arena, CudaArgKind.Arena, CudaArgKind.Arena, CudaArgKind.NumTokens);
         var copy = Find("copy_", "", CudaArgKind.Arena, CudaArgKind.Arena, CudaArgKind.NumTokens);
         const int numTokens = 5, hidden = 64;
-        float[] up = Random(numTokens * hidden, 41, 8f), a = Random(numTokens * Dim, 42, 2f), b = Random(numTokens * Dim, 43, 2f);
+        float[] up = EmulatorFixture.Random(numTokens * hidden, 41, 8f), a = EmulatorFixture.Random(numTokens * Dim, 42, 2f), b = EmulatorFixture.Random(numTokens * Dim, 43, 2f);
         DevicePointer upp = _emu.Upload(up), actp = _emu.Upload(new float[numTokens * hidden]);
-        DevicePointer ap = _emu.Upload(a), bp = _emu.Upload(b), sum = _emu.Upload(new float[numTokens * Dim]), copied = _emu.Upload(Random(numTokens * Dim, 44, 1f));
+        DevicePointer ap = _emu.Upload(a), bp = _emu.Upload(b), sum = _emu.Upload(new float[numTokens * Dim]), copied = _emu.Upload(EmulatorFixture.Random(numTokens * Dim, 44, 1f));
         Run(silu, numTokens, KernelArg.Pointer(upp), KernelArg.Pointer(actp), KernelArg.Int(numTokens));
         Run(add, numTokens, KernelArg.Pointer(ap), KernelArg.Pointer(bp), KernelArg.Pointer(sum), KernelArg.Int(numTokens));
         Run(copy, numTokens, KernelArg.Pointer(sum), KernelArg.Pointer(copied), KernelArg.Int(numTokens));
@@ -196,32 +180,32 @@ public sealed class EmulatedUnfusedOpTests(EmulatedUnfusedOpTests.ModuleFixture 
         }
         for (int i = 0; i < added.Length; i++) Assert.Equal(a[i] + b[i], added[i]);   // one f32 rounding, as on the CPU
         Assert.Equal(added, moved);
-        Free(upp, actp, ap, bp, sum, copied);
+        _emu.Free(upp, actp, ap, bp, sum, copied);
     }
 
     [Fact]
     public void A_linear_ops_own_bias_is_added_to_its_output_rows_after_the_projection()
     {
         const int numTokens = 7;
-        float[] y = Random(numTokens * Dim, 51, 3f), bias = Random(Dim, 52, 2f);
+        float[] y = EmulatorFixture.Random(numTokens * Dim, 51, 3f), bias = EmulatorFixture.Random(Dim, 52, 2f);
         DevicePointer yp = _emu.Upload(y), bp = _emu.Upload(bias);
         _emu.Device.Launch(_fixture.VariantModule, _fixture.BiasKernel, new Dim3(1, numTokens), new Dim3(256), 0,
             [KernelArg.Pointer(yp), KernelArg.Pointer(bp), KernelArg.Int(numTokens)]);
         float[] actual = _emu.Download<float>(yp, y.Length);
         for (int i = 0; i < y.Length; i++) Assert.Equal(y[i] + bias[i % Dim], actual[i]);
-        Free(yp, bp);
+        _emu.Free(yp, bp);
     }
 
     [Fact]
     public void The_elementwise_product_matches_its_definition()
     {
         const int numTokens = 4;
-        float[] a = Random(numTokens * Dim, 61, 3f), b = Random(numTokens * Dim, 62, 3f);
+        float[] a = EmulatorFixture.Random(numTokens * Dim, 61, 3f), b = EmulatorFixture.Random(numTokens * Dim, 62, 3f);
         DevicePointer ap = _emu.Upload(a), bp = _emu.Upload(b), yp = _emu.Upload(new float[numTokens * Dim]);
         _emu.Device.Launch(_fixture.VariantModule, _fixture.MulKernel, new Dim3(1, numTokens), new Dim3(256), 0,
             [KernelArg.Pointer(ap), KernelArg.Pointer(bp), KernelArg.Pointer(yp), KernelArg.Int(numTokens)]);
         float[] y = _emu.Download<float>(yp, a.Length);
         for (int i = 0; i < y.Length; i++) Assert.Equal(a[i] * b[i], y[i]);
-        Free(ap, bp, yp);
+        _emu.Free(ap, bp, yp);
     }
 }
