@@ -306,6 +306,13 @@ public sealed class CudaModelRunner : IModelRunner
     private unsafe DevicePointer UploadWeight(ModelWeights weights, int index)
     {
         WeightMatrix matrix = weights.Matrix(index);
+        if (matrix.Data == 0)
+        {
+            // A CPU runner's weights whose rows were replaced by float panels: the rows are rebuilt for the upload.
+            var rows = new byte[checked(matrix.Rows * matrix.RowSizeInBytes)];
+            Kernels.MatMul.FloatPanelLayout.Unpack(matrix, rows);
+            return Upload(rows);
+        }
         if (matrix.DType == WeightDType.F32) return Upload(MemoryMarshal.AsBytes(matrix.AsFloats()));
         return Upload(new ReadOnlySpan<byte>((void*)matrix.Data, checked(matrix.Rows * matrix.RowSizeInBytes)));
     }

@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using ModelCompiler.Runtime.KvCache;
 using ModelCompiler.Runtime.Weights;
 
@@ -28,22 +29,52 @@ public sealed class ModelRunner : IModelRunner
             source.Dispose();
             throw;
         }
-        PackProjections(model, Weights);
+        PackProjections(model, Weights, source);
         KvCache = new PagedKvCache(c.NumLayers, c.NumKvBlocks, c.KvBlockSize, c.KvDim, c.KvCacheDType);
         Blocks = new BlockManager(c.NumKvBlocks, c.KvBlockSize);
         _arena = new float[model.ArenaSizeInFloats];
         _logits = new float[(long)c.MaxBatchTokens * c.VocabSize];
     }
 
-    // The one place where weights are repacked for the CPU: every q8_0/q4_0 matrix a projection reads gets a
-    // packed copy (Kernels/MatMul/PackedQuantizedLayout) once, at load. An untied token embedding is only gathered
-    // row by row, so it stays as stored; a tied one is also the LM head and is packed.
-    private static void PackProjections(CompiledModel model, ModelWeights weights)
+    // The one place where weights are repacked for the CPU, once, at load: every q8_0/q4_0 matrix a projection reads
+    // gets a packed copy beside its rows (Kernels/MatMul/PackedQuantizedLayout), and every large f32/f16/bf16 one
+    // float panels that replace its rows (Kernels/MatMul/FloatPanelLayout). An untied token embedding is only
+    // gathered row by row, so it stays as stored; a tied one is also the LM head and is packed (its lookups read the
+    // panels).
+    private static void PackProjections(CompiledModel model, ModelWeights weights, IWeightSource source)
     {
+        // Which weights borrow each source tensor (a tied embedding is two weights over one tensor: the lookup table
+        // and the LM head, which share one packed copy).
+        var borrowers = new Dictionary<string, List<int>>(StringComparer.Ordinal);
+        foreach (var spec in model.WeightSpecs)
+        {
+            foreach (var name in spec.Sources)
+            {
+                if (!borrowers.TryGetValue(name, out var list)) borrowers[name] = list = new List<int>();
+                list.Add(spec.Index);
+            }
+        }
         foreach (var spec in model.WeightSpecs)
         {
             bool gatheredOnly = !model.Config.TiedEmbedding && spec.Sources is ["tok_embeddings.weight"];
             if (spec.Shape.Length == 2 && !gatheredOnly) weights.PackForCpu(spec.Index);
+        }
+        // A source tensor that no weight reads in place any more (copied when fused or widened, or its rows replaced by
+        // float panels) is released, so that a source holding its own memory (random or converted weights) does not
+        // keep a second copy resident.
+        foreach (var (name, indices) in borrowers)
+        {
+            if (!source.TryGetTensor(name, out var tensor)) continue;
+            bool unread = true;
+            foreach (int index in indices)
+            {
+                var matrix = weights.Matrix(index);
+                unread &= matrix.Data != tensor.Data || Kernels.MatMul.FloatPanelLayout.IsPacked(matrix);
+            }
+            if (!unread) continue;
+            foreach (int index in indices)
+                if (weights.Matrix(index).Data == tensor.Data) weights.ForgetRows(index);
+            source.Release(name);
         }
     }
 

@@ -22,7 +22,7 @@ public static partial class CpuKernels
             int token = tokenIds[t];
             // A bad id would otherwise read a neighbouring row or throw a bare slicing error.
             if ((uint)token >= (uint)vocabSize) throw new ArgumentOutOfRangeException(nameof(tokenIds), $"Token id {token} at index {t} is outside the vocabulary of {vocabSize}.");
-            Quantization.WeightConversion.Decode(table.Row(token), table.DType, x.Slice(t * dim, dim));
+            ModelWeights.CopyRow(table, token, x.Slice(t * dim, dim));
         }
     }
 

@@ -75,21 +75,87 @@ public sealed unsafe class ModelWeights : IDisposable
 
     /// <summary>
     /// Adds to the matrix at <paramref name="index"/> a copy in the CPU projections' packed layout
-    /// (<see cref="WeightMatrix.PackedData"/>) when its type has one on this CPU (q8_0/q4_0 with AVX-VNNI); returns
-    /// whether it did. The stored rows stay as they are (embedding gathers, export and uploads read them), so
-    /// this costs the matrix's size again in memory; a mapped file's original pages are only read once and stay
-    /// clean page cache. Not thread-safe: call it while loading, before any forward pass.
+    /// (<see cref="WeightMatrix.PackedData"/>) when its type has one on this CPU; returns whether it did.
+    /// <list type="bullet">
+    /// <item>q8_0/q4_0 with AVX-VNNI (<c>Kernels.MatMul.PackedQuantizedLayout</c>): the stored rows stay as they are
+    /// (the GGUF-layout paths, export and uploads read them), so this costs the matrix's size again in memory.</item>
+    /// <item>f32/f16/bf16 with AVX-512, matrices large enough to be split over the worker pool
+    /// (<c>Kernels.MatMul.FloatPanelLayout</c>): the panels replace the rows for every CPU projection, so rows this
+    /// object owns (fused or converted weights) are freed and <see cref="WeightMatrix.Data"/> becomes 0; borrowed rows
+    /// (the mapped file, a source's memory) are no longer read. <see cref="CopyRow(int, int, Span{float})"/> reads a row either way.</item>
+    /// </list>
+    /// A weight over the same rows as one already packed (a tied embedding and LM head) shares its copy. A mapped file's original pages are only read once here and stay clean page cache. Not thread-safe: call it
+    /// while loading, before any forward pass.
     /// </summary>
-    public bool PackForCpu(int index)
+    public bool PackForCpu(int index) => PackForCpu(index, floatsOfAnySize: false);
+
+    /// <summary><see cref="PackForCpu(int)"/>; with <paramref name="floatsOfAnySize"/> also float matrices too small to be packed by default (tests of the layout).</summary>
+    internal bool PackForCpu(int index, bool floatsOfAnySize)
     {
         var matrix = Matrix(index);
-        if (_packed[index] != 0 || _rows[index] < 1 || !Kernels.MatMul.PackedQuantizedLayout.ShouldPack(matrix.DType)) return false;
-        long size = Kernels.MatMul.PackedQuantizedLayout.SizeInBytes(matrix.DType, matrix.Rows, matrix.Cols);
-        nint p = (nint)NativeMemory.AlignedAlloc((nuint)size, 64);
-        _owned.Add(p);
-        Kernels.MatMul.PackedQuantizedLayout.Pack(matrix, (byte*)p);
-        _packed[index] = p;
-        return true;
+        if (_packed[index] != 0 || _rows[index] < 1) return false;
+        // Another weight over the same rows (a tied embedding's lookup table and LM head) shares its packed copy.
+        for (int other = 0; other < Count; other++)
+        {
+            if (other == index || _packed[other] == 0 || _pointers[other] != _pointers[index] || _pointers[index] == 0) continue;
+            if (_dtypes[other] != _dtypes[index] || _rows[other] != _rows[index] || _cols[other] != _cols[index]) continue;
+            _packed[index] = _packed[other];
+            return true;
+        }
+        if (Kernels.MatMul.PackedQuantizedLayout.ShouldPack(matrix.DType))
+        {
+            long size = Kernels.MatMul.PackedQuantizedLayout.SizeInBytes(matrix.DType, matrix.Rows, matrix.Cols);
+            nint p = (nint)NativeMemory.AlignedAlloc((nuint)size, 64);
+            _owned.Add(p);
+            Kernels.MatMul.PackedQuantizedLayout.Pack(matrix, (byte*)p);
+            _packed[index] = p;
+            return true;
+        }
+        if (floatsOfAnySize ? Kernels.MatMul.FloatPanelLayout.Supports(matrix.DType) : Kernels.MatMul.FloatPanelLayout.ShouldPack(matrix.DType, matrix.Rows, matrix.Cols))
+        {
+            long size = Kernels.MatMul.FloatPanelLayout.SizeInBytes(matrix.DType, matrix.Rows, matrix.Cols);
+            nint p = (nint)NativeMemory.AlignedAlloc((nuint)size, 64);
+            _owned.Add(p);
+            Kernels.MatMul.FloatPanelLayout.Pack(matrix, (byte*)p);
+            _packed[index] = p;
+            // One resident copy: rows we own are freed (an index's owned rows are never shared with another index).
+            int owned = _owned.IndexOf(_pointers[index]);
+            if (owned >= 0)
+            {
+                NativeMemory.AlignedFree((void*)_pointers[index]);
+                _owned.RemoveAt(owned);
+                _pointers[index] = 0;
+            }
+            return true;
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Stops pointing at the borrowed rows of a matrix that float panels replaced (<see cref="PackForCpu(int)"/>), so that
+    /// their owner may free them; <see cref="WeightMatrix.Data"/> becomes 0.
+    /// </summary>
+    public void ForgetRows(int index)
+    {
+        if (!Kernels.MatMul.FloatPanelLayout.IsPacked(Matrix(index)))
+            throw new InvalidOperationException($"Weight {index} has no float panels; its rows are still read.");
+        if (_owned.Contains(_pointers[index])) throw new InvalidOperationException($"Weight {index}'s rows are owned here, not borrowed.");
+        _pointers[index] = 0;
+    }
+
+    /// <summary>
+    /// Widens row <paramref name="row"/> of the matrix at <paramref name="index"/> to f32, from its stored rows or, for a
+    /// matrix whose rows were replaced by float panels (<see cref="PackForCpu(int)"/>), from the panels.
+    /// </summary>
+    public void CopyRow(int index, int row, Span<float> destination) => CopyRow(Matrix(index), row, destination);
+
+    /// <summary>Widens row <paramref name="row"/> of <paramref name="matrix"/> to f32 (see <see cref="CopyRow(int, int, Span{float})"/>).</summary>
+    public static void CopyRow(WeightMatrix matrix, int row, Span<float> destination)
+    {
+        if (Kernels.MatMul.FloatPanelLayout.IsPacked(matrix))
+            Kernels.MatMul.FloatPanelLayout.ReadRow(matrix, row, destination);
+        else
+            Quantization.WeightConversion.Decode(matrix.Row(row), matrix.DType, destination.Slice(0, matrix.Cols));
     }
 
     /// <inheritdoc />

@@ -38,19 +38,26 @@ public readonly unsafe struct WeightMatrix
     /// <summary>Bytes per row.</summary>
     public int RowSizeInBytes { get; }
     /// <summary>
-    /// 0, or the address of the same weights repacked at load time for the CPU's q8_0/q4_0 projections
-    /// (row-interleaved groups of 8; see <c>Kernels.MatMul.PackedQuantizedLayout</c>), which the CPU projections
-    /// then read instead of <see cref="Data"/>. <see cref="Data"/> and <see cref="Row"/> always give the stored rows.
+    /// 0, or the address of the same weights repacked at load time for the CPU's projections, which then read it
+    /// instead of <see cref="Data"/>: q8_0/q4_0 in row-interleaved groups of 8 (<c>Kernels.MatMul.PackedQuantizedLayout</c>;
+    /// the stored rows stay), f32/f16/bf16 in k-major 32-row panels (<c>Kernels.MatMul.FloatPanelLayout</c>; the panels
+    /// replace the rows, and <see cref="Data"/> is 0 where the rows were freed). <c>ModelWeights.CopyRow</c> reads a row
+    /// of either.
     /// </summary>
     public nint PackedData { get; }
 
-    /// <summary>The bytes of row <paramref name="row"/>.</summary>
-    public ReadOnlySpan<byte> Row(int row) => new((byte*)Data + (long)row * RowSizeInBytes, RowSizeInBytes);
+    /// <summary>The bytes of row <paramref name="row"/> as stored; an error for a matrix whose rows were replaced by float panels.</summary>
+    public ReadOnlySpan<byte> Row(int row)
+    {
+        if (Data == 0) throw new InvalidOperationException("The matrix's rows were replaced by the CPU's float panels; read a row with ModelWeights.CopyRow.");
+        return new((byte*)Data + (long)row * RowSizeInBytes, RowSizeInBytes);
+    }
 
     /// <summary>The whole matrix as floats; only for <see cref="WeightDType.F32"/>.</summary>
     public ReadOnlySpan<float> AsFloats()
     {
         if (DType != WeightDType.F32) throw new InvalidOperationException($"The matrix is {WeightDTypes.Name(DType)}, not f32.");
+        if (Data == 0) throw new InvalidOperationException("The matrix's rows were replaced by the CPU's float panels; read a row with ModelWeights.CopyRow.");
         return new((void*)Data, checked(Rows * Cols));
     }
 }

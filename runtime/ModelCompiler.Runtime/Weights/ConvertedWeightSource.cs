@@ -60,6 +60,14 @@ public sealed unsafe class ConvertedWeightSource : IWeightSource
     public bool TryGetTensor(string name, out WeightTensor tensor) => _byName.TryGetValue(name, out tensor!);
 
     /// <inheritdoc />
+    public void Release(string name)
+    {
+        if (!_byName.Remove(name, out var tensor)) return;
+        _tensors.Remove(tensor);
+        NativeMemory.AlignedFree((void*)tensor.Data);
+    }
+
+    /// <inheritdoc />
     public void Dispose()
     {
         if (_disposed) return;

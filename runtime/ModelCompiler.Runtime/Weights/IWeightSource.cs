@@ -43,4 +43,11 @@ public interface IWeightSource : IDisposable
     /// differs from the engine's <see cref="ModelConfig.RopeStyle"/>.
     /// </summary>
     RopeStyle? RopeConvention => null;
+
+    /// <summary>
+    /// Says that nothing will read tensor <paramref name="name"/>'s bytes again (the CPU runner has repacked them into
+    /// memory of its own): a source that owns its memory frees it and forgets the tensor, so one copy of the weights
+    /// stays resident; a mapped file keeps it (its pages stay clean page cache). Not thread-safe; call while loading.
+    /// </summary>
+    void Release(string name) { }
 }

@@ -45,6 +45,14 @@ public sealed unsafe class InMemoryWeightSource : IWeightSource
     /// <inheritdoc />
     public bool TryGetTensor(string name, out WeightTensor tensor) => _byName.TryGetValue(name, out tensor!);
 
+    /// <inheritdoc />
+    public void Release(string name)
+    {
+        if (!_byName.Remove(name, out var tensor)) return;
+        _tensors.Remove(tensor);
+        NativeMemory.AlignedFree((void*)tensor.Data);
+    }
+
     /// <summary>
     /// A Llama model with deterministic random weights under the llama2.c names that
     /// <see cref="Llama2cCheckpoint"/> exposes (<c>output.weight</c> only when the embedding is untied).

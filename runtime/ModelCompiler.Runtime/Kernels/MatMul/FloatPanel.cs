@@ -14,6 +14,41 @@ internal struct Ten : ICount { public static int Count => 10; }
 internal struct Eleven : ICount { public static int Count => 11; }
 internal struct Twelve : ICount { public static int Count => 12; }
 
+/// <summary>The element type of a float panel: how the 32 rows' weights at one k are loaded as two Vector512 of f32.</summary>
+internal unsafe interface IPanelElement
+{
+    /// <summary>Bytes of one k (32 weights).</summary>
+    static abstract int BytesPerK { get; }
+    /// <summary>Rows 0–15 of the k at <paramref name="p"/>.</summary>
+    static abstract Vector512<float> Low(byte* p);
+    /// <summary>Rows 16–31 of the k at <paramref name="p"/>.</summary>
+    static abstract Vector512<float> High(byte* p);
+}
+
+/// <summary>f32 panels (load-time f32 matrices, and the per-call scratch panels of every float type).</summary>
+internal unsafe struct F32Panel : IPanelElement
+{
+    public static int BytesPerK => 128;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Low(byte* p) => Vector512.Load((float*)p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> High(byte* p) => Vector512.Load((float*)p + 16);
+}
+
+/// <summary>bf16 panels, widened in registers (a shift): half the bytes of f32 per k.</summary>
+internal unsafe struct Bf16Panel : IPanelElement
+{
+    public static int BytesPerK => 64;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Low(byte* p) => HalfBits.BFloat16ToSingle(Vector256.Load((ushort*)p));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> High(byte* p) => HalfBits.BFloat16ToSingle(Vector256.Load((ushort*)p + 16));
+}
+
+/// <summary>f16 panels, widened in registers (vcvtph2ps).</summary>
+internal unsafe struct F16Panel : IPanelElement
+{
+    public static int BytesPerK => 64;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Low(byte* p) => HalfBits.HalfToSingle(Vector256.Load((ushort*)p));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> High(byte* p) => HalfBits.HalfToSingle(Vector256.Load((ushort*)p + 16));
+}
+
 /// <summary>
 /// The outer-product (BLIS-style) microkernel of the float projections with many tokens (AVX-512): a panel of
 /// <see cref="PanelRows"/> weight rows is packed once per token block into per-thread scratch, transposed so that
@@ -126,7 +161,7 @@ internal static unsafe class FloatPanel
     /// <summary>
     /// Tokens <c>[0, T)</c> × the 32 packed rows: <c>y[t * yStride + r] (+)= Σ_i panel[i * 32 + r] · x[t * xStride + i]</c>.
     /// </summary>
-    /// <param name="panel">Packed panel (<see cref="Pack{TRow}"/>), <c>32 * k</c> floats.</param>
+    /// <param name="panel">Packed panel (<see cref="Pack{TRow}"/>, or a load-time panel of <see cref="FloatPanelLayout"/>), <c>k</c> × <typeparamref name="TPanel"/>'s bytes per k.</param>
     /// <param name="x">First activation row.</param>
     /// <param name="xStride">Floats between activation rows.</param>
     /// <param name="k">Row length (inDim).</param>
@@ -136,7 +171,8 @@ internal static unsafe class FloatPanel
     /// <param name="prefetch">Start of bytes to fetch into L2 along the way (the next panel's weights), a few 64-byte lines every fourth k.</param>
     /// <param name="prefetchLines">Lines to fetch.</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Run<TTokens>(float* panel, float* x, nint xStride, int k, float* y, nint yStride, bool accumulate, byte* prefetch, nint prefetchLines) where TTokens : struct, ICount
+    public static void Run<TTokens, TPanel>(byte* panel, float* x, nint xStride, int k, float* y, nint yStride, bool accumulate, byte* prefetch, nint prefetchLines)
+        where TTokens : struct, ICount where TPanel : struct, IPanelElement
     {
         int n = TTokens.Count;
         Vector512<float> c0a = default, c0b = default;
@@ -152,12 +188,13 @@ internal static unsafe class FloatPanel
         Vector512<float> c10a = default, c10b = default;
         Vector512<float> c11a = default, c11b = default;
         nint s = xStride;
-        float* end = panel + (nint)k * PanelRows;
+        nint step = TPanel.BytesPerK;
+        byte* end = panel + k * step;
         byte* prefetchEnd = prefetch + prefetchLines * 64;
         // Lines per fourth k so that the whole range is fetched within this call (1 for a 128-token prefill's 11
         // groups, 4 for a 16-token decode step's 2 groups of f32 rows).
         nint prefetchStep = 64 * Math.Max(1, (prefetchLines + k / 4 - 1) / Math.Max(1, k / 4));
-        for (float* xp = x; panel < end; panel += PanelRows, xp++)
+        for (float* xp = x; panel < end; panel += step, xp++)
         {
             // A few lines every fourth k: a steady trickle; a line every k regardless of need queued up behind DRAM
             // and stalled the FMAs (~8% of this loop's samples in a perf profile of a 128-token prefill).
@@ -166,8 +203,8 @@ internal static unsafe class FloatPanel
                 for (nint line = 0; line < prefetchStep; line += 64) Sse.Prefetch1(prefetch + line);
                 prefetch += prefetchStep;
             }
-            var w0 = Vector512.Load(panel);
-            var w1 = Vector512.Load(panel + 16);
+            var w0 = TPanel.Low(panel);
+            var w1 = TPanel.High(panel);
             Vector512<float> b;
             { b = Vector512.Create(xp[0]); c0a = Vector512.FusedMultiplyAdd(w0, b, c0a); c0b = Vector512.FusedMultiplyAdd(w1, b, c0b); }
             if (n > 1) { b = Vector512.Create(xp[s]); c1a = Vector512.FusedMultiplyAdd(w0, b, c1a); c1b = Vector512.FusedMultiplyAdd(w1, b, c1b); }
@@ -209,13 +246,59 @@ internal static unsafe class FloatPanel
     }
 
     /// <summary>
+    /// One token against one panel (decode over load-time panels): <c>y[r] (+)= Σ_i panel[i * 32 + r] · x[i]</c> for
+    /// r in <c>[0, numRows)</c>. Four k-chains of two accumulators each hide the FMA latency; the panel is read once,
+    /// in order, so a thread's panels are one sequential stream for the hardware prefetcher.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Single<TPanel>(byte* panel, int numRows, float* x, int k, float* y, bool accumulate) where TPanel : struct, IPanelElement
+    {
+        nint step = TPanel.BytesPerK;
+        Vector512<float> a0 = default, b0 = default, a1 = default, b1 = default;
+        Vector512<float> a2 = default, b2 = default, a3 = default, b3 = default;
+        int i = 0;
+        for (; i <= k - 4; i += 4, panel += 4 * step)
+        {
+            var x0 = Vector512.Create(x[i]);
+            var x1 = Vector512.Create(x[i + 1]);
+            var x2 = Vector512.Create(x[i + 2]);
+            var x3 = Vector512.Create(x[i + 3]);
+            a0 = Vector512.FusedMultiplyAdd(TPanel.Low(panel), x0, a0);
+            b0 = Vector512.FusedMultiplyAdd(TPanel.High(panel), x0, b0);
+            a1 = Vector512.FusedMultiplyAdd(TPanel.Low(panel + step), x1, a1);
+            b1 = Vector512.FusedMultiplyAdd(TPanel.High(panel + step), x1, b1);
+            a2 = Vector512.FusedMultiplyAdd(TPanel.Low(panel + 2 * step), x2, a2);
+            b2 = Vector512.FusedMultiplyAdd(TPanel.High(panel + 2 * step), x2, b2);
+            a3 = Vector512.FusedMultiplyAdd(TPanel.Low(panel + 3 * step), x3, a3);
+            b3 = Vector512.FusedMultiplyAdd(TPanel.High(panel + 3 * step), x3, b3);
+        }
+        for (; i < k; i++, panel += step)
+        {
+            var xi = Vector512.Create(x[i]);
+            a0 = Vector512.FusedMultiplyAdd(TPanel.Low(panel), xi, a0);
+            b0 = Vector512.FusedMultiplyAdd(TPanel.High(panel), xi, b0);
+        }
+        var low = (a0 + a1) + (a2 + a3);
+        var high = (b0 + b1) + (b2 + b3);
+        if (numRows == PanelRows)
+        {
+            Store(low, high, y, accumulate);
+            return;
+        }
+        float* tile = stackalloc float[PanelRows];
+        low.Store(tile);
+        high.Store(tile + 16);
+        for (int r = 0; r < numRows; r++) y[r] = accumulate ? y[r] + tile[r] : tile[r];
+    }
+
+    /// <summary>
     /// Runs <paramref name="numTokens"/> tokens (any count) against one packed panel, in near-equal groups of at most
     /// <see cref="MaxTokens"/>: 128 tokens run as 11 groups of 11 or 12 rather than 10 × 12 and a narrow 8, 16 as 2 × 8.
     /// Only the first <paramref name="numRows"/> outputs of each token are written. Along the way the
     /// <paramref name="nextPanelBytes"/> bytes at <paramref name="nextPanel"/> (the weights packed next) are fetched into
     /// L2, spread over the groups, so their DRAM latency hides behind this panel's FMAs instead of stalling the packing.
     /// </summary>
-    public static void Tokens(float* panel, int numRows, float* x, nint xStride, int numTokens, int k, float* y, nint yStride, bool accumulate, byte* nextPanel, nint nextPanelBytes)
+    public static void Tokens<TPanel>(byte* panel, int numRows, float* x, nint xStride, int numTokens, int k, float* y, nint yStride, bool accumulate, byte* nextPanel, nint nextPanelBytes) where TPanel : struct, IPanelElement
     {
         int numGroups = (numTokens + MaxTokens - 1) / MaxTokens;
         nint linesPerGroup = (nextPanelBytes + 64 * numGroups - 1) / (64 * numGroups);
@@ -224,17 +307,17 @@ internal static unsafe class FloatPanel
         {
             int count = (numTokens - t) / (numGroups - g);
             byte* prefetch = nextPanel + g * linesPerGroup * 64;
-            if (numRows == PanelRows) Group(count, panel, x + t * xStride, xStride, k, y + t * yStride, yStride, accumulate, prefetch, linesPerGroup);
-            else Partial(count, panel, numRows, x + t * xStride, xStride, k, y + t * yStride, yStride, accumulate, prefetch, linesPerGroup);
+            if (numRows == PanelRows) Group<TPanel>(count, panel, x + t * xStride, xStride, k, y + t * yStride, yStride, accumulate, prefetch, linesPerGroup);
+            else Partial<TPanel>(count, panel, numRows, x + t * xStride, xStride, k, y + t * yStride, yStride, accumulate, prefetch, linesPerGroup);
             t += count;
         }
     }
 
     // A panel with fewer than 32 real rows (the end of the matrix) goes through a 32-wide tile on the stack.
-    private static void Partial(int count, float* panel, int numRows, float* x, nint xStride, int k, float* y, nint yStride, bool accumulate, byte* prefetch, nint prefetchLines)
+    private static void Partial<TPanel>(int count, byte* panel, int numRows, float* x, nint xStride, int k, float* y, nint yStride, bool accumulate, byte* prefetch, nint prefetchLines) where TPanel : struct, IPanelElement
     {
         float* tile = stackalloc float[MaxTokens * PanelRows];
-        Group(count, panel, x, xStride, k, tile, PanelRows, false, prefetch, prefetchLines);
+        Group<TPanel>(count, panel, x, xStride, k, tile, PanelRows, false, prefetch, prefetchLines);
         for (int t = 0; t < count; t++)
         {
             float* yt = y + t * yStride;
@@ -242,22 +325,23 @@ internal static unsafe class FloatPanel
         }
     }
 
-    private static void Group(int count, float* panel, float* x, nint xStride, int k, float* y, nint yStride, bool accumulate, byte* prefetch, nint prefetchLines)
+    private static void Group<TPanel>(int count, byte* panel, float* x, nint xStride, int k, float* y, nint yStride, bool accumulate, byte* prefetch, nint prefetchLines)
+        where TPanel : struct, IPanelElement
     {
         switch (count)
         {
-            case 1: Run<One>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
-            case 2: Run<Two>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
-            case 3: Run<Three>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
-            case 4: Run<Four>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
-            case 5: Run<Five>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
-            case 6: Run<Six>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
-            case 7: Run<Seven>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
-            case 8: Run<Eight>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
-            case 9: Run<Nine>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
-            case 10: Run<Ten>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
-            case 11: Run<Eleven>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
-            case 12: Run<Twelve>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 1: Run<One, TPanel>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 2: Run<Two, TPanel>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 3: Run<Three, TPanel>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 4: Run<Four, TPanel>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 5: Run<Five, TPanel>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 6: Run<Six, TPanel>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 7: Run<Seven, TPanel>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 8: Run<Eight, TPanel>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 9: Run<Nine, TPanel>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 10: Run<Ten, TPanel>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 11: Run<Eleven, TPanel>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
+            case 12: Run<Twelve, TPanel>(panel, x, xStride, k, y, yStride, accumulate, prefetch, prefetchLines); break;
         }
     }
 }

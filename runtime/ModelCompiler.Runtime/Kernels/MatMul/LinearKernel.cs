@@ -52,7 +52,7 @@ internal static unsafe class LinearKernel
     /// <summary>Activation bytes per token block: about a third of Zen 5's 1 MiB L2.</summary>
     public const int ActivationBlockBytes = 384 * 1024;
 
-    private enum Mode { Direct, Dequantize, Int8, Portable, Packed, Panels }
+    private enum Mode { Direct, Dequantize, Int8, Portable, Packed, Panels, LoadedPanels }
 
     private struct Job : IParallelJob
     {
@@ -91,6 +91,11 @@ internal static unsafe class LinearKernel
             job.Mode = Mode.Packed;
             job.W = (byte*)w.PackedData;
         }
+        else if (FloatPanelLayout.IsPacked(w) && CpuFeatures.UseVector512)
+        {
+            job.Mode = Mode.LoadedPanels;
+            job.W = (byte*)w.PackedData;
+        }
         else if (!CpuFeatures.UseVector512) job.Mode = quantized && CpuFeatures.UseInt8 && numTokens < MinTokensToDequantize ? Mode.Int8 : Mode.Portable;
         else if (!quantized) job.Mode = numTokens >= MinTokensToPack ? Mode.Panels : Mode.Direct;
         else if (numTokens >= MinTokensToDequantize) job.Mode = Mode.Dequantize;
@@ -98,13 +103,14 @@ internal static unsafe class LinearKernel
 
         job.TokensPerBlock = Math.Max(4, ActivationBlockBytes / (inDim * sizeof(float)) & ~3);
         job.XStride = inDim;
-        if (job.Mode == Mode.Panels)
+        bool panels = job.Mode is Mode.Panels or Mode.LoadedPanels;
+        if (panels)
         {
             // Equal blocks (130 tokens as 65 + 65, not 128 + 2): each block pays one packing of every panel.
             int numBlocks = (numTokens + job.TokensPerBlock - 1) / job.TokensPerBlock;
             job.TokensPerBlock = (numTokens + numBlocks - 1) / numBlocks;
         }
-        if (job.Mode == Mode.Panels && inDim * sizeof(float) % 4096 == 0)
+        if (panels && numTokens > 4 && inDim * sizeof(float) % 4096 == 0)
         {
             // The microkernel reads up to 12 activation rows side by side; rows 4 KiB apart all fall in one L1 set
             // (12 ways), so they would evict each other every k. A copy with rows 64 bytes further apart costs a
@@ -152,7 +158,7 @@ internal static unsafe class LinearKernel
         // packed layout's 8-row groups, or of the 32-row float panel (so that only the matrix's last panel can be partial).
         int rowsPerChunk = Math.Max(4, (outDim + threads * 8 - 1) / (threads * 8) + 3 & ~3);
         if (job.Mode == Mode.Packed) rowsPerChunk = Math.Max(8, (outDim + threads * 8 - 1) / (threads * 8) + 7 & ~7);
-        if (job.Mode == Mode.Panels) rowsPerChunk = (rowsPerChunk + FloatPanel.PanelRows - 1) / FloatPanel.PanelRows * FloatPanel.PanelRows;
+        if (panels) rowsPerChunk = (rowsPerChunk + FloatPanel.PanelRows - 1) / FloatPanel.PanelRows * FloatPanel.PanelRows;
         job.RowsPerChunk = rowsPerChunk;
         WorkerPool.Run(ref job, (outDim + rowsPerChunk - 1) / rowsPerChunk);
     }
@@ -175,6 +181,14 @@ internal static unsafe class LinearKernel
         {
             case Mode.Packed: PackedRows(ref job, firstRow, endRow); break;
             case Mode.Panels: RunPanels(ref job, firstRow, endRow); break;
+            case Mode.LoadedPanels:
+                switch (job.DType)
+                {
+                    case WeightDType.F32: RunLoadedPanels<F32Panel>(ref job, firstRow, endRow); break;
+                    case WeightDType.BF16: RunLoadedPanels<Bf16Panel>(ref job, firstRow, endRow); break;
+                    default: RunLoadedPanels<F16Panel>(ref job, firstRow, endRow); break;
+                }
+                break;
             default: ComputeRows(ref job, firstRow, endRow); break;
         }
     }
@@ -302,8 +316,35 @@ internal static unsafe class LinearKernel
                 // The next 32 rows (this chunk's next panel, or the start of a neighbouring chunk, which then sits in
                 // the shared L3 for the thread that takes it).
                 int nextRows = Math.Min(FloatPanel.PanelRows, job.OutDim - (r + numRows));
-                FloatPanel.Tokens(panel, numRows, job.X + (nint)t0 * job.XStride, job.XStride, numTokens, k, job.Y + (nint)t0 * job.OutDim + r, job.OutDim, job.Accumulate,
+                FloatPanel.Tokens<F32Panel>((byte*)panel, numRows, job.X + (nint)t0 * job.XStride, job.XStride, numTokens, k, job.Y + (nint)t0 * job.OutDim + r, job.OutDim, job.Accumulate,
                     w + numRows * job.RowBytes, Math.Max(0, nextRows) * job.RowBytes);
+            }
+        }
+    }
+
+    // Load-time panels (FloatPanelLayout), any token count: nothing to pack; one token takes the panel's k-major
+    // stream with four k-chains, more run the microkernel. A chunk starts on a panel boundary (rowsPerChunk is a
+    // multiple of 32), so only the matrix's last panel can be partial.
+    private static void RunLoadedPanels<TPanel>(ref Job job, int firstRow, int endRow) where TPanel : struct, IPanelElement
+    {
+        int k = job.InDim;
+        nint panelBytes = (nint)k * TPanel.BytesPerK;
+        for (int t0 = 0; t0 < job.NumTokens; t0 += job.TokensPerBlock)
+        {
+            int numTokens = Math.Min(job.TokensPerBlock, job.NumTokens - t0);
+            float* x = job.X + (nint)t0 * job.XStride;
+            for (int r = firstRow; r < endRow; r += FloatPanel.PanelRows)
+            {
+                int numRows = Math.Min(FloatPanel.PanelRows, endRow - r);
+                byte* panel = job.W + r / FloatPanel.PanelRows * panelBytes;
+                float* y = job.Y + (nint)t0 * job.OutDim + r;
+                if (numTokens == 1)
+                {
+                    FloatPanel.Single<TPanel>(panel, numRows, x, k, y, job.Accumulate);
+                    continue;
+                }
+                bool last = r + FloatPanel.PanelRows >= job.OutDim;
+                FloatPanel.Tokens<TPanel>(panel, numRows, x, job.XStride, numTokens, k, y, job.OutDim, job.Accumulate, panel + panelBytes, last ? 0 : panelBytes);
             }
         }
     }
