@@ -54,28 +54,31 @@ public sealed class ModelRunner : IModelRunner
                 list.Add(spec.Index);
             }
         }
+        // A source tensor that no weight reads in place any more (copied when fused or widened, or its rows replaced by
+        // float panels) is released as soon as its last reader is packed, so that a source holding its own memory
+        // (random or converted weights) does not keep a second copy resident, nor the load peak at two copies.
+        var remaining = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var (name, indices) in borrowers) remaining[name] = indices.Count;
         foreach (var spec in model.WeightSpecs)
         {
             bool gatheredOnly = !model.Config.TiedEmbedding && spec.Sources is ["tok_embeddings.weight"];
             if (spec.Shape.Length == 2 && !gatheredOnly) weights.PackForCpu(spec.Index);
+            foreach (var name in spec.Sources)
+                if (--remaining[name] == 0) ReleaseIfUnread(weights, source, name, borrowers[name]);
         }
-        // A source tensor that no weight reads in place any more (copied when fused or widened, or its rows replaced by
-        // float panels) is released, so that a source holding its own memory (random or converted weights) does not
-        // keep a second copy resident.
-        foreach (var (name, indices) in borrowers)
+    }
+
+    private static void ReleaseIfUnread(ModelWeights weights, IWeightSource source, string name, List<int> indices)
+    {
+        if (!source.TryGetTensor(name, out var tensor)) return;
+        foreach (int index in indices)
         {
-            if (!source.TryGetTensor(name, out var tensor)) continue;
-            bool unread = true;
-            foreach (int index in indices)
-            {
-                var matrix = weights.Matrix(index);
-                unread &= matrix.Data != tensor.Data || Kernels.MatMul.FloatPanelLayout.IsPacked(matrix);
-            }
-            if (!unread) continue;
-            foreach (int index in indices)
-                if (weights.Matrix(index).Data == tensor.Data) weights.ForgetRows(index);
-            source.Release(name);
+            var matrix = weights.Matrix(index);
+            if (matrix.Data == tensor.Data && !Kernels.MatMul.FloatPanelLayout.IsPacked(matrix)) return;
         }
+        foreach (int index in indices)
+            if (weights.Matrix(index).Data == tensor.Data) weights.ForgetRows(index);
+        source.Release(name);
     }
 
     /// <summary>The compiled model.</summary>

@@ -21,9 +21,7 @@ public static partial class CpuKernels
     /// <param name="layer">Layer whose slots are written.</param>
     public static void KvWrite(ReadOnlySpan<float> k, int kRowStride, int kOffset, ReadOnlySpan<float> v, int vRowStride, int vOffset, ForwardBatch batch, PagedKvCache cache, int layer)
     {
-        int kvDim = cache.KvDim;
-        for (int t = 0; t < batch.NumTokens; t++)
-            StoreToken(batch, cache, layer, t, k.Slice(t * kRowStride + kOffset, kvDim), v.Slice(t * vRowStride + vOffset, kvDim));
+        StoreTokens(batch, cache, layer, k.Slice(kOffset), kRowStride, v.Slice(vOffset), vRowStride);
     }
 
     /// <summary>
@@ -58,8 +56,8 @@ public static partial class CpuKernels
 
         RmsNormLinear(x, numTokens, normWeight, eps, wqkv, qkv, dim, qkvDim, normalized);
 
-        // Epilogue per token: one set of angles serves the q and k heads, and the rotated k goes straight
-        // to its cache slot while the row is still in L1.
+        // Epilogue per token: one set of angles serves the q and k heads; then the rotated keys and the values go to
+        // their cache slots a block's run of tokens at a time (see StoreTokens).
         CheckRopeHeadDim(headDim);
         var table = RopeTable.For(theta, headDim, MaxPosition(batch));
         for (int t = 0; t < numTokens; t++)
@@ -70,8 +68,8 @@ public static partial class CpuKernels
             var sin = table.Sin(position);
             RotateHeads(row.Slice(0, qDim), numHeads, headDim, cos, sin, style);
             RotateHeads(row.Slice(qDim, kvDim), numKvHeads, headDim, cos, sin, style);
-            StoreToken(batch, cache, layer, t, row.Slice(qDim, kvDim), row.Slice(qDim + kvDim, kvDim));
         }
+        StoreTokens(batch, cache, layer, qkv.Slice(qDim), qkvDim, qkv.Slice(qDim + kvDim), qkvDim);
     }
 
     /// <summary>
@@ -147,14 +145,27 @@ public static partial class CpuKernels
     // Multiply-adds (q·k plus p·v) below which attention runs on the calling thread.
     private const long AttentionParallelThreshold = 1 << 15;
 
-    /// <summary>Stores token t's key and value in its slot (converted to the cache's type); a block id of -1 (a table that is too short) is an error.</summary>
-    private static void StoreToken(ForwardBatch batch, PagedKvCache cache, int layer, int t, ReadOnlySpan<float> key, ReadOnlySpan<float> value)
+    /// <summary>
+    /// Stores every token's key and value in its slot (converted to the cache's type), each run of consecutive positions
+    /// of one sequence within one block in one <see cref="PagedKvCache.WriteTokens"/>; a block id of -1 (a table that is
+    /// too short) is an error.
+    /// </summary>
+    private static void StoreTokens(ForwardBatch batch, PagedKvCache cache, int layer, ReadOnlySpan<float> k, int kRowStride, ReadOnlySpan<float> v, int vRowStride)
     {
-        var blockTable = batch.BlockTable(batch.SequenceOfToken[t]);
-        int position = batch.Positions[t];
-        int block = blockTable[position / cache.BlockSize];
-        if (block < 0)
-            throw new InvalidOperationException($"Token {t} at position {position} has no block in its sequence's table.");
-        cache.WriteToken(layer, block, position % cache.BlockSize, key, value);
+        int blockSize = cache.BlockSize;
+        for (int t = 0; t < batch.NumTokens;)
+        {
+            int sequence = batch.SequenceOfToken[t];
+            int position = batch.Positions[t];
+            int block = batch.BlockTable(sequence)[position / blockSize];
+            if (block < 0)
+                throw new InvalidOperationException($"Token {t} at position {position} has no block in its sequence's table.");
+            int offset = position % blockSize, count = 1;
+            while (t + count < batch.NumTokens && offset + count < blockSize
+                && batch.SequenceOfToken[t + count] == sequence && batch.Positions[t + count] == position + count)
+                count++;
+            cache.WriteTokens(layer, block, offset, count, k.Slice(t * kRowStride), kRowStride, v.Slice(t * vRowStride), vRowStride);
+            t += count;
+        }
     }
 }

@@ -73,30 +73,51 @@ public sealed class PagedKvCache
     /// Stores one token's <c>[KvDim]</c> key and value in slot <paramref name="offset"/> of <paramref name="block"/>
     /// (converted to <see cref="DType"/>).
     /// </summary>
-    public unsafe void WriteToken(int layer, int block, int offset, ReadOnlySpan<float> key, ReadOnlySpan<float> value)
+    public void WriteToken(int layer, int block, int offset, ReadOnlySpan<float> key, ReadOnlySpan<float> value) =>
+        WriteTokens(layer, block, offset, 1, key, KvDim, value, KvDim);
+
+    /// <summary>
+    /// Stores the keys and values of <paramref name="count"/> consecutive positions in slots
+    /// <c>[offset, offset + count)</c> of <paramref name="block"/>: token j's <c>[KvDim]</c> key starts at
+    /// <c>keys[j * keyStride]</c>, its value at <c>values[j * valueStride]</c>. Channel by channel, so that each
+    /// channel's slots (contiguous in the transposed block) are written together: a token at a time touches KvDim
+    /// lines per tensor, which a prefill paid as L2 misses (~10% of a 128-token prefill of Llama110M).
+    /// </summary>
+    public unsafe void WriteTokens(int layer, int block, int offset, int count, ReadOnlySpan<float> keys, int keyStride, ReadOnlySpan<float> values, int valueStride)
     {
         long start = CheckedBlockOffset(layer, block, offset);
         int blockSize = BlockSize, kvDim = KvDim;
-        key = key.Slice(0, kvDim);
-        value = value.Slice(0, kvDim);
+        if (count < 1 || offset + count > blockSize) throw new ArgumentOutOfRangeException(nameof(count), count, $"Slots {offset}..{offset + count - 1} are not within a block of {blockSize}.");
+        if (keyStride < kvDim || valueStride < kvDim) throw new ArgumentOutOfRangeException(nameof(keyStride), "A row stride is shorter than a token's key or value.");
+        // Bounds for every index below.
+        keys = keys.Slice(0, (count - 1) * keyStride + kvDim);
+        values = values.Slice(0, (count - 1) * valueStride + kvDim);
         if (FloatKeys is not null)
         {
-            // The slices above and the block's bounds (checked) cover every index below.
-            fixed (float* pKey = key, pValue = value, pKeys = &FloatKeys[start + offset], pValues = &FloatValues![start + offset])
+            fixed (float* pKey = keys, pValue = values, pKeys = &FloatKeys[start + offset], pValues = &FloatValues![start + offset])
+            {
                 for (int c = 0; c < kvDim; c++)
                 {
-                    pKeys[c * blockSize] = pKey[c];
-                    pValues[c * blockSize] = pValue[c];
+                    float* k = pKeys + c * blockSize, v = pValues + c * blockSize;
+                    for (int j = 0; j < count; j++)
+                    {
+                        k[j] = pKey[j * keyStride + c];
+                        v[j] = pValue[j * valueStride + c];
+                    }
                 }
+            }
         }
         else
         {
-            var keys = HalfKeys.AsSpan((int)start, blockSize * kvDim);
-            var values = HalfValues.AsSpan((int)start, blockSize * kvDim);
+            var halfKeys = HalfKeys.AsSpan((int)start, blockSize * kvDim);
+            var halfValues = HalfValues.AsSpan((int)start, blockSize * kvDim);
             for (int c = 0; c < kvDim; c++)
             {
-                keys[c * blockSize + offset] = ToHalf(key[c]);
-                values[c * blockSize + offset] = ToHalf(value[c]);
+                for (int j = 0; j < count; j++)
+                {
+                    halfKeys[c * blockSize + offset + j] = ToHalf(keys[j * keyStride + c]);
+                    halfValues[c * blockSize + offset + j] = ToHalf(values[j * valueStride + c]);
+                }
             }
         }
     }

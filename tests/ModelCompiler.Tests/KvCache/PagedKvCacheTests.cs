@@ -55,6 +55,39 @@ public class PagedKvCacheTests
         Assert.Equal([65504f, -0f, 2.5f], value[1..]);
     }
 
+    [Theory]
+    [InlineData(KvCacheDType.F32)]
+    [InlineData(KvCacheDType.F16)]
+    public void A_run_of_tokens_written_at_once_reads_back_token_by_token(KvCacheDType dtype)
+    {
+        const int blockSize = 8, kvDim = 5, keyStride = 13, valueStride = 7;
+        var cache = new PagedKvCache(2, 3, blockSize, kvDim, dtype);
+        var random = new Random(9);
+        const int count = 5, offset = 2;
+        var keys = Enumerable.Range(0, count * keyStride).Select(_ => (float)(random.NextDouble() * 20 - 10)).ToArray();
+        var values = Enumerable.Range(0, count * valueStride).Select(_ => (float)(random.NextDouble() * 20 - 10)).ToArray();
+        cache.WriteTokens(1, 2, offset, count, keys, keyStride, values, valueStride);
+
+        var key = new float[kvDim];
+        var value = new float[kvDim];
+        for (int slot = 0; slot < blockSize; slot++)
+        {
+            cache.ReadToken(1, 2, slot, key, value);
+            int j = slot - offset;
+            if (j < 0 || j >= count)
+            {
+                Assert.All(key.Concat(value), x => Assert.Equal(0f, x));
+                continue;
+            }
+            Assert.Equal(Stored(keys.AsSpan(j * keyStride, kvDim).ToArray(), dtype), key);
+            Assert.Equal(Stored(values.AsSpan(j * valueStride, kvDim).ToArray(), dtype), value);
+        }
+        // Other layers and blocks are untouched.
+        cache.ReadToken(0, 2, offset, key, value);
+        Assert.All(key.Concat(value), x => Assert.Equal(0f, x));
+        Assert.Throws<ArgumentOutOfRangeException>(() => cache.WriteTokens(0, 0, 6, 3, keys, keyStride, values, valueStride));
+    }
+
     [Fact]
     public void Bad_slots_are_errors_naming_the_argument()
     {
