@@ -152,6 +152,41 @@ public class GgufModelExportTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Weights_llama_cpp_has_no_name_for_keep_ours_and_a_linear_bias_gets_llama_cpp_s_name()
+    {
+        // ParallelBlock reads layers.N.norm, mlp.up and mlp.down, which llama.cpp does not name; here its table also
+        // gets an attn_output bias, as a custom block's `linear` with bias: true would add.
+        var engine = new ParallelBlockEngine();
+        var c = engine.Config;
+        var specs = engine.WeightSpecs.Append(new WeightSpec(engine.WeightSpecs.Count, "layers.0.attention.wo.bias", [c.Dim], ["layers.0.attention.wo.bias"])).ToArray();
+        var random = new Random(2);
+        var entries = specs.DistinctBy(spec => spec.Sources[0]).Select(spec => (spec.Sources[0], spec.Shape.Select(d => (long)d).ToArray(),
+            Enumerable.Range(0, (int)spec.NumElements).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray())).ToList();
+        int[] tokens = Tokens(c, 12, seed: 6);
+        float[] expected = RunAll(engine, new InMemoryWeightSource("parallel", entries.Where(e => !e.Item1.EndsWith(".bias"))), tokens);
+
+        using var file = new TempFile(".gguf");
+        GgufExportResult result;
+        using (var source = new InMemoryWeightSource("parallel", entries)) result = GgufExport.Write(source, c, WeightDType.F32, file.Path, specs);
+        Assert.Contains(("layers.1.mlp.up.weight", WeightDType.F32), result.Tensors);
+        Assert.Contains(("blk.0.attn_output.bias", WeightDType.F32), result.Tensors);
+        using (var gguf = GgufFile.Open(file.Path))
+        {
+            Assert.True(gguf.TryGetTensor("layers.0.attention.wo.bias", out var bias));
+            Assert.Equal(entries.Single(e => e.Item1 == "layers.0.attention.wo.bias").Item3, Floats(bias));
+            // The engine itself reads no such bias: binding the file to it is the unread-bias error.
+            var e = Assert.Throws<ModelLoadException>(() => WeightBinder.Bind(engine.WeightSpecs, gguf, c));
+            Assert.Contains("'layers.0.attention.wo.bias'", e.Message);
+        }
+
+        using var plain = new TempFile(".gguf");
+        using (var source = new InMemoryWeightSource("parallel", entries.Where(e => !e.Item1.EndsWith(".bias"))))
+            GgufExport.Write(source, c, WeightDType.F32, plain.Path, engine.WeightSpecs);
+        float[] actual = RunAll(engine, WeightFiles.OpenChecked(plain.Path, c, out _), tokens);
+        Assert.True(Compare(expected, actual, c.VocabSize).MaxAbs <= 1e-5);
+    }
+
+    [Fact]
     public void Rotary_scaling_in_a_file_is_refused_by_name()
     {
         var w = new GgufWriter();
