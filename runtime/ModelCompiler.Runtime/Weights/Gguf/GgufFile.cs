@@ -18,8 +18,8 @@ public sealed record GgufTensorInfo(string GgufName, string Name, uint GgmlType,
 /// A GGUF file (versions 2 and 3, little-endian) memory-mapped read-only: metadata, the tensor table, and
 /// the tensors of types the runtime computes with (f32, f16, bf16, q8_0, q4_0) under our checkpoint names
 /// (<see cref="TensorNames"/>). Every length, count and offset is checked against the file before it is used:
-/// a truncated or hostile file is a <see cref="ModelLoadException"/> naming the file and the problem. llama.cpp
-/// stores q/k rows in Meta's interleaved rotary layout, so <see cref="RopeConvention"/> is interleaved.
+/// a truncated or hostile file is a <see cref="ModelLoadException"/> naming the file and the problem. The q/k row
+/// order (<see cref="RopeConvention"/>) follows the architecture, as llama.cpp writes it: interleaved for llama, half for qwen2.
 /// </summary>
 public sealed unsafe class GgufFile : IWeightSource
 {
