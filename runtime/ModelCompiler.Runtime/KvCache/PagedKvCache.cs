@@ -35,16 +35,25 @@ public sealed class PagedKvCache
         DType = dtype;
         long total = (long)numLayers * numBlocks * blockSize * kvDim;
         if (total > Array.MaxLength) throw new ArgumentException($"A KV pool of {numBlocks} blocks is too large ({total} elements per tensor).");
+        // Pinned (the pool is large and lives as long as the model, so it never needs to move) so that its pages
+        // can be marked for huge pages: attention streams megabytes of it every step (see Interop.LargePages).
         if (dtype == KvCacheDType.F16)
         {
-            HalfKeys = new Half[total];
-            HalfValues = new Half[total];
+            HalfKeys = AllocatePool<Half>(total);
+            HalfValues = AllocatePool<Half>(total);
         }
         else
         {
-            FloatKeys = new float[total];
-            FloatValues = new float[total];
+            FloatKeys = AllocatePool<float>(total);
+            FloatValues = AllocatePool<float>(total);
         }
+    }
+
+    private static unsafe T[] AllocatePool<T>(long length) where T : unmanaged
+    {
+        var array = GC.AllocateArray<T>((int)length, pinned: true);
+        fixed (T* p = array) Interop.LargePages.Advise(p, (nuint)(length * sizeof(T)));
+        return array;
     }
 
     /// <summary>Number of layers.</summary>
