@@ -63,11 +63,11 @@ public sealed unsafe class ModelWeights : IDisposable
         _cols[index] = cols;
     }
 
-    /// <summary>Allocates 64-byte-aligned native memory for weight <paramref name="index"/> and returns its bytes for filling.</summary>
+    /// <summary>Allocates 64-byte-aligned native memory (on huge pages when large: <see cref="Interop.LargePages"/>) for weight <paramref name="index"/> and returns its bytes for filling.</summary>
     public Span<byte> Allocate(int index, WeightDType dtype, int rows, int cols)
     {
         long size = WeightDTypes.SizeInBytes(dtype, (long)rows * cols);
-        nint p = (nint)NativeMemory.AlignedAlloc((nuint)size, 64);
+        nint p = (nint)Interop.LargePages.Allocate((nuint)size);
         _owned.Add(p);
         SetBorrowed(index, p, dtype, rows, cols);
         return new Span<byte>((void*)p, checked((int)size));
@@ -76,7 +76,7 @@ public sealed unsafe class ModelWeights : IDisposable
     /// <summary>
     /// Adds to the matrix at <paramref name="index"/> a copy in the CPU projections' packed layout
     /// (<see cref="WeightMatrix.PackedData"/>) when its type has one on this CPU (q8_0/q4_0 with AVX-VNNI); returns
-    /// whether it did. The stored rows stay as they are (embedding gathers, export and uploads read them), so
+    /// whether it did (not for a matrix with a non-finite block scale). The stored rows stay as they are (embedding gathers, export and uploads read them), so
     /// this costs the matrix's size again in memory; a mapped file's original pages are only read once and stay
     /// clean page cache. Not thread-safe: call it while loading, before any forward pass.
     /// </summary>
@@ -84,8 +84,10 @@ public sealed unsafe class ModelWeights : IDisposable
     {
         var matrix = Matrix(index);
         if (_packed[index] != 0 || _rows[index] < 1 || !Kernels.MatMul.PackedQuantizedLayout.ShouldPack(matrix.DType)) return false;
+        // A scale of infinity or NaN (a damaged or adversarial file) keeps the matrix on the GGUF-layout path.
+        if (!Kernels.MatMul.PackedQuantizedLayout.HasFiniteScales(matrix)) return false;
         long size = Kernels.MatMul.PackedQuantizedLayout.SizeInBytes(matrix.DType, matrix.Rows, matrix.Cols);
-        nint p = (nint)NativeMemory.AlignedAlloc((nuint)size, 64);
+        nint p = (nint)Interop.LargePages.Allocate((nuint)size);
         _owned.Add(p);
         Kernels.MatMul.PackedQuantizedLayout.Pack(matrix, (byte*)p);
         _packed[index] = p;
