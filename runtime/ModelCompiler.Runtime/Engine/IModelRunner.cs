@@ -40,4 +40,35 @@ public interface IModelRunner : IDisposable
         int vocab = Config.VocabSize;
         for (int i = 0; i < batch.NumLogits; i++) tokens[i] = Sampler.Argmax(logits.Slice(i * vocab, vocab));
     }
+
+    /// <summary>
+    /// Runs <paramref name="batch"/> and writes to <paramref name="tokens"/>[row] the token that
+    /// <paramref name="samplers"/>[row] picks from logits row <c>row</c> (greedy or sampled, as its options say;
+    /// a sampled row takes one uniform from that sampler's generator). By default on the host over
+    /// <see cref="Forward"/> with <see cref="Sampler.Sample(ReadOnlySpan{float})"/>; the CUDA runner samples on
+    /// the device with the same draw contract, so that only the ids come back. Callers that need the logits
+    /// themselves (log-probabilities) use <see cref="Forward"/> instead.
+    /// </summary>
+    /// <exception cref="ArgumentException">Fewer samplers or token slots than logits rows, or a sampler for another vocabulary size.</exception>
+    void ForwardSample(ForwardBatch batch, ReadOnlySpan<Sampler> samplers, Span<int> tokens)
+    {
+        CheckSampling(this, batch, samplers, tokens);
+        ReadOnlySpan<float> logits = Forward(batch);
+        int vocab = Config.VocabSize;
+        for (int i = 0; i < batch.NumLogits; i++) tokens[i] = samplers[i].Sample(logits.Slice(i * vocab, vocab));
+    }
+
+    /// <summary>The argument checks of <see cref="ForwardSample"/>, for its implementations.</summary>
+    internal static void CheckSampling(IModelRunner runner, ForwardBatch batch, ReadOnlySpan<Sampler> samplers, Span<int> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        if (tokens.Length < batch.NumLogits) throw new ArgumentException($"{batch.NumLogits} token slots needed.", nameof(tokens));
+        if (samplers.Length < batch.NumLogits) throw new ArgumentException($"{batch.NumLogits} samplers needed, one per logits row; got {samplers.Length}.", nameof(samplers));
+        for (int i = 0; i < batch.NumLogits; i++)
+        {
+            if (samplers[i] is null) throw new ArgumentException($"Sampler {i} is null.", nameof(samplers));
+            if (samplers[i].VocabSize != runner.Config.VocabSize)
+                throw new ArgumentException($"Sampler {i} samples rows of {samplers[i].VocabSize} logits; the model's vocabulary has {runner.Config.VocabSize}.", nameof(samplers));
+        }
+    }
 }

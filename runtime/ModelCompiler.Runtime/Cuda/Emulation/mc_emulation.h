@@ -532,6 +532,7 @@ static inline int __ffs(int x) { return __builtin_ffs(x); }
 static inline unsigned int __brev(unsigned int x) { x = ((x >> 1) & 0x55555555u) | ((x & 0x55555555u) << 1); x = ((x >> 2) & 0x33333333u) | ((x & 0x33333333u) << 2); x = ((x >> 4) & 0x0F0F0F0Fu) | ((x & 0x0F0F0F0Fu) << 4); return __builtin_bswap32(x); }
 static inline int __mul24(int a, int b) { return a * b; }
 static inline unsigned int __umulhi(unsigned int a, unsigned int b) { return unsigned((unsigned long long)a * b >> 32); }
+static inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) { return (unsigned long long)((unsigned __int128)a * b >> 64); }
 template <class T> static inline T __ldg(const T* p) { return *p; }
 static inline long long clock64() { return 0; }
 
