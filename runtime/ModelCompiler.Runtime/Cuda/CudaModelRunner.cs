@@ -153,6 +153,9 @@ public sealed class CudaModelRunner : IModelRunner
     /// </summary>
     public const int SamplingParamInts = 6;
 
+    /// <summary>Rows at a temperature above 0 sampled by the kernel so far (greedy rows not counted).</summary>
+    public long NumRowsSampledOnDevice { get; private set; }
+
     /// <summary>Sampled rows the kernel left to the host (beyond its candidate bound) so far; each was sampled there with its own uniform.</summary>
     public long NumRowsSampledOnHost { get; private set; }
 
@@ -227,7 +230,12 @@ public sealed class CudaModelRunner : IModelRunner
         int vocab = Config.VocabSize;
         for (int row = 0; row < numRows; row++)
         {
-            if (tokens[row] >= 0) continue;
+            if (!samplers[row].NeedsUniform) continue;
+            if (tokens[row] >= 0)
+            {
+                NumRowsSampledOnDevice++;
+                continue;
+            }
             // Beyond the kernel's candidate bound (MC_SAMPLE_TOP_K_ABOVE_BOUND, MC_SAMPLE_NUCLEUS_ABOVE_BOUND): the same draw on the host.
             Span<float> logits = _hostLogits.AsSpan(row * vocab, vocab);
             _device.CopyToHost(MemoryMarshal.AsBytes(logits), _logits.Offset(4L * row * vocab));

@@ -229,10 +229,11 @@ public sealed class Sampler
         return count;
     }
 
-    // Without top-k, llama2.c's shortcut: the tokens lighter than (total − target) / (n − 1) hold less than
-    // total − target together, so the nucleus (which reaches target) ends before them in likelihood order.
+    // Without top-k, llama2.c's shortcut: at most n − 1 tokens are lighter than c = (total − target) / (n − 1)
+    // (capped at the most likely token's weight, which is never among them), so together they hold less than
+    // total − target and the nucleus (which reaches target) ends before them in likelihood order.
     private ulong NucleusCutoff(ulong total, ulong target) =>
-        VocabSize == 1 || target >= total ? 0 : (total - target) / (ulong)(VocabSize - 1);
+        VocabSize == 1 || target >= total ? 0 : Math.Min((total - target) / (ulong)(VocabSize - 1), (ulong)MaxWeight);
 
     private static ulong Mass(ReadOnlySpan<ulong> candidates)
     {
