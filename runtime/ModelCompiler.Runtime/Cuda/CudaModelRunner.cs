@@ -31,7 +31,7 @@ namespace ModelCompiler.Runtime.Cuda;
 /// <see cref="Sampler"/>, so seeds give the CPU engine's tokens. Rows beyond the kernel's candidate bound
 /// (a top-k above 1024, or a top-p nucleus of more than 1024 tokens without top-k) come back as a negative id
 /// and are sampled on the host from their logits row with the same uniform (<see cref="NumRowsSampledOnHost"/>).
-/// Callers that need the logits themselves (log-probabilities) use <see cref="Forward"/>.</para>
+/// Callers that need some rows' logits as well (log-probabilities) copy just those rows (<see cref="CopyLogitsRow"/>).</para>
 /// <para>One caller at a time.</para>
 /// </remarks>
 public sealed class CudaModelRunner : IModelRunner
@@ -47,6 +47,7 @@ public sealed class CudaModelRunner : IModelRunner
     private readonly DevicePointer _arena, _scratch, _tokenIds, _positions, _sequenceOfToken, _logitsTokenIndices, _blockTables, _keys, _values, _logits, _sampled, _samplingParams;
     private readonly long _layerCacheFloats;
     private readonly float[] _hostLogits;
+    private int _numLogits;                         // logits rows of the last forward pass, in _logits
     private readonly int[] _hostSamplingParams;     // [MaxBatchTokens, SamplingParamInts], see SamplingParamInts
     private readonly ulong[] _uniforms;             // [MaxBatchTokens] the uniform of each sampled row of the last ForwardSample
     private readonly int[] _paddingTable;
@@ -238,7 +239,7 @@ public sealed class CudaModelRunner : IModelRunner
             }
             // Beyond the kernel's candidate bound (MC_SAMPLE_TOP_K_ABOVE_BOUND, MC_SAMPLE_NUCLEUS_ABOVE_BOUND): the same draw on the host.
             Span<float> logits = _hostLogits.AsSpan(row * vocab, vocab);
-            _device.CopyToHost(MemoryMarshal.AsBytes(logits), _logits.Offset(4L * row * vocab));
+            CopyLogitsRow(row, logits);
             tokens[row] = samplers[row].Sample(logits, _uniforms[row]);
             NumRowsSampledOnHost++;
         }
@@ -272,9 +273,18 @@ public sealed class CudaModelRunner : IModelRunner
     /// <summary>Copy-on-write block copies done on the device so far (see <see cref="CopyKvBlock"/>).</summary>
     public long NumBlockCopies { get; private set; }
 
+    /// <inheritdoc/>
+    public void CopyLogitsRow(int row, Span<float> destination)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        IModelRunner.CheckLogitsRow(this, row, _numLogits, destination);
+        _device.CopyToHost(MemoryMarshal.AsBytes(destination), _logits.Offset(4L * row * Config.VocabSize));
+    }
+
     // With sampling, _hostSamplingParams holds the parameters of the batch's logits rows.
     private void Run(ForwardBatch batch, bool sampling)
     {
+        _numLogits = 0;
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (batch.NumTokens == 0) throw new ArgumentException("The batch is empty.", nameof(batch));
         if (batch.MaxBlocksPerSequence != Config.MaxBlocksPerSequence || batch.MaxTokens > Config.MaxBatchTokens || batch.MaxSequences > Config.MaxSequences)
@@ -297,11 +307,13 @@ public sealed class CudaModelRunner : IModelRunner
                 _graphs[(bucket, sampling)] = graph;
             }
             _device.Replay(graph);
+            _numLogits = batch.NumLogits;
             return;
         }
         UploadBatch(batch);
         if (sampling) Upload(_samplingParams, _hostSamplingParams.AsSpan(0, batch.NumLogits * SamplingParamInts));
         Enqueue(batch, sampling);
+        _numLogits = batch.NumLogits;
     }
 
     private static bool IsDecode(ForwardBatch batch)
