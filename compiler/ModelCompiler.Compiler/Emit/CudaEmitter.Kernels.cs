@@ -291,9 +291,12 @@ internal sealed partial class CudaEmitter
         string shapes = $"logits [numLogits, {Int(_h.VocabSize)}] f32, params [numLogits, 6] i32 -> token ids [numLogits] i32";
         string name = KernelStep.HashedName("sample_tokens", shapes);
         Kernel(name, null,
-            "sampling on the device, the draw contract of Sampler.Sample(logits, uniform): greedy rows take the argmax (ties to the lower id); " +
-            "sampled rows take exp((logit - max) / T) as 2^-40 fixed-point weights, top-k, the top-p nucleus, and the first token whose running mass exceeds the host-drawn uniform's point " +
-            $"(at most {Int(SampleCandidates)} candidates: a larger top-k or nucleus gives a negative id and the host samples that row)\n//   {shapes}",
+            "sampling on the device with the draw contract of Sampler.Sample(logits, uniform), one block per row\n" +
+            "//   greedy rows (params mode 0): the argmax, ties to the lower id\n" +
+            "//   sampled rows: weights exp((logit - max) / T) in whole 2^-40 units, top-k, the top-p nucleus, and the first token whose running\n" +
+            "//   mass exceeds floor(uniform * mass / 2^64), the uniform drawn on the host by the sequence's own generator\n" +
+            $"//   bound: {Int(SampleCandidates)} candidates; a larger top-k or top-p nucleus gives a negative id and the host samples that row\n" +
+            $"//   {shapes}",
             "const float* __restrict__ logits, const int* __restrict__ params, int* __restrict__ tokens, int numLogits",
             $"mc_sample<{Int(_h.VocabSize)}, {Int(SampleThreads)}, {Int(SampleCandidates)}, {Int(idBits)}>(logits, params, tokens);",
             $"grid (1, numLogits, 1), block {Int(SampleThreads)}");
