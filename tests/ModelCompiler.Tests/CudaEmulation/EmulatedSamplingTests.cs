@@ -18,8 +18,25 @@ namespace ModelCompiler.Tests.CudaEmulation;
 /// sides, so there is no tolerance and no boundary a summation order could flip.
 /// </summary>
 [Collection(EmulatorCollection.Name)]
-public sealed class EmulatedSamplingTests
+public sealed class EmulatedSamplingTests(EmulatedSamplingTests.ModuleFixture modules) : IClassFixture<EmulatedSamplingTests.ModuleFixture>
 {
+    /// <summary>One device and one module per engine for the class (a g++ run each the first time, and few loaded libraries).</summary>
+    public sealed class ModuleFixture : IDisposable
+    {
+        private readonly Dictionary<string, ICudaModule> _modules = new();
+        public EmulatorFixture Emulator { get; } = new();
+        public ICudaModule Module(CudaLaunchPlan plan, string name)
+        {
+            if (!_modules.TryGetValue(name, out var module)) _modules[name] = module = Emulator.Device.LoadModule(plan.Source, name);
+            return module;
+        }
+        public void Dispose()
+        {
+            foreach (var module in _modules.Values) module.Dispose();
+            Emulator.Dispose();
+        }
+    }
+
     private const int Bound = 1024;   // CudaEmitter.SampleCandidates
 
     private static readonly float[] Temperatures = [0f, 0.05f, 0.7f, 1f, 1.5f, 8f];
@@ -114,7 +131,7 @@ public sealed class EmulatedSamplingTests
     }
 
     /// <summary>Random rows and options; checks each token against the host sampler, the naive reference and the bound's codes.</summary>
-    private static (int NotArgmax, int TopKAboveBound, int NucleusAboveBound) RunRows(CudaLaunchPlan plan, int vocab, int numRows, int seed, string moduleName)
+    private (int NotArgmax, int TopKAboveBound, int NucleusAboveBound) RunRows(CudaLaunchPlan plan, int vocab, int numRows, int seed, string moduleName)
     {
         var random = new Random(seed);
         var logits = new float[numRows * vocab];
@@ -168,7 +185,7 @@ public sealed class EmulatedSamplingTests
         }
     }
 
-    private static int[] Launch(CudaLaunchPlan plan, int vocab, float[] logits, SamplingOptions[] options, ulong[] uniforms, string moduleName)
+    private int[] Launch(CudaLaunchPlan plan, int vocab, float[] logits, SamplingOptions[] options, ulong[] uniforms, string moduleName)
     {
         var launch = EmulatorFixture.FindLaunch(plan, "sample_tokens_", "", CudaArgKind.Logits, CudaArgKind.SamplingParams, CudaArgKind.SampledTokens, CudaArgKind.NumLogits);
         int rows = options.Length;
@@ -184,8 +201,8 @@ public sealed class EmulatedSamplingTests
             p[4] = (int)(uint)uniforms[r];
             p[5] = (int)(uint)(uniforms[r] >> 32);
         }
-        using var emulator = new EmulatorFixture();
-        using var module = emulator.Device.LoadModule(plan.Source, moduleName);
+        var emulator = modules.Emulator;
+        var module = modules.Module(plan, moduleName);
         DevicePointer lp = emulator.Upload(logits), pp = emulator.Upload(parameters), tp = emulator.Upload(Enumerable.Repeat(-7, rows).ToArray());
         emulator.Device.Launch(module, launch.Kernel, launch.Grid.For(0, 0, rows), launch.Block, 0,
             [KernelArg.Pointer(lp), KernelArg.Pointer(pp), KernelArg.Pointer(tp), KernelArg.Int(rows)]);
