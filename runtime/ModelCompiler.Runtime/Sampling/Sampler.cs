@@ -32,7 +32,9 @@ namespace ModelCompiler.Runtime.Sampling;
 /// is the first whose running mass exceeds it: walked in id order when nothing is cut, in likelihood order
 /// otherwise.</item>
 /// </list>
-/// <para>A row whose mass is 0 (a NaN or infinite maximum logit) gives the argmax.</para>
+/// <para>A row whose mass is 0 (a NaN or infinite maximum logit) gives the argmax. NaN logits are otherwise
+/// outside the contract: <see cref="Argmax"/> answers 0 when <c>logits[0]</c> is NaN, while the kernel's argmax
+/// skips NaN entries, so such rows may differ between host and device.</para>
 /// </remarks>
 public sealed class Sampler
 {
