@@ -186,11 +186,14 @@ internal sealed class CSharpEmitter
 
     private const string K = "global::ModelCompiler.Runtime.Kernels.CpuKernels";
 
+    // The CPU pool as PagedKvCache stores it: each block transposed, [kvDim, blockSize], in the description's kvCacheDType.
+    private string CpuKvCache => $"K/V cache [blocks, {Int(_h.KvDim)}, {Int(_plan.Model.Runtime.KvBlockSize)}] {_plan.Model.Runtime.KvCacheDType} (per block [kvDim, blockSize])";
+
     private void Comment(KernelStep step)
     {
         _kernelNumber++;
         _w.Line($"// Kernel {Int(_kernelNumber)} ({step.KernelName()}): {string.Join(" → ", step.Fuses)}");
-        _w.Line($"//   {step.Signature()}");
+        _w.Line($"//   {step.Signature(CpuKvCache)}");
     }
 
     private void EmitStep(KernelStep step, string? layer)

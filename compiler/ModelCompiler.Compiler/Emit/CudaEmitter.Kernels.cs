@@ -284,14 +284,22 @@ internal sealed partial class CudaEmitter
         Add(combine, stage, (uint)_h.NumHeads, CudaCountName.Tokens, 1, 1, (uint)threads, new Arg("Scratch", 0), ArenaArg(s.Output));
     }
 
-    private void EmitArgmax()
+    private void EmitSampler()
     {
-        const int threads = 256;
-        string name = KernelStep.HashedName("greedy_argmax", $"logits [numLogits, {_h.VocabSize}] f32 -> token ids [numLogits] i32");
-        Kernel(name, null, $"greedy sampling on the device (Sampler.Argmax: ties to the lower id)\n//   logits [numLogits, {Int(_h.VocabSize)}] f32 -> token ids [numLogits] i32",
-            "const float* __restrict__ logits, int* __restrict__ tokens, int numLogits",
-            $"mc_argmax<{Int(_h.VocabSize)}, {Int(threads)}>(logits, tokens);",
-            $"grid (1, numLogits, 1), block {Int(threads)}");
-        Add(name, CudaStageName.Sampling, 1, CudaCountName.Logits, 1, 1, threads, new Arg("Logits"), new Arg("SampledTokens"), new Arg("NumLogits"));
+        int idBits = 1;
+        while ((1 << idBits) <= _h.VocabSize) idBits++;
+        string shapes = $"logits [numLogits, {Int(_h.VocabSize)}] f32, params [numLogits, 6] i32 -> token ids [numLogits] i32";
+        string name = KernelStep.HashedName("sample_tokens", shapes);
+        Kernel(name, null,
+            "sampling on the device with the draw contract of Sampler.Sample(logits, uniform), one block per row\n" +
+            "//   greedy rows (params mode 0): the argmax, ties to the lower id\n" +
+            "//   sampled rows: weights exp((logit - max) / T) in whole 2^-40 units, top-k, the top-p nucleus, and the first token whose running\n" +
+            "//   mass exceeds floor(uniform * mass / 2^64), the uniform drawn on the host by the sequence's own generator\n" +
+            $"//   bound: {Int(SampleCandidates)} candidates; a larger top-k or top-p nucleus gives a negative id and the host samples that row\n" +
+            $"//   {shapes}",
+            "const float* __restrict__ logits, const int* __restrict__ params, int* __restrict__ tokens, int numLogits",
+            $"mc_sample<{Int(_h.VocabSize)}, {Int(SampleThreads)}, {Int(SampleCandidates)}, {Int(idBits)}>(logits, params, tokens);",
+            $"grid (1, numLogits, 1), block {Int(SampleThreads)}");
+        Add(name, CudaStageName.Sampling, 1, CudaCountName.Logits, 1, 1, SampleThreads, new Arg("Logits"), new Arg("SamplingParams"), new Arg("SampledTokens"), new Arg("NumLogits"));
     }
 }

@@ -671,31 +671,263 @@ __device__ __forceinline__ void mc_attention_combine(const float* __restrict__ p
     }
 }
 
-// Greedy sampling on the device: tokens[r] = argmax_v logits[r, v], ties to the lower id (as Sampler.Argmax).
-template <int VOCAB, int NT>
-__device__ __forceinline__ void mc_argmax(const float* __restrict__ logits, int* __restrict__ tokens)
+// ---- sampling on the device (the draw contract of runtime/ModelCompiler.Runtime/Sampling/Sampler.cs) ----
+// Per-row parameters, written by the host before the launch (MC_SAMPLE_PARAM_INTS ints per logits row):
+//   [0] mode: 0 greedy (argmax), 1 sample;  [1] 1/T as float bits;  [2] top-k (0: no cut);  [3] top-p as float bits;
+//   [4], [5] the row's uniform, low and high 32 bits: a number in [0, 1) as a 64-bit binary fraction, drawn on
+//   the host by the sequence's own generator (Sampler.NextUniform), so seeds behave as on the CPU.
+// A row the kernel cannot sample within its bound of MC candidates gets a negative id instead, and the host
+// samples that row from its logits with the same uniform (never a different answer, only a slower one):
+#define MC_SAMPLE_PARAM_INTS 6
+#define MC_SAMPLE_TOP_K_ABOVE_BOUND (-1)      // top-k above the candidate bound
+#define MC_SAMPLE_NUCLEUS_ABOVE_BOUND (-2)    // top-p without top-k whose nucleus has more tokens than the bound
+
+// Sampler.Weight, operation for operation: exp((logit - max) / T) in units of 2^-40 of the most likely token,
+// truncated to a whole number. Every operation is one correctly rounded IEEE float operation written so that
+// the compiler cannot contract or reorder it (the _rn intrinsics and explicit fmaf), so host and device agree to the bit.
+__device__ __forceinline__ float mc_sample_weight(float logit, float max, float inverseTemperature)
 {
-    __shared__ float bestValues[NT / 32];
-    __shared__ int bestIds[NT / 32];
-    const float* row = logits + (int64_t)blockIdx.y * VOCAB;
-    float best = MC_NO_SCORE;
+    const float x = __fmul_rn(__fadd_rn(logit, -max), inverseTemperature);
+    if (!(x >= -28.0f)) return 0.0f;
+    const float n = rintf(__fmul_rn(x, 1.44269504f));
+    float r = fmaf(n, -0.693359375f, x);
+    r = fmaf(n, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = __fadd_rn(fmaf(p, __fmul_rn(r, r), r), 1.0f);
+    return truncf(__fmul_rn(p, __int_as_float((127 + 40 + (int)n) << 23)));
+}
+
+// Likelihood order as one unique 64-bit key: the weight's float bits (non-negative floats order as integers)
+// above IDB bits of (2^IDB - 1 - id), so a larger key is a larger weight, then a lower id. Every real key is
+// above 0 (2^IDB > VOCAB), which pads the sort.
+template <int IDB>
+__device__ __forceinline__ uint64_t mc_sample_key(float weight, int id)
+{
+    return ((uint64_t)__float_as_uint(weight) << IDB) | (uint64_t)(((1u << IDB) - 1u) - (unsigned)id);
+}
+
+// Exclusive prefix sum over a block of NT threads (a multiple of 32); total gets the block's sum. sums holds NT/32.
+template <int NT>
+__device__ __forceinline__ uint64_t mc_block_exclusive_scan(uint64_t v, uint64_t* sums, uint64_t& total)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    uint64_t inclusive = v;
+    for (int o = 1; o < 32; o <<= 1)
+    {
+        const uint64_t t = __shfl_up_sync(MC_FULL_MASK, inclusive, o);
+        if (lane >= o) inclusive += t;
+    }
+    __syncthreads();
+    if (lane == 31) sums[warp] = inclusive;
+    __syncthreads();
+    uint64_t before = 0;
+    total = 0;
+    for (int i = 0; i < NT / 32; i++)
+    {
+        if (i < warp) before += sums[i];
+        total += sums[i];
+    }
+    return before + inclusive - v;
+}
+
+// One logits row per block of NT threads: tokens[r] is the token Sampler.Sample(row r, uniform r) picks.
+//   greedy rows: the argmax, ties to the lower id (Sampler.Argmax).
+//   no cut: the token whose running mass, in id order, first exceeds the draw point; each thread owns a
+//     contiguous run of ids, one block-wide scan of the runs' masses finds the owner of the point.
+//   top-k and/or top-p: the K = top-k (or, for top-p alone, min(CAP, VOCAB)) most likely tokens, found by a
+//     radix select over the likelihood keys (8-bit digits, most significant first, a shared histogram per pass,
+//     stopping once a digit's keys are all in), compacted into shared memory and bitonic-sorted; the nucleus
+//     and the draw are prefix sums over that list. Nothing sorts the whole vocabulary.
+// Bound: CAP candidates (top-k above CAP, or a nucleus of more than CAP tokens without top-k, give the
+// negative codes above). All masses are 64-bit integer sums, exact in any order.
+template <int VOCAB, int NT, int CAP, int IDB>
+__device__ __forceinline__ void mc_sample(const float* __restrict__ logits, const int* __restrict__ params, int* __restrict__ tokens)
+{
+    static_assert(VOCAB <= (1 << 23) && (1 << IDB) > VOCAB && IDB <= 24, ""masses of up to 2^23 weights of 2^40 fit 64 bits; keys need IDB id bits"");
+    static_assert(NT % 32 == 0, ""whole warps"");
+    constexpr int NW = NT / 32;
+    constexpr int RUN = (VOCAB + NT - 1) / NT;     // ids per thread in the id-order draw
+    constexpr int PASSES = (31 + IDB + 7) / 8;     // 8-bit digits of a key
+    __shared__ float bestValues[NW];
+    __shared__ int bestIds[NW];
+    __shared__ uint64_t sums[NW];
+    __shared__ unsigned int histogram[256];
+    __shared__ int selectedDigit, numKept, nucleusEnd;
+    __shared__ unsigned int countAbove, countAt;
+    __shared__ uint64_t keys[CAP];                 // the candidates, most likely first once sorted
+    __shared__ uint64_t cumulative[CAP];           // their running masses
+    const int row = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const float* x = logits + (int64_t)row * VOCAB;
+    const int* p = params + (int64_t)row * MC_SAMPLE_PARAM_INTS;
+
+    // The argmax (first index of the largest logit); its logit is the max the weights subtract.
+    float best = -__int_as_float(0x7f800000);
     int id = VOCAB;
-    for (int v = threadIdx.x; v < VOCAB; v += NT)
-        if (row[v] > best) { best = row[v]; id = v; }
+    for (int v = tid; v < VOCAB; v += NT)
+        if (x[v] > best) { best = x[v]; id = v; }
     for (int o = 16; o > 0; o >>= 1)
     {
-        float ob = __shfl_xor_sync(MC_FULL_MASK, best, o);
-        int oi = __shfl_xor_sync(MC_FULL_MASK, id, o);
+        const float ob = __shfl_xor_sync(MC_FULL_MASK, best, o);
+        const int oi = __shfl_xor_sync(MC_FULL_MASK, id, o);
         if (ob > best || (ob == best && oi < id)) { best = ob; id = oi; }
     }
-    if ((threadIdx.x & 31) == 0) { bestValues[threadIdx.x >> 5] = best; bestIds[threadIdx.x >> 5] = id; }
+    if (lane == 0) { bestValues[warp] = best; bestIds[warp] = id; }
     __syncthreads();
-    if (threadIdx.x == 0)
+    best = bestValues[0];
+    id = bestIds[0];
+    for (int i = 1; i < NW; i++)
+        if (bestValues[i] > best || (bestValues[i] == best && bestIds[i] < id)) { best = bestValues[i]; id = bestIds[i]; }
+    const int argmax = id < VOCAB ? id : 0;
+    if (p[0] == 0)
     {
-        for (int i = 1; i < NT / 32; i++)
-            if (bestValues[i] > best || (bestValues[i] == best && bestIds[i] < id)) { best = bestValues[i]; id = bestIds[i]; }
-        tokens[blockIdx.y] = id < VOCAB ? id : 0;
+        if (tid == 0) tokens[row] = argmax;
+        return;
     }
+    const float max = x[argmax], inverseTemperature = __int_as_float(p[1]), topP = __int_as_float(p[3]);
+    const int topK = p[2];
+    const uint64_t uniform = (uint64_t)(unsigned)p[4] | ((uint64_t)(unsigned)p[5] << 32);
+    const bool cutK = topK > 0 && topK < VOCAB, cutP = topP < 1.0f;
+    if (cutK && topK > CAP)
+    {
+        if (tid == 0) tokens[row] = MC_SAMPLE_TOP_K_ABOVE_BOUND;
+        return;
+    }
+
+    // The total mass, from contiguous runs of ids (the id-order draw needs each run's mass and what precedes it).
+    const int begin = tid * RUN < VOCAB ? tid * RUN : VOCAB, end = begin + RUN < VOCAB ? begin + RUN : VOCAB;
+    uint64_t runMass = 0, total;
+    for (int v = begin; v < end; v++) runMass += (uint64_t)mc_sample_weight(x[v], max, inverseTemperature);
+    const uint64_t before = mc_block_exclusive_scan<NT>(runMass, sums, total);
+    if (total == 0)   // a NaN or infinite maximum: Sampler gives the argmax
+    {
+        if (tid == 0) tokens[row] = argmax;
+        return;
+    }
+    if (!cutK && !cutP)
+    {
+        const uint64_t point = __umul64hi(uniform, total);
+        if (before <= point && point < before + runMass)
+        {
+            uint64_t c = before;
+            for (int v = begin; v < end; v++)
+            {
+                c += (uint64_t)mc_sample_weight(x[v], max, inverseTemperature);
+                if (c > point) { tokens[row] = v; break; }
+            }
+        }
+        return;
+    }
+
+    // The K largest keys are those >= threshold: radix select of the K-th largest.
+    const int k = cutK ? topK : (VOCAB < CAP ? VOCAB : CAP);
+    uint64_t threshold = 0;
+    if (k < VOCAB)
+    {
+        unsigned int remaining = (unsigned int)k;
+        for (int shift = (PASSES - 1) * 8; shift >= 0; shift -= 8)
+        {
+            for (int i = tid; i < 256; i += NT) histogram[i] = 0;
+            __syncthreads();
+            for (int v = tid; v < VOCAB; v += NT)
+            {
+                const uint64_t key = mc_sample_key<IDB>(mc_sample_weight(x[v], max, inverseTemperature), v);
+                if ((key >> (shift + 8)) == (threshold >> (shift + 8))) atomicAdd(&histogram[(key >> shift) & 255u], 1u);
+            }
+            __syncthreads();
+            if (warp == 0)
+            {
+                // Lane l holds digits [8l, 8l + 8); the digit wanted is the largest whose count from the top reaches remaining.
+                unsigned int mine = 0;
+                for (int j = 0; j < 8; j++) mine += histogram[lane * 8 + j];
+                unsigned int fromTop = mine;
+                for (int o = 1; o < 32; o <<= 1)
+                {
+                    const unsigned int t = __shfl_down_sync(MC_FULL_MASK, fromTop, o);
+                    if (lane + o < 32) fromTop += t;
+                }
+                unsigned int above = fromTop - mine;
+                if (above < remaining && fromTop >= remaining)
+                    for (int j = 7; j >= 0; j--)
+                    {
+                        const unsigned int c = histogram[lane * 8 + j];
+                        if (above + c >= remaining) { selectedDigit = lane * 8 + j; countAbove = above; countAt = c; break; }
+                        above += c;
+                    }
+            }
+            __syncthreads();
+            threshold |= (uint64_t)selectedDigit << shift;
+            remaining -= countAbove;
+            if (countAt == remaining) break;   // every key with these leading digits is in: the rest of threshold stays 0
+        }
+    }
+
+    // Compact the K candidates (warp-aggregated slots), pad to a power of two, sort most likely first.
+    if (tid == 0) numKept = 0;
+    __syncthreads();
+    for (int base = 0; base < VOCAB; base += NT)
+    {
+        const int v = base + tid;
+        const uint64_t key = v < VOCAB ? mc_sample_key<IDB>(mc_sample_weight(x[v], max, inverseTemperature), v) : 0;
+        const bool keep = v < VOCAB && key >= threshold;
+        const unsigned int ballot = __ballot_sync(MC_FULL_MASK, keep);
+        int slot = 0;
+        if (lane == 0 && ballot != 0) slot = atomicAdd(&numKept, __popc(ballot));
+        slot = __shfl_sync(MC_FULL_MASK, slot, 0);
+        if (keep) keys[slot + __popc(ballot & ((1u << lane) - 1u))] = key;
+    }
+    int sortSize = 1;
+    while (sortSize < k) sortSize <<= 1;
+    for (int i = k + tid; i < sortSize; i += NT) keys[i] = 0;
+    for (int size = 2; size <= sortSize; size <<= 1)
+        for (int stride = size >> 1; stride > 0; stride >>= 1)
+        {
+            __syncthreads();
+            for (int i = tid; i < sortSize / 2; i += NT)
+            {
+                const int lo = 2 * i - (i & (stride - 1)), hi = lo + stride;
+                const uint64_t a = keys[lo], b = keys[hi];
+                if ((a < b) == ((lo & size) == 0)) { keys[lo] = b; keys[hi] = a; }
+            }
+        }
+    __syncthreads();
+
+    // Running masses over the sorted list: each thread a contiguous run, one block scan.
+    constexpr int PER = (CAP + NT - 1) / NT;
+    const int first = tid * PER < k ? tid * PER : k, last = first + PER < k ? first + PER : k;
+    uint64_t mass = 0, listMass;
+    for (int i = first; i < last; i++) mass += (uint64_t)__uint_as_float((unsigned int)(keys[i] >> IDB));
+    uint64_t c = mc_block_exclusive_scan<NT>(mass, sums, listMass);
+    for (int i = first; i < last; i++)
+    {
+        c += (uint64_t)__uint_as_float((unsigned int)(keys[i] >> IDB));
+        cumulative[i] = c;
+    }
+    if (tid == 0) nucleusEnd = k - 1;
+    __syncthreads();
+    if (cutP)
+    {
+        const uint64_t target = (uint64_t)ceil((double)(cutK ? listMass : total) * (double)topP);
+        if (tid == 0) nucleusEnd = -1;
+        __syncthreads();
+        for (int i = tid; i < k; i += NT)
+            if (cumulative[i] >= target && (i == 0 || cumulative[i - 1] < target)) nucleusEnd = i;
+        __syncthreads();
+        if (nucleusEnd < 0)
+        {
+            if (tid == 0) tokens[row] = MC_SAMPLE_NUCLEUS_ABOVE_BOUND;
+            return;
+        }
+    }
+    const int lastKept = nucleusEnd;
+    const uint64_t point = __umul64hi(uniform, cumulative[lastKept]);
+    for (int i = tid; i <= lastKept; i += NT)
+        if (cumulative[i] > point && (i == 0 || cumulative[i - 1] <= point))
+            tokens[row] = (int)(((1u << IDB) - 1u) - (unsigned int)(keys[i] & ((1ull << IDB) - 1ull)));
 }
 // ---- end of library ----
 ";

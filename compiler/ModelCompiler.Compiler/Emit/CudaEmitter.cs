@@ -27,6 +27,14 @@ internal sealed partial class CudaEmitter
     internal const int MmaTokens = 32;
     /// <summary>Threads per block of the tensor-core prefill GEMM.</summary>
     internal const int MmaThreads = 128;
+    /// <summary>Threads of the sampling kernel: one block per logits row.</summary>
+    internal const int SampleThreads = 256;
+    /// <summary>
+    /// The sampling kernel's bound on candidates (shared memory: 16 bytes each): top-k up to this many, and
+    /// a top-p nucleus (without top-k) of up to this many tokens, sample on the device; beyond it the kernel
+    /// answers a negative id and the runner samples that row on the host.
+    /// </summary>
+    internal const int SampleCandidates = 1024;
     /// <summary>Batches of at least this many tokens take a launch's prefill variant (mirrors the runtime's CudaLaunch.PrefillMinTokens).</summary>
     internal const int PrefillMinTokens = 16;
 
@@ -84,7 +92,7 @@ internal sealed partial class CudaEmitter
         foreach (var step in _plan.Prologue) EmitStep(step, CudaStageName.Prologue);
         foreach (var step in _plan.Block) EmitStep(step, CudaStageName.Layer);
         foreach (var step in _plan.Epilogue) EmitStep(step, CudaStageName.Epilogue);
-        EmitArgmax();
+        EmitSampler();
     }
 
     private static string Int(int value) => value.ToString(CultureInfo.InvariantCulture);

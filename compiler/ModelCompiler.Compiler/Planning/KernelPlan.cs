@@ -51,8 +51,17 @@ internal abstract record KernelStep
     /// <summary>Short kind name used in kernel names.</summary>
     public abstract string KindName { get; }
 
-    /// <summary>Shapes and dtypes of what it reads and writes, for comments.</summary>
+    /// <summary>
+    /// Shapes and dtypes of what it reads and writes, for comments, with the KV cache as the CUDA runner stores it
+    /// (<c>[blocks, blockSize, kvDim] f32</c>). <see cref="KernelName"/> hashes this text, so it must not depend on the target.
+    /// </summary>
     public abstract string Signature();
+
+    /// <summary>
+    /// The signature with the KV cache described as <paramref name="kvCache"/> (a target's own layout and element type),
+    /// for that target's comments; the same as <see cref="Signature()"/> for a step that does not touch the cache.
+    /// </summary>
+    public virtual string Signature(string kvCache) => Signature();
 
     /// <summary>A stable name derived from the kernel's content (kind, shapes, fused ops), for both emitters.</summary>
     public string KernelName() => HashedName(KindName, Signature() + "|" + string.Join(",", Fuses));
@@ -108,9 +117,10 @@ internal sealed record QkvStep(Buffer Input, WeightRef Norm, WeightRef Wqkv, Buf
     public WeightRef? Bias { get; init; }
 
     public override string KindName => Bias is null ? "rmsnorm_qkv_rope_kvwrite" : "rmsnorm_qkv_bias_rope_kvwrite";
-    public override string Signature() =>
+    public override string Signature() => Signature($"K/V cache [blocks, blockSize, {KvDim}] f32");
+    public override string Signature(string kvCache) =>
         $"{Input.Name} [T, {Dim}] f32, {Norm.Name} {Norm.Typed}, {Wqkv.Name} {Wqkv.Typed}{(Bias is null ? "" : $", {Bias.Name} {Bias.Typed}")} -> " +
-        $"{Qkv.Name} [T, {QDim + 2 * KvDim}] f32, K/V cache [blocks, blockSize, {KvDim}] f32";
+        $"{Qkv.Name} [T, {QDim + 2 * KvDim}] f32, {kvCache}";
 }
 
 /// <summary>Rotary embedding on its own, in place on a whole buffer.</summary>
@@ -128,10 +138,11 @@ internal sealed record RopeStep(Buffer Buffer, int Width) : KernelStep
 internal sealed record AttentionStep(View Queries, View? Keys, View? Values, Buffer Output, int QDim) : KernelStep
 {
     public override string KindName => Keys is null ? "paged_attention" : "kvwrite_paged_attention";
-    public override string Signature() =>
+    public override string Signature() => Signature("K/V cache f32");
+    public override string Signature(string kvCache) =>
         $"q {Describe(Queries)} f32, " +
         (Keys is null || Values is null ? "" : $"k {Describe(Keys)} f32, v {Describe(Values)} f32 -> K/V cache, ") +
-        $"K/V cache f32 -> {Output.Name} [T, {QDim}] f32";
+        $"{kvCache} -> {Output.Name} [T, {QDim}] f32";
 
     private static string Describe(View view) =>
         view.ColumnOffset == 0 && view.Width == view.Buffer.Width

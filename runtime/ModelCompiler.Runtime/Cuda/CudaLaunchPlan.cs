@@ -13,7 +13,7 @@ public enum CudaStage
     Layer,
     /// <summary>Once, after the blocks (final norm and LM head).</summary>
     Epilogue,
-    /// <summary>Greedy sampling on the device: only when the caller wants token ids instead of logits.</summary>
+    /// <summary>Sampling on the device (greedy and sampled rows): only when the caller wants token ids instead of logits.</summary>
     Sampling,
 }
 
@@ -85,6 +85,11 @@ public enum CudaArgKind
     Logits,
     /// <summary>Pointer to the <c>[MaxTokens]</c> int sampled token ids.</summary>
     SampledTokens,
+    /// <summary>
+    /// Pointer to <c>[MaxTokens, 6]</c> int sampling parameters per logits row: mode (0 greedy, 1 sample), 1/T and
+    /// top-p as float bits, top-k, and the row's 64-bit uniform as two ints, low first (see <see cref="CudaModelRunner"/>).
+    /// </summary>
+    SamplingParams,
     /// <summary>int: the batch's token count.</summary>
     NumTokens,
     /// <summary>int: the batch's sequence count.</summary>

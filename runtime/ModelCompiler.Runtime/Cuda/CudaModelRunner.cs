@@ -3,6 +3,7 @@ using System.Collections.Generic;
 using System.Runtime.InteropServices;
 using ModelCompiler.Runtime.Engine;
 using ModelCompiler.Runtime.KvCache;
+using ModelCompiler.Runtime.Sampling;
 using ModelCompiler.Runtime.Weights;
 
 namespace ModelCompiler.Runtime.Cuda;
@@ -24,8 +25,13 @@ namespace ModelCompiler.Runtime.Cuda;
 /// hands out. A padding row is token 0 at position 0 whose block table is that block alone, so it writes
 /// its K/V into slot 0 of the padding block, attends over that one position, and its logits are dropped.</para>
 /// <para>The serving engine drives it like the CPU runner (<see cref="IModelRunner"/>): its copy-on-write
-/// block copies run device to device (<see cref="CopyKvBlock"/>), and it samples on the host from the
-/// logits rows it copies back; generate's greedy path samples on the device (<see cref="ForwardGreedy"/>).</para>
+/// block copies run device to device (<see cref="CopyKvBlock"/>). Sampling runs on the device
+/// (<see cref="ForwardGreedy"/>, <see cref="ForwardSample"/>: one kernel for greedy and sampled rows) so that
+/// only token ids come back; each sampled row's uniform is drawn on the host by its sequence's own
+/// <see cref="Sampler"/>, so seeds give the CPU engine's tokens. Rows beyond the kernel's candidate bound
+/// (a top-k above 1024, or a top-p nucleus of more than 1024 tokens without top-k) come back as a negative id
+/// and are sampled on the host from their logits row with the same uniform (<see cref="NumRowsSampledOnHost"/>).
+/// Callers that need some rows' logits as well (log-probabilities) copy just those rows (<see cref="CopyLogitsRow"/>).</para>
 /// <para>One caller at a time.</para>
 /// </remarks>
 public sealed class CudaModelRunner : IModelRunner
@@ -38,13 +44,16 @@ public sealed class CudaModelRunner : IModelRunner
     private readonly DevicePointer[] _weights;
     private readonly WeightDType[] _weightTypes;     // stored type of each bound weight: picks the kernel variant
     private readonly HashSet<string> _launchedKernels = new(StringComparer.Ordinal);
-    private readonly DevicePointer _arena, _scratch, _tokenIds, _positions, _sequenceOfToken, _logitsTokenIndices, _blockTables, _keys, _values, _logits, _sampled;
+    private readonly DevicePointer _arena, _scratch, _tokenIds, _positions, _sequenceOfToken, _logitsTokenIndices, _blockTables, _keys, _values, _logits, _sampled, _samplingParams;
     private readonly long _layerCacheFloats;
     private readonly float[] _hostLogits;
+    private int _numLogits;                         // logits rows of the last forward pass, in _logits
+    private readonly int[] _hostSamplingParams;     // [MaxBatchTokens, SamplingParamInts], see SamplingParamInts
+    private readonly ulong[] _uniforms;             // [MaxBatchTokens] the uniform of each sampled row of the last ForwardSample
     private readonly int[] _paddingTable;
     private readonly int[] _buckets;
     private readonly ForwardBatch _padded;
-    private readonly Dictionary<(int Bucket, bool Greedy), ICudaGraph> _graphs = [];
+    private readonly Dictionary<(int Bucket, bool Sampling), ICudaGraph> _graphs = [];
     private bool _disposed;
 
     /// <summary>
@@ -104,7 +113,10 @@ public sealed class CudaModelRunner : IModelRunner
             _values = Allocate(4L * c.NumLayers * _layerCacheFloats);
             _logits = Allocate(4L * c.MaxBatchTokens * c.VocabSize);
             _sampled = Allocate(4L * c.MaxBatchTokens);
+            _samplingParams = Allocate(4L * SamplingParamInts * c.MaxBatchTokens);
             _hostLogits = new float[(long)c.MaxBatchTokens * c.VocabSize];
+            _hostSamplingParams = new int[SamplingParamInts * c.MaxBatchTokens];
+            _uniforms = new ulong[c.MaxBatchTokens];
 
             Blocks = new BlockManager(c.NumKvBlocks, c.KvBlockSize);
             _paddingTable = [PaddingBlock];
@@ -135,7 +147,20 @@ public sealed class CudaModelRunner : IModelRunner
     public int PaddingBlock => Config.NumKvBlocks;
     /// <summary>The decode batch-size buckets, ascending: 1, 2, 4, … and the largest decode batch.</summary>
     public IReadOnlyList<int> DecodeBuckets => _buckets;
-    /// <summary>How many graphs have been captured (one per bucket used, for logits and for greedy ids).</summary>
+    /// <summary>
+    /// Ints of sampling parameters per logits row in the device buffer the sampling kernel reads
+    /// (<see cref="CudaArgKind.SamplingParams"/>): mode (0 greedy, 1 sample), 1/T as float bits, top-k, top-p as
+    /// float bits, and the row's uniform as two ints, low first.
+    /// </summary>
+    public const int SamplingParamInts = 6;
+
+    /// <summary>Rows at a temperature above 0 sampled by the kernel so far (greedy rows not counted).</summary>
+    public long NumRowsSampledOnDevice { get; private set; }
+
+    /// <summary>Sampled rows the kernel left to the host (beyond its candidate bound) so far; each was sampled there with its own uniform.</summary>
+    public long NumRowsSampledOnHost { get; private set; }
+
+    /// <summary>How many graphs have been captured (one per bucket used, for logits and for token ids).</summary>
     public int NumCapturedGraphs => _graphs.Count;
 
     /// <inheritdoc/>
@@ -155,7 +180,7 @@ public sealed class CudaModelRunner : IModelRunner
     /// <summary>Runs <paramref name="batch"/> on the device; returns its logits <c>[batch.NumLogits, VocabSize]</c>, valid until the next call.</summary>
     public ReadOnlySpan<float> Forward(ForwardBatch batch)
     {
-        Run(batch, greedy: false);
+        Run(batch, sampling: false);
         int count = batch.NumLogits * Config.VocabSize;
         _device.CopyToHost(MemoryMarshal.AsBytes(_hostLogits.AsSpan(0, count)), _logits);
         return _hostLogits.AsSpan(0, count);
@@ -168,9 +193,59 @@ public sealed class CudaModelRunner : IModelRunner
     public void ForwardGreedy(ForwardBatch batch, Span<int> tokens)
     {
         if (tokens.Length < batch.NumLogits) throw new ArgumentException($"{batch.NumLogits} token slots needed.", nameof(tokens));
-        Run(batch, greedy: true);
+        for (int row = 0; row < batch.NumLogits; row++) SetGreedy(row);
+        Run(batch, sampling: true);
         _device.CopyToHost(MemoryMarshal.AsBytes(tokens[..batch.NumLogits]), _sampled);
     }
+
+    /// <summary>
+    /// Runs <paramref name="batch"/> and samples each logits row on the device as <paramref name="samplers"/>[row]
+    /// would (<see cref="Sampler.Sample(ReadOnlySpan{float}, ulong)"/> with a uniform it draws from that
+    /// sampler, one per sampled row); only the ids come back, except for rows beyond the kernel's candidate
+    /// bound, whose logits come back to be sampled on the host with the same uniform.
+    /// </summary>
+    public void ForwardSample(ForwardBatch batch, ReadOnlySpan<Sampler> samplers, Span<int> tokens)
+    {
+        int numRows = batch.NumLogits;
+        IModelRunner.CheckSampling(this, batch, samplers, tokens);
+        for (int row = 0; row < numRows; row++)
+        {
+            Sampler sampler = samplers[row];
+            if (!sampler.NeedsUniform)
+            {
+                SetGreedy(row);
+                continue;
+            }
+            ulong uniform = sampler.NextUniform();
+            _uniforms[row] = uniform;
+            Span<int> p = _hostSamplingParams.AsSpan(row * SamplingParamInts, SamplingParamInts);
+            p[0] = 1;
+            p[1] = BitConverter.SingleToInt32Bits(1f / sampler.Options.Temperature);   // as Sampler computes it
+            p[2] = sampler.Options.TopK;
+            p[3] = BitConverter.SingleToInt32Bits(sampler.Options.TopP);
+            p[4] = (int)(uint)uniform;
+            p[5] = (int)(uint)(uniform >> 32);
+        }
+        Run(batch, sampling: true);
+        _device.CopyToHost(MemoryMarshal.AsBytes(tokens[..numRows]), _sampled);
+        int vocab = Config.VocabSize;
+        for (int row = 0; row < numRows; row++)
+        {
+            if (!samplers[row].NeedsUniform) continue;
+            if (tokens[row] >= 0)
+            {
+                NumRowsSampledOnDevice++;
+                continue;
+            }
+            // Beyond the kernel's candidate bound (MC_SAMPLE_TOP_K_ABOVE_BOUND, MC_SAMPLE_NUCLEUS_ABOVE_BOUND): the same draw on the host.
+            Span<float> logits = _hostLogits.AsSpan(row * vocab, vocab);
+            CopyLogitsRow(row, logits);
+            tokens[row] = samplers[row].Sample(logits, _uniforms[row]);
+            NumRowsSampledOnHost++;
+        }
+    }
+
+    private void SetGreedy(int row) => _hostSamplingParams.AsSpan(row * SamplingParamInts, SamplingParamInts).Clear();
 
     /// <summary>
     /// Copies block <paramref name="sourceBlock"/>'s keys and values into <paramref name="destinationBlock"/>
@@ -198,8 +273,18 @@ public sealed class CudaModelRunner : IModelRunner
     /// <summary>Copy-on-write block copies done on the device so far (see <see cref="CopyKvBlock"/>).</summary>
     public long NumBlockCopies { get; private set; }
 
-    private void Run(ForwardBatch batch, bool greedy)
+    /// <inheritdoc/>
+    public void CopyLogitsRow(int row, Span<float> destination)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        IModelRunner.CheckLogitsRow(this, row, _numLogits, destination);
+        _device.CopyToHost(MemoryMarshal.AsBytes(destination), _logits.Offset(4L * row * Config.VocabSize));
+    }
+
+    // With sampling, _hostSamplingParams holds the parameters of the batch's logits rows.
+    private void Run(ForwardBatch batch, bool sampling)
+    {
+        _numLogits = 0;
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (batch.NumTokens == 0) throw new ArgumentException("The batch is empty.", nameof(batch));
         if (batch.MaxBlocksPerSequence != Config.MaxBlocksPerSequence || batch.MaxTokens > Config.MaxBatchTokens || batch.MaxSequences > Config.MaxSequences)
@@ -209,18 +294,26 @@ public sealed class CudaModelRunner : IModelRunner
             int bucket = BucketFor(batch.NumSequences);
             ForwardBatch padded = Pad(batch, bucket);
             UploadBatch(padded);
-            if (!_graphs.TryGetValue((bucket, greedy), out ICudaGraph? graph))
+            if (sampling)
+            {
+                for (int row = batch.NumLogits; row < bucket; row++) SetGreedy(row);   // padding rows: a cheap argmax, dropped
+                Upload(_samplingParams, _hostSamplingParams.AsSpan(0, bucket * SamplingParamInts));
+            }
+            if (!_graphs.TryGetValue((bucket, sampling), out ICudaGraph? graph))
             {
                 _device.BeginCapture();
-                try { Enqueue(padded, greedy); }
+                try { Enqueue(padded, sampling); }
                 finally { graph = _device.EndCapture(); }
-                _graphs[(bucket, greedy)] = graph;
+                _graphs[(bucket, sampling)] = graph;
             }
             _device.Replay(graph);
+            _numLogits = batch.NumLogits;
             return;
         }
         UploadBatch(batch);
-        Enqueue(batch, greedy);
+        if (sampling) Upload(_samplingParams, _hostSamplingParams.AsSpan(0, batch.NumLogits * SamplingParamInts));
+        Enqueue(batch, sampling);
+        _numLogits = batch.NumLogits;
     }
 
     private static bool IsDecode(ForwardBatch batch)
@@ -251,10 +344,10 @@ public sealed class CudaModelRunner : IModelRunner
         Upload(_blockTables, batch.BlockTables.AsSpan(0, batch.NumSequences * batch.MaxBlocksPerSequence));
     }
 
-    private void Enqueue(ForwardBatch batch, bool greedy)
+    private void Enqueue(ForwardBatch batch, bool sampling)
     {
         Span<KernelArg> args = stackalloc KernelArg[32];
-        ReadOnlySpan<CudaStage> stages = greedy
+        ReadOnlySpan<CudaStage> stages = sampling
             ? [CudaStage.Prologue, CudaStage.Layer, CudaStage.Epilogue, CudaStage.Sampling]
             : [CudaStage.Prologue, CudaStage.Layer, CudaStage.Epilogue];
         foreach (CudaStage stage in stages)
@@ -293,6 +386,7 @@ public sealed class CudaModelRunner : IModelRunner
         CudaArgKind.ValueCache => KernelArg.Pointer(_values.Offset(4L * layer * _layerCacheFloats)),
         CudaArgKind.Logits => KernelArg.Pointer(_logits),
         CudaArgKind.SampledTokens => KernelArg.Pointer(_sampled),
+        CudaArgKind.SamplingParams => KernelArg.Pointer(_samplingParams),
         CudaArgKind.NumTokens => KernelArg.Int(batch.NumTokens),
         CudaArgKind.NumSequences => KernelArg.Int(batch.NumSequences),
         CudaArgKind.NumLogits => KernelArg.Int(batch.NumLogits),

@@ -21,6 +21,16 @@ public interface IModelRunner : IDisposable
     ReadOnlySpan<float> Forward(ForwardBatch batch);
 
     /// <summary>
+    /// Copies logits row <paramref name="row"/> of the last forward pass (<see cref="Forward"/>,
+    /// <see cref="ForwardGreedy"/> or <see cref="ForwardSample"/>) into <paramref name="destination"/>
+    /// (<c>[VocabSize]</c>): for the few rows whose logits the caller needs after sampling them where they are
+    /// (log-probabilities, parallel-sampling children drawing from their parent's row).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">No such row in the last forward pass.</exception>
+    /// <exception cref="ArgumentException"><paramref name="destination"/> is not <c>VocabSize</c> long.</exception>
+    void CopyLogitsRow(int row, Span<float> destination);
+
+    /// <summary>
     /// Copies every layer's keys and values of KV block <paramref name="sourceBlock"/> into
     /// <paramref name="destinationBlock"/>, where the pool lives (copy-on-write of a shared block, see
     /// <see cref="BlockCopy"/>); ordered before the next <see cref="Forward"/>.
@@ -39,5 +49,43 @@ public interface IModelRunner : IDisposable
         ReadOnlySpan<float> logits = Forward(batch);
         int vocab = Config.VocabSize;
         for (int i = 0; i < batch.NumLogits; i++) tokens[i] = Sampler.Argmax(logits.Slice(i * vocab, vocab));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="batch"/> and writes to <paramref name="tokens"/>[row] the token that
+    /// <paramref name="samplers"/>[row] picks from logits row <c>row</c> (greedy or sampled, as its options say;
+    /// a sampled row takes one uniform from that sampler's generator). By default on the host over
+    /// <see cref="Forward"/> with <see cref="Sampler.Sample(ReadOnlySpan{float})"/>; the CUDA runner samples on
+    /// the device with the same draw contract, so that only the ids come back. Callers that need the logits
+    /// themselves (log-probabilities) use <see cref="Forward"/> instead.
+    /// </summary>
+    /// <exception cref="ArgumentException">Fewer samplers or token slots than logits rows, or a sampler for another vocabulary size.</exception>
+    void ForwardSample(ForwardBatch batch, ReadOnlySpan<Sampler> samplers, Span<int> tokens)
+    {
+        CheckSampling(this, batch, samplers, tokens);
+        ReadOnlySpan<float> logits = Forward(batch);
+        int vocab = Config.VocabSize;
+        for (int i = 0; i < batch.NumLogits; i++) tokens[i] = samplers[i].Sample(logits.Slice(i * vocab, vocab));
+    }
+
+    /// <summary>The argument checks of <see cref="CopyLogitsRow"/>, for its implementations.</summary>
+    internal static void CheckLogitsRow(IModelRunner runner, int row, int numLogits, Span<float> destination)
+    {
+        if ((uint)row >= (uint)numLogits) throw new ArgumentOutOfRangeException(nameof(row), row, $"The last forward pass had {numLogits} logits rows.");
+        if (destination.Length != runner.Config.VocabSize) throw new ArgumentException($"A logits row has {runner.Config.VocabSize} entries; the destination has {destination.Length}.", nameof(destination));
+    }
+
+    /// <summary>The argument checks of <see cref="ForwardSample"/>, for its implementations.</summary>
+    internal static void CheckSampling(IModelRunner runner, ForwardBatch batch, ReadOnlySpan<Sampler> samplers, Span<int> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        if (tokens.Length < batch.NumLogits) throw new ArgumentException($"{batch.NumLogits} token slots needed.", nameof(tokens));
+        if (samplers.Length < batch.NumLogits) throw new ArgumentException($"{batch.NumLogits} samplers needed, one per logits row; got {samplers.Length}.", nameof(samplers));
+        for (int i = 0; i < batch.NumLogits; i++)
+        {
+            if (samplers[i] is null) throw new ArgumentException($"Sampler {i} is null.", nameof(samplers));
+            if (samplers[i].VocabSize != runner.Config.VocabSize)
+                throw new ArgumentException($"Sampler {i} samples rows of {samplers[i].VocabSize} logits; the model's vocabulary has {runner.Config.VocabSize}.", nameof(samplers));
+        }
     }
 }

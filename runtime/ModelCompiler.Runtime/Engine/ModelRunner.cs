@@ -14,6 +14,7 @@ public sealed class ModelRunner : IModelRunner
 {
     private readonly float[] _arena;
     private readonly float[] _logits;
+    private int _numLogits;     // logits rows of the last forward pass
 
     /// <summary>Binds <paramref name="source"/> to <paramref name="model"/>'s weight table (the runner owns the source from here on).</summary>
     public ModelRunner(CompiledModel model, IWeightSource source)
@@ -99,8 +100,17 @@ public sealed class ModelRunner : IModelRunner
     /// <summary>Runs <paramref name="batch"/>; returns its logits <c>[batch.NumLogits, VocabSize]</c>, valid until the next call.</summary>
     public ReadOnlySpan<float> Forward(ForwardBatch batch)
     {
+        _numLogits = 0;
         Model.Forward(batch, Weights, KvCache, _arena, _logits);
+        _numLogits = batch.NumLogits;
         return _logits.AsSpan(0, batch.NumLogits * Config.VocabSize);
+    }
+
+    /// <inheritdoc/>
+    public void CopyLogitsRow(int row, Span<float> destination)
+    {
+        IModelRunner.CheckLogitsRow(this, row, _numLogits, destination);
+        _logits.AsSpan(row * Config.VocabSize, Config.VocabSize).CopyTo(destination);
     }
 
     /// <inheritdoc />

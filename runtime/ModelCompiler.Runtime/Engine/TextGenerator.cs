@@ -58,20 +58,23 @@ public sealed class TextGenerator
         try
         {
             var clock = Stopwatch.StartNew();
-            int position = 0, next = -1;
+            // Every token is sampled where the logits are (on a GPU only the id comes back).
+            ReadOnlySpan<Sampler> samplers = new(ref sampler);
+            Span<int> one = stackalloc int[1];
+            int position = 0;
             while (position < promptTokens.Length)
             {
                 int chunk = Math.Min(config.MaxBatchTokens, promptTokens.Length - position);
                 _batch.Clear();
-                _batch.AddSequence(promptTokens.Slice(position, chunk), position, blocks.BlockTable(id));
-                var logits = _runner.Forward(_batch);
+                _batch.AddSequence(promptTokens.Slice(position, chunk), position, blocks.BlockTable(id),
+                    position + chunk == promptTokens.Length ? LogitsRows.Last : LogitsRows.None);
+                if (position + chunk == promptTokens.Length) _runner.ForwardSample(_batch, samplers, one);
+                else _runner.Forward(_batch);
                 position += chunk;
-                if (position == promptTokens.Length) next = sampler.Sample(logits);
             }
+            int next = one[0];
             var timeToFirstToken = clock.Elapsed;
             int generated = 0;
-            Span<int> one = stackalloc int[1];
-            bool greedy = sampler.Options.Temperature == 0;
             while (true)
             {
                 generated++;
@@ -82,9 +85,7 @@ public sealed class TextGenerator
                 one[0] = next;
                 _batch.Clear();
                 _batch.AddSequence(one, position, blocks.BlockTable(id));
-                // Greedy: the argmax where the logits are (on a GPU only the id comes back).
-                if (greedy) _runner.ForwardGreedy(_batch, one);
-                else one[0] = sampler.Sample(_runner.Forward(_batch));
+                _runner.ForwardSample(_batch, samplers, one);
                 next = one[0];
                 position++;
             }

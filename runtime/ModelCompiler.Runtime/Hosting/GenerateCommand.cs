@@ -22,7 +22,7 @@ internal static class GenerateCommand
         var seed = new Option<ulong?>("--seed") { Description = "Random seed (default: from the clock)." };
         var weightOptions = new WeightOptions(config);
         var deviceOptions = new DeviceOptions();
-        var tokenizer = new Option<string>("--tokenizer") { Description = $"Tokenizer file ({config.TokenizerFormat}); default: {config.TokenizerPath} in the shared folder." };
+        var tokenizer = TokenizerChoice.CreateOption(config);
 
         var command = new Command("generate", "Generate text from a prompt; prints the prompt and its continuation to stdout.")
         {
@@ -45,7 +45,7 @@ internal static class GenerateCommand
                 return Fail(e.Message.Split('\n')[0].Trim());
             }
             if (!weightOptions.TryGetSelection(result, out var weights, out string error)) return Fail(error);
-            string tokenizerPath = result.GetValue(tokenizer) ?? SharedPaths.Resolve(config.TokenizerPath);
+            string? tokenizerPath = result.GetValue(tokenizer);
             if (!deviceOptions.TryResolve(result, engine, out var device, out error)) return Fail(error);
             return Run(engine, result.GetValue(prompt) ?? "", numTokens, options, weights, device, tokenizerPath);
         });
@@ -85,11 +85,11 @@ internal static class GenerateCommand
         return ModelHost.UsageOrInputError;
     }
 
-    private static int Run(CompiledModel engine, string prompt, int maxTokens, SamplingOptions options, WeightSelection weights, DeviceChoice device, string tokenizerPath)
+    private static int Run(CompiledModel engine, string prompt, int maxTokens, SamplingOptions options, WeightSelection weights, DeviceChoice device, string? tokenizerPath)
     {
         var config = engine.Config;
         using var runner = OpenRunner(engine, weights, device);
-        var tokenizer = Llama2cTokenizer.Load(tokenizerPath, config.VocabSize);
+        var tokenizer = TokenizerChoice.Load(config, tokenizerPath, weights.WeightsPath);
         var generator = new TextGenerator(runner);
         int[] promptTokens = tokenizer.Encode(prompt, addBos: true);
         if (promptTokens.Length >= config.MaxSeqLen)

@@ -68,7 +68,7 @@ internal static class ServeCommand
 
         public ServerOptionSet(ModelConfig config)
         {
-            Tokenizer = new Option<string>("--tokenizer") { Description = $"Tokenizer file ({config.TokenizerFormat}); default: {config.TokenizerPath} in the shared folder." };
+            Tokenizer = TokenizerChoice.CreateOption(config);
             ChatTemplate = new Option<string>("--chat-template") { Description = $"Chat prompt format: plain (<|user|>…<|assistant|>) or llama2 ([INST]); default: the description's chatTemplate ({config.ChatTemplate})." };
             _defaultTemplate = config.ChatTemplate;
         }
@@ -80,7 +80,7 @@ internal static class ServeCommand
         }
 
         public Llama2cTokenizer LoadTokenizer(ParseResult result, ModelConfig config) =>
-            Llama2cTokenizer.Load(result.GetValue(Tokenizer) ?? SharedPaths.Resolve(config.TokenizerPath), config.VocabSize);
+            TokenizerChoice.Load(config, result.GetValue(Tokenizer), TokenizerChoice.WeightsPath(result, config));
 
         public Server.ChatTemplate Template(ParseResult result)
         {

@@ -54,6 +54,14 @@ public static partial class CpuKernels
         if (kvDim != cache.KvDim) throw new ArgumentException($"{numKvHeads} KV heads of {headDim} do not match the cache's {cache.KvDim} floats per token.", nameof(numKvHeads));
         int qkvDim = qDim + 2 * kvDim;
 
+        // Decode-sized batches: the slots' cache lines load during the projection (see PagedKvCache.PrefetchToken).
+        if (numTokens <= MaxPrefetchTokens)
+            for (int t = 0; t < numTokens; t++)
+            {
+                var blockTable = batch.BlockTable(batch.SequenceOfToken[t]);
+                int position = batch.Positions[t], logicalBlock = position / cache.BlockSize;
+                if ((uint)logicalBlock < (uint)blockTable.Length) cache.PrefetchToken(layer, blockTable[logicalBlock], position % cache.BlockSize);
+            }
         RmsNormLinear(x, numTokens, normWeight, eps, wqkv, qkv, dim, qkvDim, normalized);
 
         // Epilogue per token: one set of angles serves the q and k heads; then the rotated keys and the values go to
@@ -126,6 +134,7 @@ public static partial class CpuKernels
                 MaxBlocksPerSequence = batch.MaxBlocksPerSequence, NumBlocks = cache.NumBlocks, LayerOffset = cache.BlockOffset(layer, 0),
                 NumHeads = numHeads, NumKvHeads = numKvHeads, HeadDim = headDim, KvDim = cache.KvDim, BlockSize = cache.BlockSize,
                 ScoreScale = 1f / MathF.Sqrt(headDim),
+                PrefetchRuns = numTokens <= MaxPrefetchTokens,
             };
             if (cache.DType == KvCacheDType.F16)
                 RunAttention(new PagedAttentionJob<F16Kv> { Shape = shape, Keys = (byte*)pHalfKeys, Values = (byte*)pHalfValues }, numTokens * numKvHeads, parallel);
@@ -141,6 +150,9 @@ public static partial class CpuKernels
         else
             Threading.WorkerPool.Run(ref job, numChunks);
     }
+
+    // Batches up to this many tokens (decode steps, up to maxSequences of them) prefetch KV blocks (AttentionShape.PrefetchRuns).
+    private const int MaxPrefetchTokens = 16;
 
     // Multiply-adds (q·k plus p·v) below which attention runs on the calling thread.
     private const long AttentionParallelThreshold = 1 << 15;

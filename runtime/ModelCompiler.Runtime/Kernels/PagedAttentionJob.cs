@@ -45,6 +45,11 @@ internal unsafe struct AttentionShape
     public long LayerOffset;
     public int QRowStride, MaxBlocksPerSequence, NumBlocks, NumHeads, NumKvHeads, HeadDim, KvDim, BlockSize;
     public float ScoreScale;
+    /// <summary>
+    /// Prefetch each next block's keys and values (wide heads only): set for decode-sized batches, whose KV comes cold
+    /// from DRAM after a step's weights went through the caches; a prefill revisits the same hot blocks for every token.
+    /// </summary>
+    public bool PrefetchRuns;
 }
 
 /// <summary>
@@ -142,7 +147,7 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                 runStarts[numRuns] = tileLength;
 
                 if (vector)
-                    KeyScores16(Keys, runOffsets, runStarts, numRuns, blockSize, query, numPassHeads, headDim, scores);
+                    KeyScores16(Keys, s.PrefetchRuns ? Values : null, runOffsets, runStarts, numRuns, blockSize, query, numPassHeads, headDim, scores);
                 else
                     for (int r = 0; r < numRuns; r++)
                         KeyScores1(Keys + runOffsets[r] * TKv.Size, blockSize, query, numPassHeads, headDim, runStarts[r + 1] - runStarts[r], scores + runStarts[r]);
@@ -153,11 +158,15 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                     float tileMax = vector ? AttentionMath.MaxPadded(headScores, tileLength) : AttentionMath.Max(headScores, tileLength);
                     if (tileMax > runningMax[j])
                     {
-                        // exp(-inf) = 0 on the first tile, which also zeroes the (empty) sums.
-                        float correction = MathF.Exp(runningMax[j] - tileMax);
-                        runningSum[j] *= correction;
-                        var headAccumulator = new Span<float>(accumulators + j * accumulatorFloats, accumulatorFloats);
-                        CpuKernels.Scale(headAccumulator, correction, headAccumulator);
+                        // On the first tile the sums are still zero and need no rescaling (a scalar exp and a pass over
+                        // the accumulators per head and tile were a few percent of a Stories260K step).
+                        if (tileStart > 0)
+                        {
+                            float correction = MathF.Exp(runningMax[j] - tileMax);
+                            runningSum[j] *= correction;
+                            var headAccumulator = new Span<float>(accumulators + j * accumulatorFloats, accumulatorFloats);
+                            CpuKernels.Scale(headAccumulator, correction, headAccumulator);
+                        }
                         runningMax[j] = tileMax;
                     }
                     runningSum[j] += vector ? AttentionMath.ExpSubtractPadded(headScores, tileLength, runningMax[j]) : AttentionMath.ExpSubtract(headScores, tileLength, runningMax[j]);
@@ -192,51 +201,84 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
     /// Scores of a tile's runs of slots (each rounded up to 16) for every pass head: per 16 slots, one FMA per
     /// channel with the query element broadcast. Heads go in pairs so each key load serves two.
     /// </summary>
-    private static void KeyScores16(byte* keyBase, nint* runOffsets, int* runStarts, int numRuns, int blockSize, float* query, int numHeads, int headDim, float* tileScores)
+    private static void KeyScores16(byte* keyBase, byte* valueBase, nint* runOffsets, int* runStarts, int numRuns, int blockSize, float* query, int numHeads, int headDim, float* tileScores)
     {
         nint channelBytes = (nint)blockSize * TKv.Size;
+        // A head's slice of a block (headDim channels × blockSize slots) is one contiguous run of memory, but the next
+        // block of the sequence is elsewhere in the pool, where the hardware prefetcher has to start over. Wide heads
+        // (Llama110M: 4 KiB per block) prefetch the next run's keys and this run's values while the scores are computed;
+        // narrow ones (Stories260K: 512 bytes, in cache anyway) would mostly pay for the instructions.
+        // valueBase is null when the caller asked for no prefetching.
+        nint runBytes = headDim * channelBytes;
+        bool prefetch = valueBase != null && runBytes >= PrefetchMinRunBytes;
         for (int r = 0; r < numRuns; r++)
-        for (int c = 0, count = runStarts[r + 1] - runStarts[r]; c < count; c += Lanes)
         {
-            byte* k0 = keyBase + (runOffsets[r] + c) * TKv.Size;
-            float* scores = tileScores + runStarts[r];
-            int j = 0;
-            for (; j <= numHeads - 2; j += 2)
+            if (prefetch)
             {
-                float* qa = query + j * headDim, qb = qa + headDim;
-                Vector512<float> a0 = default, a1 = default, b0 = default, b1 = default;
-                int d = 0;
-                for (; d <= headDim - 2; d += 2)
-                {
-                    var k = TKv.Load16(k0 + d * channelBytes);
-                    var l = TKv.Load16(k0 + (d + 1) * channelBytes);
-                    a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), k, a0);
-                    b0 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d]), k, b0);
-                    a1 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 1]), l, a1);
-                    b1 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d + 1]), l, b1);
-                }
-                if (d < headDim)
-                {
-                    var k = TKv.Load16(k0 + d * channelBytes);
-                    a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), k, a0);
-                    b0 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d]), k, b0);
-                }
-                (a0 + a1).Store(scores + j * ScoreStride + c);
-                (b0 + b1).Store(scores + (j + 1) * ScoreStride + c);
+                if (r + 1 < numRuns) PrefetchRun(keyBase + runOffsets[r + 1] * TKv.Size, runBytes, toL1: true);
+                PrefetchRun(valueBase + runOffsets[r] * TKv.Size, runBytes, toL1: false);
             }
-            if (j < numHeads)
+            for (int c = 0, count = runStarts[r + 1] - runStarts[r]; c < count; c += Lanes)
             {
-                float* qa = query + j * headDim;
-                Vector512<float> a0 = default, a1 = default;
-                int d = 0;
-                for (; d <= headDim - 2; d += 2)
+                byte* k0 = keyBase + (runOffsets[r] + c) * TKv.Size;
+                float* scores = tileScores + runStarts[r];
+                int j = 0;
+                for (; j <= numHeads - 2; j += 2)
                 {
-                    a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), TKv.Load16(k0 + d * channelBytes), a0);
-                    a1 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 1]), TKv.Load16(k0 + (d + 1) * channelBytes), a1);
+                    float* qa = query + j * headDim, qb = qa + headDim;
+                    Vector512<float> a0 = default, a1 = default, b0 = default, b1 = default;
+                    int d = 0;
+                    for (; d <= headDim - 2; d += 2)
+                    {
+                        var k = TKv.Load16(k0 + d * channelBytes);
+                        var l = TKv.Load16(k0 + (d + 1) * channelBytes);
+                        a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), k, a0);
+                        b0 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d]), k, b0);
+                        a1 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 1]), l, a1);
+                        b1 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d + 1]), l, b1);
+                    }
+                    if (d < headDim)
+                    {
+                        var k = TKv.Load16(k0 + d * channelBytes);
+                        a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), k, a0);
+                        b0 = Vector512.FusedMultiplyAdd(Vector512.Create(qb[d]), k, b0);
+                    }
+                    (a0 + a1).Store(scores + j * ScoreStride + c);
+                    (b0 + b1).Store(scores + (j + 1) * ScoreStride + c);
                 }
-                if (d < headDim) a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), TKv.Load16(k0 + d * channelBytes), a0);
-                (a0 + a1).Store(scores + j * ScoreStride + c);
+                if (j < numHeads)
+                {
+                    // A lone head (every head of a model without GQA): four chains, so that the FMA latency is not the
+                    // bound of the 64-channel sums.
+                    float* qa = query + j * headDim;
+                    Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                    int d = 0;
+                    for (; d <= headDim - 4; d += 4)
+                    {
+                        a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), TKv.Load16(k0 + d * channelBytes), a0);
+                        a1 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 1]), TKv.Load16(k0 + (d + 1) * channelBytes), a1);
+                        a2 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 2]), TKv.Load16(k0 + (d + 2) * channelBytes), a2);
+                        a3 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 3]), TKv.Load16(k0 + (d + 3) * channelBytes), a3);
+                    }
+                    for (; d < headDim; d++) a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), TKv.Load16(k0 + d * channelBytes), a0);
+                    ((a0 + a1) + (a2 + a3)).Store(scores + j * ScoreStride + c);
+                }
             }
+        }
+    }
+
+    /// <summary>Run size (bytes of one head's slice of a block) from which <see cref="KeyScores16"/> prefetches.</summary>
+    private const int PrefetchMinRunBytes = 2048;
+
+    /// <summary>Prefetches the lines of <c>[start, start + bytes)</c> into L1 or L2 (a hint: never faults).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchRun(byte* start, nint bytes, bool toL1)
+    {
+        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
+        for (nint offset = 0; offset < bytes; offset += 64)
+        {
+            if (toL1) System.Runtime.Intrinsics.X86.Sse.Prefetch0(start + offset);
+            else System.Runtime.Intrinsics.X86.Sse.Prefetch1(start + offset);
         }
     }
 

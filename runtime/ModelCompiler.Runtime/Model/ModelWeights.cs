@@ -63,11 +63,11 @@ public sealed unsafe class ModelWeights : IDisposable
         _cols[index] = cols;
     }
 
-    /// <summary>Allocates 64-byte-aligned native memory for weight <paramref name="index"/> and returns its bytes for filling.</summary>
+    /// <summary>Allocates 64-byte-aligned native memory (on huge pages when large: <see cref="Interop.LargePages"/>) for weight <paramref name="index"/> and returns its bytes for filling.</summary>
     public Span<byte> Allocate(int index, WeightDType dtype, int rows, int cols)
     {
         long size = WeightDTypes.SizeInBytes(dtype, (long)rows * cols);
-        nint p = (nint)NativeMemory.AlignedAlloc((nuint)size, 64);
+        nint p = (nint)Interop.LargePages.Allocate((nuint)size);
         _owned.Add(p);
         SetBorrowed(index, p, dtype, rows, cols);
         return new Span<byte>((void*)p, checked((int)size));
@@ -77,7 +77,8 @@ public sealed unsafe class ModelWeights : IDisposable
     /// Adds to the matrix at <paramref name="index"/> a copy in the CPU projections' packed layout
     /// (<see cref="WeightMatrix.PackedData"/>) when its type has one on this CPU; returns whether it did.
     /// <list type="bullet">
-    /// <item>q8_0/q4_0 with AVX-VNNI (<c>Kernels.MatMul.PackedQuantizedLayout</c>): the stored rows stay as they are
+    /// <item>q8_0/q4_0 with AVX-VNNI (<c>Kernels.MatMul.PackedQuantizedLayout</c>), unless a block scale is infinite or NaN
+    /// (a damaged or adversarial file keeps the matrix on the GGUF-layout path): the stored rows stay as they are
     /// (the GGUF-layout paths, export and uploads read them), so this costs the matrix's size again in memory.</item>
     /// <item>f32/f16/bf16 with AVX-512, matrices large enough to be split over the worker pool
     /// (<c>Kernels.MatMul.FloatPanelLayout</c>): the panels replace the rows for every CPU projection, so rows this
@@ -104,8 +105,10 @@ public sealed unsafe class ModelWeights : IDisposable
         }
         if (Kernels.MatMul.PackedQuantizedLayout.ShouldPack(matrix.DType))
         {
+            // A scale of infinity or NaN (a damaged or adversarial file) keeps the matrix on the GGUF-layout path.
+            if (!Kernels.MatMul.PackedQuantizedLayout.HasFiniteScales(matrix)) return false;
             long size = Kernels.MatMul.PackedQuantizedLayout.SizeInBytes(matrix.DType, matrix.Rows, matrix.Cols);
-            nint p = (nint)NativeMemory.AlignedAlloc((nuint)size, 64);
+            nint p = (nint)Interop.LargePages.Allocate((nuint)size);
             _owned.Add(p);
             Kernels.MatMul.PackedQuantizedLayout.Pack(matrix, (byte*)p);
             _packed[index] = p;
@@ -114,7 +117,7 @@ public sealed unsafe class ModelWeights : IDisposable
         if (floatsOfAnySize ? Kernels.MatMul.FloatPanelLayout.Supports(matrix.DType) : Kernels.MatMul.FloatPanelLayout.ShouldPack(matrix.DType, matrix.Rows, matrix.Cols))
         {
             long size = Kernels.MatMul.FloatPanelLayout.SizeInBytes(matrix.DType, matrix.Rows, matrix.Cols);
-            nint p = (nint)NativeMemory.AlignedAlloc((nuint)size, 64);
+            nint p = (nint)Interop.LargePages.Allocate((nuint)size);
             _owned.Add(p);
             Kernels.MatMul.FloatPanelLayout.Pack(matrix, (byte*)p);
             _packed[index] = p;
@@ -122,7 +125,7 @@ public sealed unsafe class ModelWeights : IDisposable
             int owned = _owned.IndexOf(_pointers[index]);
             if (owned >= 0)
             {
-                NativeMemory.AlignedFree((void*)_pointers[index]);
+                Interop.LargePages.Free((void*)_pointers[index]);
                 _owned.RemoveAt(owned);
                 _pointers[index] = 0;
             }

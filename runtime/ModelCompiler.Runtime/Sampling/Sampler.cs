@@ -10,14 +10,39 @@ namespace ModelCompiler.Runtime.Sampling;
 /// softmax(logits / T), cut to the <see cref="SamplingOptions.TopK"/> most likely tokens and then to the
 /// nucleus of <see cref="SamplingOptions.TopP"/>, renormalised. Random numbers come from our own
 /// <see cref="SplitMix64"/> seeded by <see cref="SamplingOptions.Seed"/>, so a seed gives the same tokens on
-/// every machine. Buffers are sized to the vocabulary once; <see cref="Sample"/> allocates nothing.
+/// every machine. Buffers are sized to the vocabulary once; <see cref="Sample(ReadOnlySpan{float})"/> allocates nothing.
 /// One sampler per sequence: it carries the generator's state and is not thread-safe.
 /// </summary>
+/// <remarks>
+/// <para>The draw contract, shared with the CUDA kernel <c>mc_sample</c> (compiler/…/CudaEmitter.Library.cs), which
+/// must give the same token for the same logits, options and uniform — so every step below is exact integer
+/// arithmetic, or float operations that round the same way everywhere (no summation order anywhere):</para>
+/// <list type="number">
+/// <item>Drawing is split in two: <see cref="NextUniform"/> takes one 64-bit uniform from this sequence's
+/// generator (once per sampled token, never at temperature 0), and <see cref="Sample(ReadOnlySpan{float}, ulong)"/>
+/// turns logits and that uniform into a token. A GPU runner draws the uniform here and samples on the device.</item>
+/// <item>Each token's weight is <see cref="Weight"/>: exp((logit − max) / T) as an integer in units of 2⁻⁴⁰ of
+/// the most likely token's (which weighs exactly 2⁴⁰), computed with one fixed sequence of correctly rounded
+/// float operations; tokens below 2⁻⁴⁰ of the maximum weigh 0 and are never drawn.</item>
+/// <item>Masses are sums of those integers (in 64 bits: exact in any order, for vocabularies up to 2²³).</item>
+/// <item>Likelihood order: larger weight first, ties to the lower id. Top-k keeps the first K; the nucleus is
+/// the shortest prefix of the candidates (the top K, or every token) whose mass reaches
+/// <see cref="NucleusTarget"/> = ⌈mass · P⌉ (one double product).</item>
+/// <item>The draw point is ⌊uniform · mass / 2⁶⁴⌋ (<see cref="DrawPoint"/>, always below the mass), and the token
+/// is the first whose running mass exceeds it: walked in id order when nothing is cut, in likelihood order
+/// otherwise.</item>
+/// </list>
+/// <para>A row whose mass is 0 (a NaN or infinite maximum logit) gives the argmax. NaN logits are otherwise
+/// outside the contract: <see cref="Argmax"/> answers 0 when <c>logits[0]</c> is NaN, while the kernel's argmax
+/// skips NaN entries, so such rows may differ between host and device.</para>
+/// </remarks>
 public sealed class Sampler
 {
-    private readonly float[] _probs;      // [vocab] unnormalised exp((logit - max) / T)
-    private readonly int[] _candidates;   // [vocab] token ids, most likely first once sorted
-    private readonly Comparison<int> _moreLikelyFirst;
+    /// <summary>The most likely token's weight (2⁴⁰): weights are integers in units of 2⁻⁴⁰ of it.</summary>
+    public const float MaxWeight = 1099511627776f;
+
+    private readonly float[] _weights;      // [vocab] Weight(logit) of the current row: whole numbers in [0, 2^40]
+    private readonly ulong[] _candidates;   // [vocab] ~LikelihoodKey of candidates: ascending order is most likely first
     private SplitMix64 _random;
 
     /// <summary>Creates a sampler for logits rows of <paramref name="vocabSize"/> entries.</summary>
@@ -27,10 +52,8 @@ public sealed class Sampler
         ArgumentNullException.ThrowIfNull(options);
         VocabSize = vocabSize;
         Options = options;
-        _probs = new float[vocabSize];
-        _candidates = new int[vocabSize];
-        // Created once: a lambda per call would allocate. Ties go to the lower id, as argmax does.
-        _moreLikelyFirst = (a, b) => _probs[a] != _probs[b] ? _probs[b].CompareTo(_probs[a]) : a.CompareTo(b);
+        _weights = new float[vocabSize];
+        _candidates = new ulong[vocabSize];
         _random = new SplitMix64(options.Seed);
     }
 
@@ -40,25 +63,97 @@ public sealed class Sampler
     /// <summary>The options this sampler was made with.</summary>
     public SamplingOptions Options { get; }
 
-    /// <summary>Picks the next token from <paramref name="logits"/> (<c>[vocab]</c>).</summary>
+    /// <summary>True when a token needs a uniform from the generator (temperature above 0).</summary>
+    public bool NeedsUniform => Options.Temperature != 0;
+
+    /// <summary>Picks the next token from <paramref name="logits"/> (<c>[vocab]</c>), drawing a uniform when <see cref="NeedsUniform"/>.</summary>
     public int Sample(ReadOnlySpan<float> logits)
     {
-        if (logits.Length != VocabSize)
-            throw new ArgumentException($"Expected {VocabSize} logits, got {logits.Length}.", nameof(logits));
-        if (Options.Temperature == 0) return Argmax(logits);
+        CheckLength(logits);
+        return NeedsUniform ? Sample(logits, NextUniform()) : Argmax(logits);
+    }
 
-        double total = Exponentiate(logits);
+    /// <summary>
+    /// The next uniform of this sequence's generator: a number in [0, 1) as a 64-bit binary fraction
+    /// (<c>uniform / 2⁶⁴</c>). Draw exactly one per sampled token, and none at temperature 0, so that a seed
+    /// gives the same tokens whether the host or a device samples.
+    /// </summary>
+    public ulong NextUniform() => _random.NextUInt64();
+
+    /// <summary>
+    /// The token the draw contract (see the remarks) picks from <paramref name="logits"/> for
+    /// <paramref name="uniform"/>; deterministic, and the generator is not touched. At temperature 0 the argmax.
+    /// </summary>
+    public int Sample(ReadOnlySpan<float> logits, ulong uniform)
+    {
+        CheckLength(logits);
+        if (!NeedsUniform) return Argmax(logits);
+        int argmax = Argmax(logits);
+        float max = logits[argmax];
+        float inverseTemperature = 1f / Options.Temperature;
+        ulong total = 0;
+        for (int i = 0; i < logits.Length; i++)
+        {
+            float w = Weight(logits[i], max, inverseTemperature);
+            _weights[i] = w;
+            total += (ulong)w;
+        }
+        if (total == 0) return argmax;
+
         bool cutTopK = Options.TopK > 0 && Options.TopK < VocabSize;
         bool cutTopP = Options.TopP < 1;
-        if (!cutTopK && !cutTopP) return Draw(_probs, total);
+        if (!cutTopK && !cutTopP)
+        {
+            ulong point = DrawPoint(uniform, total), cumulative = 0;
+            for (int i = 0; i < _weights.Length; i++)
+            {
+                cumulative += (ulong)_weights[i];
+                if (cumulative > point) return i;
+            }
+            throw new InvalidOperationException("Unreachable: the draw point lies below the total mass.");
+        }
 
-        int numCandidates = GatherCandidates(total, cutTopK);
-        var candidates = _candidates.AsSpan(0, numCandidates);
-        candidates.Sort(_moreLikelyFirst);
-        if (cutTopK) candidates = candidates[..Math.Min(Options.TopK, candidates.Length)];
-        if (cutTopP) candidates = Nucleus(candidates);
-        return DrawFrom(candidates);
+        // Candidates, most likely first: the top K, or (nucleus only) every token that can be in the nucleus.
+        int count = cutTopK ? GatherTopK(Options.TopK) : GatherAtLeast(NucleusCutoff(total, NucleusTarget(total, Options.TopP)));
+        var candidates = _candidates.AsSpan(0, count);
+        candidates.Sort();
+        if (cutTopK) candidates = candidates[..Math.Min(Options.TopK, count)];
+        ulong mass = cutTopK ? Mass(candidates) : total;
+        if (cutTopP) candidates = Nucleus(candidates, NucleusTarget(mass, Options.TopP));
+        return DrawFrom(candidates, DrawPoint(uniform, Mass(candidates)));
     }
+
+    /// <summary>
+    /// The contract's weight of a token: exp((<paramref name="logit"/> − <paramref name="max"/>) ·
+    /// <paramref name="inverseTemperature"/>) · 2⁴⁰ truncated to a whole number (returned as the float that
+    /// holds it exactly), 0 below e⁻²⁸ or for NaN. Cody–Waite range reduction and Cephes' expf polynomial with
+    /// explicit fused multiply-adds: every operation is a single correctly rounded IEEE float operation, so
+    /// the CUDA kernel (and the emulator) computes the same bits. The CUDA copy is <c>mc_sample_weight</c>;
+    /// change both or neither.
+    /// </summary>
+    public static float Weight(float logit, float max, float inverseTemperature)
+    {
+        float x = (logit - max) * inverseTemperature;        // <= 0
+        if (!(x >= -28f)) return 0f;                          // e^-28 < 2^-40: truncates to 0 anyway; NaN too
+        float n = MathF.Round(x * 1.44269504f);               // nearest power of two, ties to even: [-40, 0]
+        float r = MathF.FusedMultiplyAdd(n, -0.693359375f, x); // x - n·ln2, ln2 in two parts
+        r = MathF.FusedMultiplyAdd(n, 2.12194440e-4f, r);
+        float p = 1.9875691500e-4f;
+        p = MathF.FusedMultiplyAdd(p, r, 1.3981999507e-3f);
+        p = MathF.FusedMultiplyAdd(p, r, 8.3334519073e-3f);
+        p = MathF.FusedMultiplyAdd(p, r, 4.1665795894e-2f);
+        p = MathF.FusedMultiplyAdd(p, r, 1.6666665459e-1f);
+        p = MathF.FusedMultiplyAdd(p, r, 5.0000001201e-1f);
+        p = MathF.FusedMultiplyAdd(p, r * r, r) + 1f;        // e^r on [-ln2/2, ln2/2]
+        float scale = BitConverter.Int32BitsToSingle((127 + 40 + (int)n) << 23); // 2^(40 + n), exact
+        return MathF.Truncate(p * scale);
+    }
+
+    /// <summary>The contract's draw point: ⌊<paramref name="uniform"/> · <paramref name="mass"/> / 2⁶⁴⌋, below <paramref name="mass"/> when it is positive.</summary>
+    public static ulong DrawPoint(ulong uniform, ulong mass) => Math.BigMul(uniform, mass, out _);
+
+    /// <summary>The contract's nucleus target: ⌈<paramref name="mass"/> · <paramref name="topP"/>⌉, the product rounded once as a double.</summary>
+    public static ulong NucleusTarget(ulong mass, float topP) => (ulong)Math.Ceiling((double)mass * topP);
 
     /// <summary>The index of the largest logit; the first one on ties.</summary>
     public static int Argmax(ReadOnlySpan<float> logits)
@@ -96,69 +191,79 @@ public sealed class Sampler
             if (logits[i] == max) return i;
     }
 
-    // Fills _probs with exp((logit - max) / T); subtracting the max keeps exp from overflowing.
-    private double Exponentiate(ReadOnlySpan<float> logits)
+    private void CheckLength(ReadOnlySpan<float> logits)
     {
-        float max = logits[Argmax(logits)];
-        float inverseTemperature = 1f / Options.Temperature;
-        double total = 0;
-        for (int i = 0; i < logits.Length; i++)
-        {
-            _probs[i] = MathF.Exp((logits[i] - max) * inverseTemperature);
-            total += _probs[i];
-        }
-        return total;
+        if (logits.Length != VocabSize)
+            throw new ArgumentException($"Expected {VocabSize} logits, got {logits.Length}.", nameof(logits));
     }
 
-    // Without top-k, llama2.c's shortcut applies: a token below (1 - p) / (n - 1) of the mass cannot be in
-    // the nucleus, because all such tokens together hold less than 1 - p. Sorting only the rest is far cheaper.
-    private int GatherCandidates(double total, bool cutTopK)
+    // Larger weight first, then the lower id; stored complemented so that an ascending sort is most likely first.
+    private static ulong Candidate(float weight, int token) =>
+        ~(((ulong)BitConverter.SingleToUInt32Bits(weight) << 32) | (uint.MaxValue - (uint)token));
+
+    private static ulong WeightOf(ulong candidate) => (ulong)BitConverter.UInt32BitsToSingle((uint)(~candidate >> 32));
+
+    private static int TokenOf(ulong candidate) => (int)(uint.MaxValue - (uint)~candidate);
+
+    // Tokens of weight >= minimum (at least 1: weightless tokens never matter once sorted last).
+    private int GatherAtLeast(ulong minimum)
     {
-        double cutoff = cutTopK || VocabSize == 1 ? 0 : (1 - Options.TopP) / (VocabSize - 1) * total;
+        minimum = Math.Max(minimum, 1UL);
         int count = 0;
-        for (int i = 0; i < VocabSize; i++)
-            if (_probs[i] >= cutoff) _candidates[count++] = i;
+        for (int i = 0; i < _weights.Length; i++)
+            if ((ulong)_weights[i] >= minimum) _candidates[count++] = Candidate(_weights[i], i);
         return count;
     }
 
-    // The shortest prefix (most likely first) whose mass reaches TopP of the candidates' mass.
-    private Span<int> Nucleus(Span<int> sorted)
+    // A superset of the top K that is cheap to sort: every token whose weight's binary exponent is at least
+    // that of the K-th largest weight (found with a histogram of exponents).
+    private int GatherTopK(int k)
     {
-        double mass = 0;
-        foreach (int token in sorted) mass += _probs[token];
-        double target = Options.TopP * mass, cumulative = 0;
+        Span<int> numWithExponent = stackalloc int[256];
+        numWithExponent.Clear();
+        foreach (float w in _weights)
+            if (w > 0) numWithExponent[(int)(BitConverter.SingleToUInt32Bits(w) >> 23)]++;
+        int exponent = 255, above = 0;
+        while (exponent > 0 && above + numWithExponent[exponent] < k) above += numWithExponent[exponent--];
+        int count = 0;
+        for (int i = 0; i < _weights.Length; i++)
+            if (_weights[i] > 0 && (int)(BitConverter.SingleToUInt32Bits(_weights[i]) >> 23) >= exponent) _candidates[count++] = Candidate(_weights[i], i);
+        return count;
+    }
+
+    // Without top-k, llama2.c's shortcut: at most n − 1 tokens are lighter than c = (total − target) / (n − 1)
+    // (capped at the most likely token's weight, which is never among them), so together they hold less than
+    // total − target and the nucleus (which reaches target) ends before them in likelihood order.
+    private ulong NucleusCutoff(ulong total, ulong target) =>
+        VocabSize == 1 || target >= total ? 0 : Math.Min((total - target) / (ulong)(VocabSize - 1), (ulong)MaxWeight);
+
+    private static ulong Mass(ReadOnlySpan<ulong> candidates)
+    {
+        ulong mass = 0;
+        foreach (ulong c in candidates) mass += WeightOf(c);
+        return mass;
+    }
+
+    // The shortest prefix (most likely first) whose mass reaches target.
+    private static Span<ulong> Nucleus(Span<ulong> sorted, ulong target)
+    {
+        ulong cumulative = 0;
         for (int i = 0; i < sorted.Length; i++)
         {
-            cumulative += _probs[sorted[i]];
+            cumulative += WeightOf(sorted[i]);
             if (cumulative >= target) return sorted[..(i + 1)];
         }
         return sorted;
     }
 
-    private int DrawFrom(ReadOnlySpan<int> tokens)
+    private static int DrawFrom(ReadOnlySpan<ulong> sorted, ulong point)
     {
-        double mass = 0;
-        foreach (int token in tokens) mass += _probs[token];
-        double r = _random.NextDouble() * mass, cumulative = 0;
-        foreach (int token in tokens)
+        ulong cumulative = 0;
+        foreach (ulong c in sorted)
         {
-            cumulative += _probs[token];
-            if (r < cumulative) return token;
+            cumulative += WeightOf(c);
+            if (cumulative > point) return TokenOf(c);
         }
-        return tokens[^1]; // rounding left r at the very top
-    }
-
-    private int Draw(ReadOnlySpan<float> probs, double total)
-    {
-        double r = _random.NextDouble() * total, cumulative = 0;
-        int last = 0;
-        for (int i = 0; i < probs.Length; i++)
-        {
-            if (probs[i] == 0) continue;
-            cumulative += probs[i];
-            last = i;
-            if (r < cumulative) return i;
-        }
-        return last; // rounding left r at the very top: the last token that had any mass
+        throw new InvalidOperationException("Unreachable: the draw point lies below the candidates' mass.");
     }
 }

@@ -27,17 +27,27 @@ public enum FinishReason
 /// <param name="Priority">Higher runs first; waiting requests age so none starves.</param>
 /// <param name="Deadline">When to give up (cancelled with <see cref="FinishReason.Cancelled"/>), or null.</param>
 /// <param name="StopTokenIds">Token ids that end a choice (besides the model's end-of-text tokens).</param>
-/// <param name="NumTopLogprobs">How many most likely alternatives to report per token (0: only the chosen token's logprob).</param>
+/// <param name="NumTopLogprobs">How many most likely alternatives to report per token (0: only the chosen token's logprob); above 0 implies <paramref name="Logprobs"/>.</param>
+/// <param name="Logprobs">
+/// Whether events carry log-probabilities. They need each logits row on the host, so a GPU runner copies the
+/// rows back for such a request's steps instead of sampling on the device; without them an event's
+/// <see cref="GenerationEvent.Logprob"/> is NaN.
+/// </param>
 public sealed record GenerationRequest(
     int[] PromptTokens, int MaxTokens, SamplingOptions Sampling, int NumChoices = 1, int Priority = 0,
-    DateTimeOffset? Deadline = null, int[]? StopTokenIds = null, int NumTopLogprobs = 0);
+    DateTimeOffset? Deadline = null, int[]? StopTokenIds = null, int NumTopLogprobs = 0, bool Logprobs = false)
+{
+    /// <summary>True when the events carry log-probabilities (<see cref="Logprobs"/>, or alternatives asked for).</summary>
+    public bool WantsLogprobs => Logprobs || NumTopLogprobs > 0;
+}
 
 /// <summary>A token id with its log-probability under the model (before temperature).</summary>
 public readonly record struct TokenLogprob(int TokenId, float Logprob);
 
 /// <summary>
 /// One event of a generation stream: a new token of choice <see cref="ChoiceIndex"/>, or, when
-/// <see cref="Finish"/> is set, the end of that choice (TokenId is -1 then).
+/// <see cref="Finish"/> is set, the end of that choice (TokenId is -1 then). <see cref="Logprob"/> is NaN
+/// unless the request wanted log-probabilities (<see cref="GenerationRequest.WantsLogprobs"/>).
 /// </summary>
 public sealed record GenerationEvent(int ChoiceIndex, int TokenId, float Logprob, IReadOnlyList<TokenLogprob> TopLogprobs, FinishReason? Finish);
 

@@ -82,7 +82,7 @@ internal sealed class TextGenerationRun : IDisposable
         var tokenRequest = new GenerationRequest(request.PromptTokens, request.MaxTokens, request.Sampling, request.NumChoices,
             Priority: request.Priority,
             Deadline: request.Timeout is TimeSpan timeout ? DateTimeOffset.UtcNow + timeout : null,
-            NumTopLogprobs: request.Logprobs ? request.NumTopLogprobs : 0);
+            NumTopLogprobs: request.Logprobs ? request.NumTopLogprobs : 0, Logprobs: request.Logprobs);
         if (!backend.TryStart(tokenRequest, out var stream) || stream is null)
         {
             run = null;

@@ -143,7 +143,7 @@ public sealed class InferenceEngine : IGenerationBackend, IDisposable
         {
             var sampling = request.Sampling with { Seed = ChoiceSeed(request.Sampling.Seed, i) };
             choices[i] = new Sequence(Interlocked.Increment(ref _nextSequenceId), request.PromptTokens, request.MaxTokens, sampling,
-                request.Priority, stopTokens, choiceIndex: i);
+                request.Priority, stopTokens, choiceIndex: i, wantsLogprobs: request.WantsLogprobs);
         }
         for (int i = 1; i < choices.Length; i++) choices[0].PendingChildren.Add(choices[i]);
         var handle = new GenerationHandle(this, request, choices);

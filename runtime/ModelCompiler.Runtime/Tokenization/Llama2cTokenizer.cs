@@ -8,7 +8,8 @@ namespace ModelCompiler.Runtime.Tokenization;
 
 /// <summary>
 /// The SentencePiece BPE tokenizer of llama2.c, read from its <c>tokenizer.bin</c> format
-/// (int32 max_token_length, then per token: float32 score, int32 length, the piece's bytes).
+/// (int32 max_token_length, then per token: float32 score, int32 length, the piece's bytes) or from a GGUF
+/// file's <c>llama</c> vocabulary (<see cref="GgufVocabulary"/>): the same pieces, scores and algorithm.
 /// <see cref="Encode"/> reproduces <c>run.c</c>'s <c>encode()</c> token for token, and the piece decoding
 /// reproduces its <c>decode()</c>. Pieces use a plain space where SentencePiece writes '▁'.
 /// </summary>
@@ -18,29 +19,43 @@ public sealed class Llama2cTokenizer
     public const int Bos = 1;
     /// <summary>End-of-sequence token id.</summary>
     public const int Eos = 2;
-    // run.c maps raw byte b to token b + 3 (after <unk>, <s>, </s>).
-    private const int ByteTokenOffset = 3;
+    /// <summary>The unknown token's id (<c>&lt;unk&gt;</c>), the byte fallback of a vocabulary without byte tokens.</summary>
+    public const int Unknown = 0;
     // Longest piece length accepted in a file: real vocabularies stay under 100 bytes.
-    private const int MaxReasonableTokenLength = 1 << 16;
+    internal const int MaxReasonableTokenLength = 1 << 16;
 
     private readonly byte[][] _pieces;          // [vocab] raw piece bytes as stored
     private readonly byte[][] _decoded;         // [vocab] what decode() prints: "<0xNN>" pieces become byte NN
     private readonly float[] _scores;           // [vocab] merge priority
+    private readonly TokenType[]? _types;       // [vocab] SentencePiece piece types, when the file has them (GGUF)
+    private readonly int[] _byteTokens;         // [256] the token of each raw byte (its "<0xNN>" piece), for byte fallback
     // Pieces as Latin-1 strings: one char per byte, so byte strings compare exactly and the lookup can
     // use spans of chars without allocating.
     private readonly Dictionary<string, int> _idOfPiece;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _idOfPieceSpan;
 
-    private Llama2cTokenizer(byte[][] pieces, float[] scores, int maxTokenLength)
+    /// <summary>
+    /// A tokenizer over pieces (a plain space where SentencePiece writes '▁') and their merge scores.
+    /// With <paramref name="types"/>, only normal and user-defined pieces are matched against text, as in
+    /// SentencePiece (control, unknown, unused and byte pieces never come out of merging text); without, every piece is (llama2.c).
+    /// </summary>
+    internal Llama2cTokenizer(byte[][] pieces, float[] scores, int maxTokenLength, TokenType[]? types = null, bool addDummyPrefix = true)
     {
         _pieces = pieces;
         _scores = scores;
+        _types = types;
         MaxTokenLength = maxTokenLength;
+        AddDummyPrefix = addDummyPrefix;
         _decoded = new byte[pieces.Length][];
+        _byteTokens = new int[256];
+        _byteTokens.AsSpan().Fill(-1);
         _idOfPiece = new Dictionary<string, int>(pieces.Length, StringComparer.Ordinal);
         for (int id = 0; id < pieces.Length; id++)
         {
-            _decoded[id] = TryParseBytePiece(pieces[id], out byte value) ? [value] : pieces[id];
+            bool isByte = TryParseBytePiece(pieces[id], out byte value);
+            _decoded[id] = isByte ? [value] : pieces[id];
+            if (isByte && _byteTokens[value] < 0) _byteTokens[value] = id;
+            if (types is not null && types[id] is not (TokenType.Normal or TokenType.UserDefined or TokenType.Undefined)) continue;
             // Should a piece repeat, the lowest id wins (run.c's bsearch would pick either).
             _idOfPiece.TryAdd(Encoding.Latin1.GetString(pieces[id]), id);
         }
@@ -54,9 +69,19 @@ public sealed class Llama2cTokenizer
     public int MaxTokenLength { get; }
 
     /// <summary>
-    /// Reads a llama2.c tokenizer file of <paramref name="vocabSize"/> tokens (the file does not store the
-    /// count, so it comes from the model). Throws <see cref="ModelLoadException"/> naming the file, and the
-    /// token where reading failed, when the file is missing, truncated, corrupt or longer than the vocabulary.
+    /// SentencePiece's <c>add_dummy_prefix</c>: non-empty text starts with the " " piece, and decoding drops a
+    /// leading space right after BOS. True for llama2.c files; GGUF's <c>tokenizer.ggml.add_space_prefix</c>.
+    /// </summary>
+    public bool AddDummyPrefix { get; }
+
+    /// <summary>The SentencePiece type of <paramref name="token"/>: from a GGUF file, or inferred for a llama2.c file (<see cref="InferType"/>).</summary>
+    public TokenType Type(int token) => _types?[CheckToken(token)] ?? InferType(CheckToken(token));
+
+    /// <summary>
+    /// Reads a tokenizer of <paramref name="vocabSize"/> tokens, by the file's magic bytes: a GGUF file's embedded
+    /// vocabulary (<see cref="GgufVocabulary"/>), else a llama2.c tokenizer file (which does not store the count, so
+    /// it comes from the model). Throws <see cref="ModelLoadException"/> naming the file, and the token where reading
+    /// failed, when the file is missing, truncated, corrupt, longer than the vocabulary, or a GGUF file without a usable vocabulary.
     /// </summary>
     public static Llama2cTokenizer Load(string path, int vocabSize)
     {
@@ -65,6 +90,11 @@ public sealed class Llama2cTokenizer
         byte[] file;
         try
         {
+            if (IsGguf(path))
+            {
+                if (GgufVocabulary.TryLoad(path, vocabSize, out var embedded)) return embedded;
+                throw new ModelLoadException($"{path}: GGUF file without a vocabulary ({GgufVocabulary.ModelKey} is missing); pass a llama2.c tokenizer.bin or a GGUF file that has one");
+            }
             file = File.ReadAllBytes(path);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -101,6 +131,13 @@ public sealed class Llama2cTokenizer
         return new Llama2cTokenizer(pieces, scores, maxTokenLength);
     }
 
+    private static bool IsGguf(string path)
+    {
+        Span<byte> magic = stackalloc byte[4];
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        return stream.ReadAtLeast(magic, magic.Length, throwOnEndOfStream: false) == magic.Length && magic.SequenceEqual(Weights.Gguf.GgufFile.Magic);
+    }
+
     /// <summary>The stored piece of <paramref name="token"/>, as raw bytes (byte tokens read <c>&lt;0xNN&gt;</c>).</summary>
     public ReadOnlySpan<byte> Piece(int token) => _pieces[CheckToken(token)];
 
@@ -120,7 +157,7 @@ public sealed class Llama2cTokenizer
         var tokens = new List<int>(utf8.Length + 2);
         if (addBos) tokens.Add(Bos);
         // run.c would store -1 when a vocabulary has no " "; skipping the prefix is the sane reading.
-        if (utf8.Length > 0 && _idOfPiece.TryGetValue(" ", out int dummyPrefix)) tokens.Add(dummyPrefix);
+        if (AddDummyPrefix && utf8.Length > 0 && _idOfPiece.TryGetValue(" ", out int dummyPrefix)) tokens.Add(dummyPrefix);
 
         AddCodePointTokens(utf8, tokens);
         MergePairs(tokens);
@@ -135,7 +172,7 @@ public sealed class Llama2cTokenizer
     public ReadOnlySpan<byte> DecodePieceBytes(int prevToken, int token)
     {
         ReadOnlySpan<byte> piece = _decoded[CheckToken(token)];
-        if (prevToken == Bos && piece.Length > 0 && piece[0] == (byte)' ') piece = piece[1..];
+        if (AddDummyPrefix && prevToken == Bos && piece.Length > 0 && piece[0] == (byte)' ') piece = piece[1..];
         return piece;
     }
 
@@ -174,8 +211,20 @@ public sealed class Llama2cTokenizer
         }
     }
 
-    // A vocabulary too small to hold all 256 byte tokens (run.c would index past its end) gets <unk>.
-    private int ByteToken(char b) => b + ByteTokenOffset < _pieces.Length ? b + ByteTokenOffset : 0;
+    // The byte's "<0xNN>" piece; run.c assumes it is token b + 3, which holds for every SentencePiece vocabulary
+    // with byte fallback (after <unk>, <s>, </s>). A vocabulary without it gets <unk> (run.c would index past its end).
+    private int ByteToken(char b) => _byteTokens[b] >= 0 ? _byteTokens[b] : Unknown;
+
+    /// <summary>
+    /// A llama2.c file stores no types; these are the ones SentencePiece's export gives: <c>&lt;unk&gt;</c> (0) unknown,
+    /// BOS and EOS control, <c>&lt;0xNN&gt;</c> pieces byte, everything else normal.
+    /// </summary>
+    private TokenType InferType(int token) => token switch
+    {
+        Unknown when _pieces[token].AsSpan().SequenceEqual("<unk>"u8) => TokenType.Unknown,
+        Bos or Eos => TokenType.Control,
+        _ => TryParseBytePiece(_pieces[token], out _) ? TokenType.Byte : TokenType.Normal,
+    };
 
     // O(n^2) like run.c: fine for prompts, and the exact tie-breaking is what makes ids match.
     private void MergePairs(List<int> tokens)
@@ -211,8 +260,8 @@ public sealed class Llama2cTokenizer
         return _idOfPieceSpan.TryGetValue(pair, out id);
     }
 
-    // Exactly "<0xNN>" with two hex digits, as llama2.c's export writes byte tokens.
-    private static bool TryParseBytePiece(byte[] piece, out byte value)
+    // Exactly "<0xNN>" with two hex digits, as llama2.c's export and SentencePiece write byte tokens.
+    internal static bool TryParseBytePiece(byte[] piece, out byte value)
     {
         value = 0;
         if (piece.Length != 6 || piece[0] != '<' || piece[1] != '0' || piece[2] != 'x' || piece[5] != '>') return false;

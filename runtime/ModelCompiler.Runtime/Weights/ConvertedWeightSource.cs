@@ -86,8 +86,8 @@ public sealed unsafe class ConvertedWeightSource : IWeightSource
             else _keptAsF32.Add(tensor.Name);
         }
         long size = WeightDTypes.SizeInBytes(target, tensor.NumElements);
-        // 64-byte alignment, as ModelWeights.Allocate and InMemoryWeightSource use.
-        var p = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(size, 1), 64);
+        // 64-byte alignment (2 MiB and huge pages when large), as ModelWeights.Allocate and InMemoryWeightSource use.
+        var p = (byte*)Interop.LargePages.Allocate((nuint)size);
         var converted = tensor with { DType = target, Data = (nint)p, SizeInBytes = size, Shape = (long[])tensor.Shape.Clone() };
         _tensors.Add(converted);
         _byName.Add(converted.Name, converted);

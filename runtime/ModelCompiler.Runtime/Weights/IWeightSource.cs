@@ -38,7 +38,8 @@ public interface IWeightSource : IDisposable
 
     /// <summary>
     /// How the file's q and k projection rows are ordered for rotary embedding: <see cref="RopeStyle.Interleaved"/>
-    /// for llama2.c and GGUF (Meta's layout), <see cref="RopeStyle.Half"/> for Hugging Face safetensors.
+    /// for llama2.c and llama-architecture GGUF (Meta's layout), <see cref="RopeStyle.Half"/> for Hugging Face safetensors
+    /// and qwen2-architecture GGUF.
     /// Null means "already as the engine expects" (no permutation). The binder permutes q/k rows when this
     /// differs from the engine's <see cref="ModelConfig.RopeStyle"/>.
     /// </summary>

@@ -118,8 +118,8 @@ public sealed unsafe class InMemoryWeightSource : IWeightSource
         if (_byName.ContainsKey(name)) throw new ArgumentException($"Tensor '{name}' appears twice.", nameof(name));
 
         long sizeInBytes = numElements * sizeof(float);
-        // 64-byte alignment matches ModelWeights.Allocate, so kernels see the same alignment either way.
-        var p = (float*)NativeMemory.AlignedAlloc((nuint)Math.Max(sizeInBytes, 1), 64);
+        // The allocation ModelWeights.Allocate uses, so kernels see the same alignment and pages either way.
+        var p = (float*)Interop.LargePages.Allocate((nuint)sizeInBytes);
         data.AsSpan().CopyTo(new Span<float>(p, data.Length));
         var tensor = new WeightTensor(name, WeightDType.F32, (long[])shape.Clone(), (nint)p, sizeInBytes);
         _tensors.Add(tensor);

@@ -28,10 +28,14 @@ public static class TensorNames
         ("attn_k.bias", "attention.wk.bias"),
         ("attn_v.bias", "attention.wv.bias"),
         ("attn_output.weight", "attention.wo.weight"),
+        ("attn_output.bias", "attention.wo.bias"),
         ("ffn_norm.weight", "ffn_norm.weight"),
         ("ffn_gate.weight", "feed_forward.w1.weight"),
         ("ffn_down.weight", "feed_forward.w2.weight"),
         ("ffn_up.weight", "feed_forward.w3.weight"),
+        ("ffn_gate.bias", "feed_forward.w1.bias"),
+        ("ffn_down.bias", "feed_forward.w2.bias"),
+        ("ffn_up.bias", "feed_forward.w3.bias"),
     };
 
     private static readonly (string Hf, string Ours)[] s_hfGlobal =
@@ -51,10 +55,14 @@ public static class TensorNames
         ("self_attn.k_proj.bias", "attention.wk.bias"),
         ("self_attn.v_proj.bias", "attention.wv.bias"),
         ("self_attn.o_proj.weight", "attention.wo.weight"),
+        ("self_attn.o_proj.bias", "attention.wo.bias"),
         ("post_attention_layernorm.weight", "ffn_norm.weight"),
         ("mlp.gate_proj.weight", "feed_forward.w1.weight"),
         ("mlp.down_proj.weight", "feed_forward.w2.weight"),
         ("mlp.up_proj.weight", "feed_forward.w3.weight"),
+        ("mlp.gate_proj.bias", "feed_forward.w1.bias"),
+        ("mlp.down_proj.bias", "feed_forward.w2.bias"),
+        ("mlp.up_proj.bias", "feed_forward.w3.bias"),
     };
 
     private const string OurLayerPrefix = "layers.";

@@ -31,6 +31,7 @@ public static class WeightBinder
     /// <param name="config">The engine's configuration (head counts and rotary style); null binds without permuting.</param>
     public static ModelWeights Bind(IReadOnlyList<WeightSpec> specs, IWeightSource source, ModelConfig? config)
     {
+        CheckEveryBiasIsRead(specs, source);
         RopeStyle? from = source.RopeConvention;
         bool permute = config is not null && from is not null && from != config.RopeStyle;
         var resolved = new WeightTensor[specs.Count][];
@@ -93,6 +94,25 @@ public static class WeightBinder
             }
         }
         return weights;
+    }
+
+    /// <summary>
+    /// A bias in the file that no graph weight reads is an error naming it: the engine would run without it and
+    /// silently compute another model (a Qwen2 file in an engine compiled without <c>qkvBias</c>).
+    /// </summary>
+    /// <exception cref="ModelLoadException">The source has a <c>*.bias</c> tensor none of <paramref name="specs"/> reads.</exception>
+    public static void CheckEveryBiasIsRead(IReadOnlyList<WeightSpec> specs, IWeightSource source)
+    {
+        var read = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var spec in specs) foreach (var name in spec.Sources) read.Add(name);
+        var unread = new List<string>();
+        foreach (var tensor in source.Tensors)
+            if (tensor.Name.EndsWith(".bias", StringComparison.Ordinal) && !read.Contains(tensor.Name)) unread.Add(tensor.Name);
+        if (unread.Count == 0) return;
+        unread.Sort(StringComparer.Ordinal);
+        string hint = unread[0].Contains(".attention.w", StringComparison.Ordinal) ? " (compile a description with qkvBias true for this file)" : "";
+        throw new ModelLoadException($"weights file {source.Description} has {unread.Count} bias tensor(s) the engine does not read, e.g. '{unread[0]}'; " +
+            $"running without them would compute a different model{hint}");
     }
 
     // Heads of a q (NumHeads) or k (NumKvHeads) projection, whose rows the rotary convention orders; 0 for any other tensor.

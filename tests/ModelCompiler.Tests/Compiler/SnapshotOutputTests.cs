@@ -35,6 +35,18 @@ public sealed class SnapshotOutputTests
         Snapshot.Match(CompileFile(Descriptions.TinyExplicitPath, "ModelCompiler.Tests.Engines", "TinyExplicitEngine"), "TinyExplicitEngine");
 
     [Fact]
+    public void Kv_cache_comments_name_the_cpu_layout_and_the_element_type()
+    {
+        // The CPU pool is transposed per block ([kvDim, blockSize]) and f16 when the description says so;
+        // the CUDA part keeps its own [blocks, blockSize, kvDim] f32 pool and comment.
+        string path = Path.Combine(Descriptions.RepoRoot, "tests", "ModelCompiler.Tests", "TestModels", "stories260K_f16kv.model.json");
+        string source = CompileFile(path, "T", "Stories260KF16KvEngine");
+        Assert.Contains("qkv [T, 128] f32, K/V cache [blocks, 32, 16] f16 (per block [kvDim, blockSize])", source);
+        Assert.Contains("q qkv[:, 0:64] f32, K/V cache [blocks, 32, 16] f16 (per block [kvDim, blockSize]) -> attn [T, 64] f32", source);
+        Assert.DoesNotContain("blockSize, 32]", source);
+    }
+
+    [Fact]
     public void ParallelBlock_engine() =>
         Snapshot.Match(CompileFile(Descriptions.ParallelBlockPath, null, "ParallelBlockEngine"), "ParallelBlockEngine");
 }

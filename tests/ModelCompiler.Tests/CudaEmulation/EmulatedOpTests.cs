@@ -71,32 +71,6 @@ public sealed class EmulatedOpTests(EmulatedOpTests.ModuleFixture module) : ICla
         _emu.Free(gp, yp);
     }
 
-    [Fact]
-    public void Greedy_argmax_picks_the_largest_logit_and_breaks_ties_to_the_lower_id()
-    {
-        var launch = Find("greedy_argmax_", "", CudaArgKind.Logits, CudaArgKind.SampledTokens, CudaArgKind.NumLogits);
-        // Rows: a random row; a tie between ids 3 and 500 (different threads and warps); a tie between 257 and 1
-        // (the lower id in a later warp's stride); a constant row; a tie within one thread's stride (40 and 296).
-        const int rows = 5;
-        float[] logits = EmulatorFixture.Random(rows * Vocab, 51, 3f);
-        logits[1 * Vocab + 3] = 10f; logits[1 * Vocab + 500] = 10f;
-        logits[2 * Vocab + 257] = 7f; logits[2 * Vocab + 1] = 7f;
-        for (int v = 0; v < Vocab; v++) logits[3 * Vocab + v] = -1.5f;
-        logits[4 * Vocab + 296] = 5f; logits[4 * Vocab + 40] = 5f;
-        var expected = new int[rows];
-        for (int r = 0; r < rows; r++)
-        {
-            int best = 0;
-            for (int v = 1; v < Vocab; v++) if (logits[r * Vocab + v] > logits[r * Vocab + best]) best = v;
-            expected[r] = best;
-        }
-        Assert.Equal(new[] { 3, 1, 0, 40 }, expected[1..]);
-        DevicePointer lp = _emu.Upload(logits), tp = _emu.Upload(Enumerable.Repeat(-7, rows).ToArray());
-        Run(launch, 0, 0, rows, KernelArg.Pointer(lp), KernelArg.Pointer(tp), KernelArg.Int(rows));
-        Assert.Equal(expected, _emu.Download<int>(tp, rows));
-        _emu.Free(lp, tp);
-    }
-
     /// <summary>Block tables for <paramref name="numSequences"/> sequences whose blocks interleave: logical block b of sequence s is physical block (b · n + (n − 1 − s)).</summary>
     private static int[] InterleavedBlockTables(int numSequences, int stride)
     {

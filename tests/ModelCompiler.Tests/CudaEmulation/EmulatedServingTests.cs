@@ -74,6 +74,44 @@ public sealed class EmulatedServingTests
         Assert.Equal(cuda.Blocks.NumBlocks, cuda.Blocks.NumFreeBlocks);
     }
 
+    /// <summary>
+    /// Seeded sampled requests (temperatures, top-k, top-p, a 2-choice request, one asking for log-probabilities)
+    /// stream the CPU engine's tokens: the device samples each row with the uniform its sequence's generator
+    /// drew on the host; only the rows of the log-probability request and of the forking parent come back.
+    /// </summary>
+    [Fact]
+    public void Sampled_requests_with_seeds_stream_the_cpu_engines_tokens_with_the_rows_sampled_on_the_device()
+    {
+        int[] story = StoryTokens();
+        GenerationRequest[] wave1 =
+        [
+            new(story[..30], 20, new SamplingOptions(Temperature: 1f, TopK: 40, Seed: 101)),
+            new(story[3..19], 20, new SamplingOptions(Temperature: 0.7f, TopP: 0.95f, Seed: 102)),
+            new(story[..12], 16, new SamplingOptions(Temperature: 1.3f, Seed: 103), NumChoices: 2),
+        ];
+        GenerationRequest[] wave2 =
+        [
+            new(story[5..40], 20, new SamplingOptions(Temperature: 0.9f, TopK: 8, TopP: 0.8f, Seed: 104)),
+            new(story[..25], 12, new SamplingOptions(Temperature: 1f, TopP: 0.9f, Seed: 105), Logprobs: true),
+            new(story[..20], 12, new SamplingOptions(Temperature: 0f)),
+        ];
+        var engine = new Stories260KTestEngine();
+        using var cpu = new ModelRunner(engine, OpenStories());
+        using var emulator = new EmulatorFixture();
+        using var cuda = new CudaModelRunner(emulator.Device, engine, cpu.Weights);
+
+        var expected = Serve(cpu, wave1, wave2, out _, out _);
+        var emulated = Serve(cuda, wave1, wave2, out _, out _);
+        Assert.Equal(expected.Count, emulated.Count);
+        for (int r = 0; r < expected.Count; r++) Assert.Equal(expected[r], emulated[r]);
+        Assert.NotEqual(expected[2], expected[3]);   // the two seeded choices differ
+        // Every sampled token but the child's first (drawn on the host from its parent's row) came from the device;
+        // streams leave out a final stop token, which was sampled too.
+        int streamedSampled = expected.Take(6).Sum(tokens => tokens.Length);
+        Assert.InRange(cuda.NumRowsSampledOnDevice, streamedSampled - 1, streamedSampled + 5);
+        Assert.Equal(0, cuda.NumRowsSampledOnHost);
+    }
+
     [Fact]
     public void A_forked_sequence_decodes_over_its_device_copy_of_the_shared_partial_block_like_the_cpu_engine()
     {

@@ -143,7 +143,7 @@ public class GgufTests
     public void Quantized_Stories260K_reads_back_with_the_description_and_checks_pass()
     {
         using var tmp = new TempFile(".gguf");
-        using (var source = EngineTestSupport.OpenStories()) GgufExport.WriteLlama(source, Stories, WeightDType.Q8_0, tmp.Path);
+        using (var source = EngineTestSupport.OpenStories()) GgufExport.Write(source, Stories, WeightDType.Q8_0, tmp.Path);
         var source2 = WeightFiles.OpenChecked(tmp.Path, Stories, out var notes);
         using (source2)
         {
@@ -164,7 +164,7 @@ public class GgufTests
     public void Differences_that_change_the_computation_are_errors_naming_field_and_both_values()
     {
         using var tmp = new TempFile(".gguf");
-        using (var source = EngineTestSupport.OpenStories()) GgufExport.WriteLlama(source, Stories with { HiddenDim = 172 }, WeightDType.F32, tmp.Path);
+        using (var source = EngineTestSupport.OpenStories()) GgufExport.Write(source, Stories with { HiddenDim = 172 }, WeightDType.F32, tmp.Path);
         using var gguf = GgufFile.Open(tmp.Path);
         var e = Assert.Throws<ModelLoadException>(() => gguf.CheckAgainst(Stories with { NumKvHeads = 8, RopeTheta = 500000 }));
         Assert.Contains("llama.attention.head_count_kv is 4 in the file but numKvHeads is 8 in the description", e.Message);
@@ -179,7 +179,7 @@ public class GgufTests
     public void Context_length_and_name_differences_are_notes()
     {
         using var tmp = new TempFile(".gguf");
-        using (var source = EngineTestSupport.OpenStories()) GgufExport.WriteLlama(source, Stories with { MaxSeqLen = 1024, Name = "other" }, WeightDType.F16, tmp.Path);
+        using (var source = EngineTestSupport.OpenStories()) GgufExport.Write(source, Stories with { MaxSeqLen = 1024, Name = "other" }, WeightDType.F16, tmp.Path);
         using var source2 = WeightFiles.OpenChecked(tmp.Path, Stories, out var notes);
         Assert.Equal(2, notes.Count);
         Assert.Contains(notes, n => n.Contains("llama.context_length is 1024"));

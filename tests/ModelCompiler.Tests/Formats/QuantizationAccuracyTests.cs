@@ -44,7 +44,7 @@ public class QuantizationAccuracyTests(ITestOutputHelper output)
         using (var runner = new ModelRunner(engine, OpenStories())) reference = RunAll(runner, tokens);
 
         using var file = new TempFile(".gguf");
-        using (var stories = OpenStories()) GgufExport.WriteLlama(stories, engine.Config, dtype, file.Path);
+        using (var stories = OpenStories()) GgufExport.Write(stories, engine.Config, dtype, file.Path);
         float[] logits;
         using (var runner = new ModelRunner(engine, WeightFiles.OpenChecked(file.Path, engine.Config, out _))) logits = RunAll(runner, tokens);
 
@@ -72,7 +72,7 @@ public class QuantizationAccuracyTests(ITestOutputHelper output)
         return runner.Forward(batch).ToArray();
     }
 
-    private static int Argmax(ReadOnlySpan<float> x)
+    internal static int Argmax(ReadOnlySpan<float> x)
     {
         int best = 0;
         for (int i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;
@@ -80,7 +80,7 @@ public class QuantizationAccuracyTests(ITestOutputHelper output)
     }
 
     // KL(p || q) of the softmaxes of two logit rows, in double.
-    private static double KlDivergence(ReadOnlySpan<float> p, ReadOnlySpan<float> q)
+    internal static double KlDivergence(ReadOnlySpan<float> p, ReadOnlySpan<float> q)
     {
         double LogSumExp(ReadOnlySpan<float> x)
         {

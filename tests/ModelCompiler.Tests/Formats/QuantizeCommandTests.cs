@@ -49,6 +49,50 @@ public class QuantizeCommandTests
     }
 
     [Fact]
+    public void Quantize_embeds_the_vocabulary_so_generate_needs_no_tokenizer_file()
+    {
+        using var file = new TempFile(".gguf");
+        var (code, stderr) = Run("quantize", "--to", "q8_0", "--out", file.Path, "--weights", TestPaths.Model("stories260K.bin"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("512-token vocabulary", stderr);
+        using (var gguf = GgufFile.Open(file.Path))
+        {
+            Assert.True(gguf.Metadata.TryGetString("tokenizer.ggml.model", out string model) && model == "llama");
+            Assert.True(gguf.Metadata.TryGetArray("tokenizer.ggml.tokens", out var tokens) && tokens.Count == 512);
+        }
+        var embedded = ModelCompiler.Runtime.Tokenization.Llama2cTokenizer.Load(file.Path, 512);
+        Assert.Equal(EngineTestSupport.StoryTokens(), embedded.Encode(
+            "Once upon a time, there was a little boy named Tim. Tim had a big red ball that he loved to " +
+            "throw in the garden. One sunny day, the ball rolled into the pond and a friendly frog jumped out to say hello.", addBos: true));
+    }
+
+    [Fact]
+    public void Quantize_a_qwen2_shaped_model_without_a_tokenizer_file_writes_weights_only_with_a_note()
+    {
+        using var file = new TempFile(".gguf");
+        var stderr = new StringWriter();
+        var (oldOut, oldError) = (Console.Out, Console.Error);
+        Console.SetOut(new StringWriter());
+        Console.SetError(stderr);
+        int code;
+        try
+        {
+            code = ModelHost.Run<TinyQwenEngine>(["quantize", "--to", "q8_0", "--out", file.Path, "--random-weights", "3"]);
+        }
+        finally
+        {
+            Console.SetOut(oldOut);
+            Console.SetError(oldError);
+        }
+        Assert.True(code == 0, stderr.ToString());
+        Assert.Contains("note: tokenizer file not found", stderr.ToString());
+        Assert.Contains("qwen2 (q8_0)", stderr.ToString());
+        Assert.Contains("no vocabulary", stderr.ToString());
+        using var gguf = GgufFile.Open(file.Path);
+        Assert.True(gguf.TryGetTensor("blk.0.attn_q.bias", out _));
+    }
+
+    [Fact]
     public void Quantize_random_weights_and_bad_arguments()
     {
         using var file = new TempFile(".gguf");

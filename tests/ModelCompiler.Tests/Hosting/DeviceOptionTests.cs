@@ -88,6 +88,21 @@ public sealed class DeviceOptionTests
         Assert.StartsWith("error: --device must be auto, cpu or cuda", stderr);
     }
 
+    [Theory]
+    [InlineData("0.8", "40", "0.9")]
+    [InlineData("1.1", "0", "1")]
+    public void Seeded_sampled_generate_on_the_emulator_prints_the_cpus_text(string temperature, string topK, string topP)
+    {
+        string[] generate = ["generate", "--prompt", "Once upon a time", "--max-tokens", "40", "--temperature", temperature, "--top-k", topK, "--top-p", topP, "--seed", "1234"];
+        var cpu = Run<Stories260KTestEngine>([.. generate, "--device", "cpu"]);
+        var emulated = Run<Stories260KTestEngine>([.. generate, "--device", "emulator"]);
+        Assert.True(emulated.ExitCode == 0, emulated.Stderr);
+        Assert.True(cpu.Stdout.Length > "Once upon a time\n".Length + 20);
+        Assert.Equal(cpu.Stdout, emulated.Stdout);
+        var greedy = Run<Stories260KTestEngine>([.. s_generate, "--device", "cpu"]);
+        Assert.NotEqual(greedy.Stdout, cpu.Stdout);   // it did sample
+    }
+
     [Fact]
     public void Greedy_generate_on_the_emulator_prints_the_cpus_text()
     {

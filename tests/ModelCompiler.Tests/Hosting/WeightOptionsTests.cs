@@ -44,7 +44,7 @@ public class WeightOptionsTests
         try
         {
             using (var untiedWeights = InMemoryWeightSource.CreateRandomLlama(untied, 5))
-                ModelCompiler.Runtime.Quantization.GgufExport.WriteLlama(untiedWeights, untied, WeightDType.F32, path);
+                ModelCompiler.Runtime.Quantization.GgufExport.Write(untiedWeights, untied, WeightDType.F32, path);
             var e = Assert.Throws<ModelLoadException>(() => WeightFiles.OpenChecked(path, tied, out _));
             Assert.Contains("output.weight, different from token_embd.weight", e.Message);
             Assert.Contains("tiedEmbedding", e.Message);
@@ -68,7 +68,7 @@ public class WeightOptionsTests
                 // The same random weights, with the classifier replaced by a copy of the embedding.
                 var entries = random.Tensors.Select(t => (t.Name, t.Shape, Floats(t.Name == "output.weight" ? Find(random, "tok_embeddings.weight") : t))).ToList();
                 using var source = new InMemoryWeightSource("tied copy", entries);
-                ModelCompiler.Runtime.Quantization.GgufExport.WriteLlama(source, untied, WeightDType.F32, path);
+                ModelCompiler.Runtime.Quantization.GgufExport.Write(source, untied, WeightDType.F32, path);
             }
             using var opened = WeightFiles.OpenChecked(path, tied, out var notes);
             Assert.Contains(notes, n => n.Contains("output.weight equals token_embd.weight"));

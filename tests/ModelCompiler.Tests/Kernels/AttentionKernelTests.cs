@@ -20,7 +20,10 @@ public class AttentionKernelTests
     // (start position, number of new tokens) of each sequence in the batch under test; the longest crosses
     // the kernel's 128-position tiles and fills whole 16-slot runs of blocks.
     private static readonly (int Start, int NumNew)[] Sequences = [(8, 3), (0, 1), (0, 7), (13, 1), (2, 2), (140, 3)];
-    private const int MaxBatchTokens = 256, MaxBlocksPerSequence = 64;
+    // A decode step: one token per sequence (a batch this small takes the path that prefetches KV blocks, for heads
+    // of 2 KiB or more per block), long contexts so that tiles have many runs, one partial last block.
+    private static readonly (int Start, int NumNew)[] DecodeSequences = [(200, 1), (0, 1), (37, 1), (130, 1)];
+    private const int MaxBatchTokens = 512, MaxBlocksPerSequence = 64;
 
     [Theory]
     [InlineData(6, 2, 10, 4, KvCacheDType.F32)]   // grouped-query: groups of 3 heads
@@ -33,38 +36,44 @@ public class AttentionKernelTests
     [InlineData(3, 1, 8, 8, KvCacheDType.F32)]    // blocks below 16 slots: keys one slot at a time
     [InlineData(4, 2, 32, 16, KvCacheDType.F32)]  // value sums in registers 8 channels at a time, 4 passes per head
     [InlineData(4, 4, 64, 16, KvCacheDType.F16)]  // Llama's 64-wide heads
+    [InlineData(3, 3, 64, 16, KvCacheDType.F32, true)]  // Llama's heads in a decode step: lone heads, prefetching
+    [InlineData(4, 2, 64, 16, KvCacheDType.F32, true)]  // the same, head pairs
+    [InlineData(3, 3, 36, 16, KvCacheDType.F32, true)]  // prefetching, a head width that is no multiple of 4 or 8
+    [InlineData(2, 2, 64, 32, KvCacheDType.F16, true)]  // prefetching an f16 cache
+    [InlineData(8, 4, 8, 16, KvCacheDType.F32, true)]   // Stories260K's decode step (runs too small to prefetch)
     [InlineData(6, 2, 10, 4, KvCacheDType.F16)]
     [InlineData(4, 1, 17, 3, KvCacheDType.F16)]
     [InlineData(2, 2, 64, 16, KvCacheDType.F16)]
     [InlineData(8, 4, 8, 16, KvCacheDType.F16)]
     [InlineData(5, 1, 16, 32, KvCacheDType.F16)]
     [InlineData(3, 1, 8, 8, KvCacheDType.F16)]
-    public void PagedAttention_matches_naive_causal_attention_over_interleaved_block_tables(int numHeads, int numKvHeads, int headDim, int blockSize, KvCacheDType dtype)
+    public void PagedAttention_matches_naive_causal_attention_over_interleaved_block_tables(int numHeads, int numKvHeads, int headDim, int blockSize, KvCacheDType dtype, bool decodeStep = false)
     {
+        var sequences = decodeStep ? DecodeSequences : Sequences;
         var random = new Random(numHeads * 100 + headDim);
         int qDim = numHeads * headDim, kvDim = numKvHeads * headDim;
-        var tables = DealShuffledBlockTables(random, blockSize, out int numBlocks);
+        var tables = DealShuffledBlockTables(random, blockSize, out int numBlocks, sequences);
         var cache = new PagedKvCache(NumLayers, numBlocks, blockSize, kvDim, dtype);
 
         // Keys and values of every position of every sequence: [sequence][position, kvDim]. Queries are
         // scaled up so the softmax is peaked and the running max moves often. An f16 cache holds them
         // rounded to f16, so the naive attention is computed over the rounded values.
-        var keys = Sequences.Select(s => RandomFloats(random, (s.Start + s.NumNew) * kvDim)).ToArray();
-        var values = Sequences.Select(s => RandomFloats(random, (s.Start + s.NumNew) * kvDim)).ToArray();
+        var keys = sequences.Select(s => RandomFloats(random, (s.Start + s.NumNew) * kvDim)).ToArray();
+        var values = sequences.Select(s => RandomFloats(random, (s.Start + s.NumNew) * kvDim)).ToArray();
         var storedKeys = keys.Select(k => Stored(k, dtype)).ToArray();
         var storedValues = values.Select(v => Stored(v, dtype)).ToArray();
 
         // Earlier steps: positions [0, start) of each sequence were cached by KvWrite in a previous batch.
-        var history = new ForwardBatch(MaxBatchTokens, Sequences.Length, MaxBlocksPerSequence, blockSize);
-        var historySequences = Enumerable.Range(0, Sequences.Length).Where(s => Sequences[s].Start > 0).ToArray();
-        foreach (int s in historySequences) history.AddSequence(new int[Sequences[s].Start], 0, tables[s]);
+        var history = new ForwardBatch(MaxBatchTokens, sequences.Length, MaxBlocksPerSequence, blockSize);
+        var historySequences = Enumerable.Range(0, sequences.Length).Where(s => sequences[s].Start > 0).ToArray();
+        foreach (int s in historySequences) history.AddSequence(new int[sequences[s].Start], 0, tables[s]);
         var historyKeys = PackRows(history, historySequences.Select(s => keys[s]).ToArray(), kvDim);
         var historyValues = PackRows(history, historySequences.Select(s => values[s]).ToArray(), kvDim);
         CpuKernels.KvWrite(historyKeys, kvDim, 0, historyValues, kvDim, 0, history, cache, Layer);
 
         // This step: rows laid out [2 pad | q | k | v | 1 pad], as a fused qkv projection would leave them.
-        var batch = new ForwardBatch(MaxBatchTokens, Sequences.Length, MaxBlocksPerSequence, blockSize);
-        for (int s = 0; s < Sequences.Length; s++) batch.AddSequence(new int[Sequences[s].NumNew], Sequences[s].Start, tables[s]);
+        var batch = new ForwardBatch(MaxBatchTokens, sequences.Length, MaxBlocksPerSequence, blockSize);
+        for (int s = 0; s < sequences.Length; s++) batch.AddSequence(new int[sequences[s].NumNew], sequences[s].Start, tables[s]);
         int rowStride = 2 + qDim + 2 * kvDim + 1, qOffset = 2, kOffset = 2 + qDim, vOffset = 2 + qDim + kvDim;
         var rows = RandomFloats(random, batch.NumTokens * rowStride, 3f);
         for (int t = 0; t < batch.NumTokens; t++)
@@ -148,16 +157,17 @@ public class AttentionKernelTests
     /// Block tables for <see cref="Sequences"/> dealt round-robin, one block at a time, from a shuffled pool
     /// that is larger than needed: tables interleave and skip ids.
     /// </summary>
-    private static int[][] DealShuffledBlockTables(Random random, int blockSize, out int numBlocks)
+    private static int[][] DealShuffledBlockTables(Random random, int blockSize, out int numBlocks, (int Start, int NumNew)[]? sequences = null)
     {
-        var blocksNeeded = Sequences.Select(s => (s.Start + s.NumNew + blockSize - 1) / blockSize).ToArray();
+        sequences ??= Sequences;
+        var blocksNeeded = sequences.Select(s => (s.Start + s.NumNew + blockSize - 1) / blockSize).ToArray();
         numBlocks = blocksNeeded.Sum() + 5;
         var pool = Enumerable.Range(0, numBlocks).ToArray();
         random.Shuffle(pool);
         var tables = blocksNeeded.Select(n => new List<int>()).ToArray();
         int next = 0;
         for (int round = 0; round < blocksNeeded.Max(); round++)
-            for (int s = 0; s < Sequences.Length; s++)
+            for (int s = 0; s < sequences.Length; s++)
                 if (round < blocksNeeded[s]) tables[s].Add(pool[next++]);
         return tables.Select(t => t.ToArray()).ToArray();
     }

@@ -115,6 +115,55 @@ public class PackedQuantizedTests
         Assert.True(numQuantized > 0);
     }
 
+    [Fact]
+    public void Finite_half_widening_matches_the_general_conversion_for_every_finite_pattern()
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported) return;
+        var halves = new short[8];
+        for (int h = 0; h < 65536; h += 8)
+        {
+            for (int i = 0; i < 8; i++) halves[i] = (short)(h + i);
+            var widened = HalfBits.FiniteHalfToSingle(System.Runtime.Intrinsics.Vector128.Create(halves));
+            for (int i = 0; i < 8; i++)
+            {
+                ushort bits = (ushort)(h + i);
+                if ((bits & 0x7C00) == 0x7C00) continue; // infinity and NaN: excluded by contract
+                Assert.Equal(BitConverter.SingleToUInt32Bits((float)BitConverter.UInt16BitsToHalf(bits)), BitConverter.SingleToUInt32Bits(widened[i]));
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(WeightDType.Q8_0, 0x7C00)]
+    [InlineData(WeightDType.Q4_0, 0xFC00)]
+    [InlineData(WeightDType.Q4_0, 0x7E00)]
+    public unsafe void A_matrix_with_a_non_finite_scale_stays_unpacked_and_propagates_it(WeightDType dtype, int scaleBits)
+    {
+        var random = new Random(11);
+        const int inDim = 64, outDim = 9;
+        var raw = TestMatrix.Encoded(KernelTestData.RandomFloats(random, outDim * inDim, 0.5f), inDim, dtype, out var decoded);
+        // Row 3, second block: the scale is the block's first two bytes.
+        *(ushort*)((byte*)raw.Data + 3 * raw.RowSizeInBytes + (dtype == WeightDType.Q8_0 ? 34 : 18)) = (ushort)scaleBits;
+        var w = Packed(raw);
+        Assert.Equal(0, w.PackedData);
+
+        var x = KernelTestData.RandomFloats(random, inDim);
+        var y = new float[outDim];
+        CpuKernels.Linear(x, 1, w, y, inDim, outDim);
+        for (int r = 0; r < outDim; r++)
+        {
+            if (r == 3) { Assert.False(float.IsFinite(y[r])); continue; }
+            double expected = 0, magnitude = 0;
+            for (int i = 0; i < inDim; i++)
+            {
+                expected += (double)x[i] * decoded[r * inDim + i];
+                magnitude += Math.Abs((double)x[i] * decoded[r * inDim + i]);
+            }
+            // int8 activations: each is off by at most half a step of its block's scale (max |x| / 127).
+            Assert.True(Math.Abs(y[r] - expected) <= magnitude / 127 + 1e-4, $"row {r}: {y[r]} vs {expected}");
+        }
+    }
+
     /// <summary>A copy of <paramref name="raw"/> in a <see cref="ModelWeights"/> that has packed it for the CPU.</summary>
     internal static unsafe WeightMatrix Packed(WeightMatrix raw)
     {

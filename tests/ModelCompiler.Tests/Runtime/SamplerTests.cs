@@ -141,6 +141,68 @@ public sealed class SamplerTests
         Assert.Equal(0x06C45D188009454FUL, random.NextUInt64());
     }
 
+    [Fact]
+    public void Weights_are_exp_of_the_scaled_logit_gap_in_units_of_two_to_the_minus_forty()
+    {
+        Assert.Equal(Sampler.MaxWeight, Sampler.Weight(3.5f, 3.5f, 1.7f));
+        Assert.Equal(Sampler.MaxWeight, Sampler.Weight(-0f, 0f, 1f));
+        Assert.Equal(0f, Sampler.Weight(float.NegativeInfinity, 2f, 1f));
+        Assert.Equal(0f, Sampler.Weight(float.NaN, 2f, 1f));
+        Assert.Equal(0f, Sampler.Weight(-28.5f, 0f, 1f));
+        var random = new Random(7);
+        for (int i = 0; i < 200_000; i++)
+        {
+            float gap = (float)(random.NextDouble() * 30), inverseTemperature = (float)(0.1 + random.NextDouble() * 3);
+            float w = Sampler.Weight(-gap, 0f, inverseTemperature);
+            double x = (double)((-gap) * inverseTemperature);
+            double exact = x < -28 ? 0 : Math.Exp(x) * Math.Pow(2, 40);
+            Assert.True(w == Math.Floor(w) && w <= Sampler.MaxWeight, $"{w} is not a whole weight");
+            // Truncation loses under 1; the polynomial and the reduction a few float ulps.
+            Assert.True(Math.Abs(w - exact) <= 1 + 4e-7 * exact, $"Weight({x}) = {w}, exp gives {exact}");
+        }
+    }
+
+    [Theory]
+    [InlineData(50, 1)]
+    [InlineData(512, 2)]
+    [InlineData(32000, 3)]
+    public void Sampling_from_a_given_uniform_follows_the_naive_draw_contract(int vocab, int seed)
+    {
+        var random = new Random(seed);
+        float[] temperatures = [0f, 0.05f, 0.7f, 1f, 1.5f, 8f];
+        int[] topKs = [0, 1, 2, 40, vocab - 1, vocab, vocab + 3, 2000];
+        float[] topPs = [1f, 0.999f, 0.9f, 0.5f, 1e-6f];
+        int rows = vocab > 1000 ? 60 : 600, notArgmax = 0;
+        for (int r = 0; r < rows; r++)
+        {
+            float scale = (r % 4) switch { 0 => 0.01f, 1 => 2f, 2 => 10f, _ => 40f };
+            float[] logits = Enumerable.Range(0, vocab).Select(_ => r % 5 == 0 ? random.Next(-2, 3) : (float)(random.NextDouble() * 2 - 1) * scale).ToArray();
+            if (r % 7 == 0) logits[random.Next(vocab)] = float.NegativeInfinity;
+            var options = new SamplingOptions(temperatures[random.Next(temperatures.Length)], topKs[random.Next(topKs.Length)], topPs[random.Next(topPs.Length)]);
+            ulong uniform = (r % 9) switch { 0 => 0, 1 => ulong.MaxValue, _ => (ulong)random.NextInt64() ^ ((ulong)random.Next() << 40) };
+            var sampler = new Sampler(vocab, options);
+            int token = sampler.Sample(logits, uniform);
+            Assert.Equal(SamplingReference.Sample(logits, options, uniform).Token, token);
+            Assert.Equal(token, sampler.Sample(logits, uniform));   // a given uniform leaves the generator alone
+            if (token != Sampler.Argmax(logits)) notArgmax++;
+        }
+        Assert.True(notArgmax > rows / 4, $"only {notArgmax} of {rows} draws differ from the argmax");
+    }
+
+    [Fact]
+    public void Sample_draws_one_uniform_per_sampled_token_and_none_when_greedy()
+    {
+        float[] logits = RandomLogits(new Random(4), 300);
+        var options = new SamplingOptions(Temperature: 0.9f, TopK: 50, TopP: 0.9f, Seed: 77);
+        var drawing = new Sampler(300, options);
+        var generator = new SplitMix64(77);
+        for (int i = 0; i < 50; i++) Assert.Equal(new Sampler(300, options).Sample(logits, generator.NextUInt64()), drawing.Sample(logits));
+        Assert.Equal(generator.NextUInt64(), drawing.NextUniform());
+        var greedy = new Sampler(300, new SamplingOptions(Seed: 77));
+        greedy.Sample(logits);
+        Assert.Equal(new SplitMix64(77).NextUInt64(), greedy.NextUniform());
+    }
+
     // Chi-square goodness of fit over 20,000 draws. The seed is fixed, so the test is deterministic; the
     // bound (3 degrees of freedom, p ≈ 1e-4) only guards against a wrong distribution, not bad luck.
     private static void AssertFrequencies(SamplingOptions options, double[] expected)

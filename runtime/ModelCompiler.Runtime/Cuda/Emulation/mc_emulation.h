@@ -211,18 +211,34 @@ static void fiber_entry()
 }
 
 // Each fiber gets a stack with a PROT_NONE guard page below it, so an overflow faults instead of
-// silently corrupting its neighbour.
+// silently corrupting its neighbour. Every guard page is a mapping of its own, and the kernel allows about
+// 65,000 per process (vm.max_map_count), which a test process loading dozens of modules reaches: so only as
+// many stacks as the widest block launched so far (in steps of 128), and the library's unload releases them.
+static void release_fiber_stacks()
+{
+    Scheduler& s = g_scheduler;
+    if (s.stacks != nullptr) munmap(s.stacks, (kFiberStackBytes + 4096) * (size_t)s.capacity);
+    free(s.fibers);
+    s.stacks = nullptr;
+    s.fibers = nullptr;
+    s.capacity = 0;
+}
+
+__attribute__((destructor)) static void release_fiber_stacks_at_unload() { release_fiber_stacks(); }
+
 static bool ensure_capacity(int numThreads)
 {
     Scheduler& s = g_scheduler;
     if (numThreads <= s.capacity) return true;
+    release_fiber_stacks();
+    const int capacity = (numThreads + 127) / 128 * 128;
     const size_t page = 4096, stride = kFiberStackBytes + page;
-    void* stacks = mmap(nullptr, stride * kMaxThreadsPerBlock, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void* stacks = mmap(nullptr, stride * capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (stacks == MAP_FAILED) return false;
-    for (int i = 0; i < kMaxThreadsPerBlock; i++) mprotect(static_cast<unsigned char*>(stacks) + i * stride, page, PROT_NONE);
+    for (int i = 0; i < capacity; i++) mprotect(static_cast<unsigned char*>(stacks) + i * stride, page, PROT_NONE);
     s.stacks = static_cast<unsigned char*>(stacks);
-    s.fibers = static_cast<Fiber*>(calloc(kMaxThreadsPerBlock, sizeof(Fiber)));
-    s.capacity = kMaxThreadsPerBlock;
+    s.fibers = static_cast<Fiber*>(calloc(capacity, sizeof(Fiber)));
+    s.capacity = capacity;
     return s.fibers != nullptr;
 }
 
@@ -532,6 +548,7 @@ static inline int __ffs(int x) { return __builtin_ffs(x); }
 static inline unsigned int __brev(unsigned int x) { x = ((x >> 1) & 0x55555555u) | ((x & 0x55555555u) << 1); x = ((x >> 2) & 0x33333333u) | ((x & 0x33333333u) << 2); x = ((x >> 4) & 0x0F0F0F0Fu) | ((x & 0x0F0F0F0Fu) << 4); return __builtin_bswap32(x); }
 static inline int __mul24(int a, int b) { return a * b; }
 static inline unsigned int __umulhi(unsigned int a, unsigned int b) { return unsigned((unsigned long long)a * b >> 32); }
+static inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) { return (unsigned long long)((unsigned __int128)a * b >> 64); }
 template <class T> static inline T __ldg(const T* p) { return *p; }
 static inline long long clock64() { return 0; }
 

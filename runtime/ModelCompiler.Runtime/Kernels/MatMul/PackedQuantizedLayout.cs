@@ -51,6 +51,25 @@ internal static unsafe class PackedQuantizedLayout
         _ => throw new ArgumentException($"{WeightDTypes.Name(dtype)} has no packed layout.", nameof(dtype)),
     };
 
+    /// <summary>
+    /// Whether every block scale of <paramref name="matrix"/> (GGUF rows of q8_0/q4_0) is finite. The packed kernels
+    /// widen scales with <see cref="HalfBits.FiniteHalfToSingle"/>, which has no infinity or NaN, so a matrix with such
+    /// a scale stays unpacked and takes the GGUF-layout path, which propagates them as the reference does.
+    /// </summary>
+    public static bool HasFiniteScales(WeightMatrix matrix)
+    {
+        int sourceBlockSize = matrix.DType == WeightDType.Q8_0 ? 34 : 18;
+        int numBlocks = matrix.Cols / 32;
+        byte* rowData = (byte*)matrix.Data;
+        for (long r = 0; r < matrix.Rows; r++)
+        {
+            byte* row = rowData + r * matrix.RowSizeInBytes;
+            for (int b = 0; b < numBlocks; b++)
+                if ((*(ushort*)(row + (long)b * sourceBlockSize) & 0x7C00) == 0x7C00) return false;
+        }
+        return true;
+    }
+
     /// <summary>Size of the packed copy of a <paramref name="rows"/> × <paramref name="cols"/> matrix.</summary>
     public static long SizeInBytes(WeightDType dtype, int rows, int cols) =>
         (long)((rows + RowsPerGroup - 1) / RowsPerGroup) * (cols / 32) * BlockSizeInBytes(dtype);

@@ -53,7 +53,7 @@ internal static unsafe class PackedQuantizedTile
         nint nb = numBlocks;
         for (int b = 0; b < numBlocks; b++, w += blockSize, x0 += 8, x1 += 8, x2 += 8, x3 += 8)
         {
-            var blockScales = t == 1 ? HalfBits.HalfToSingle(Vector128.Load((ushort*)w)) : Vector256.Load(scales + 8 * b);
+            var blockScales = t == 1 ? HalfBits.FiniteHalfToSingle(Vector128.Load((short*)w)) : Vector256.Load(scales + 8 * b);
             Vector256<byte> w0, w1, w2, w3, w4, w5, w6, w7;
             byte* q = w + PackedQuantizedLayout.ScalesSizeInBytes;
             if (TWeights.IsNibbles)
@@ -261,11 +261,11 @@ internal static unsafe class PackedQuantizedTile
         }
     }
 
-    /// <summary>The group's f16 scales as f32, 8 per block, into <paramref name="scales"/>.</summary>
+    /// <summary>The group's f16 scales (finite: checked before packing) as f32, 8 per block, into <paramref name="scales"/>.</summary>
     private static void WidenScales<TWeights>(byte* w, int numBlocks, float* scales) where TWeights : struct, IPackedWeights
     {
         int blockSize = TWeights.IsNibbles ? PackedQuantizedLayout.ScalesSizeInBytes + 128 : PackedQuantizedLayout.ScalesSizeInBytes + 256;
-        for (int b = 0; b < numBlocks; b++, w += blockSize) HalfBits.HalfToSingle(Vector128.Load((ushort*)w)).Store(scales + 8 * b);
+        for (int b = 0; b < numBlocks; b++, w += blockSize) HalfBits.FiniteHalfToSingle(Vector128.Load((short*)w)).Store(scales + 8 * b);
     }
 
     /// <summary>The weights' offset in the packed layout: 128 for q8_0, 8 for q4_0.</summary>

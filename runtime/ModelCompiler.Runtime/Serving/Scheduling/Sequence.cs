@@ -40,8 +40,9 @@ public sealed class Sequence
     /// <param name="priority">Higher runs first.</param>
     /// <param name="stopTokenIds">Tokens that end the sequence (not appended, not reported).</param>
     /// <param name="choiceIndex">Which choice of its request this is (parallel sampling).</param>
+    /// <param name="wantsLogprobs">Whether its sampled tokens report log-probabilities (the logits row must come to the host).</param>
     public Sequence(long id, ReadOnlySpan<int> promptTokens, int maxTokens, SamplingOptions sampling, int priority = 0,
-        IEnumerable<int>? stopTokenIds = null, int choiceIndex = 0)
+        IEnumerable<int>? stopTokenIds = null, int choiceIndex = 0, bool wantsLogprobs = false)
     {
         if (promptTokens.Length == 0) throw new ArgumentException("A sequence needs at least one prompt token.", nameof(promptTokens));
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxTokens);
@@ -54,6 +55,7 @@ public sealed class Sequence
         Sampling = sampling;
         Priority = priority;
         ChoiceIndex = choiceIndex;
+        WantsLogprobs = wantsLogprobs;
         _stopTokenIds = stopTokenIds is null ? new HashSet<int>() : new HashSet<int>(stopTokenIds);
     }
 
@@ -75,6 +77,8 @@ public sealed class Sequence
     public int MaxTokens { get; }
     /// <summary>How tokens are sampled.</summary>
     public SamplingOptions Sampling { get; }
+    /// <summary>Whether its sampled tokens report log-probabilities, which needs the logits row on the host.</summary>
+    public bool WantsLogprobs { get; }
     /// <summary>This sequence's sampler, created by the model runner on the first sample; it carries the random state across steps and preemptions.</summary>
     public Sampler? Sampler { get; set; }
     /// <summary>Base priority: higher runs first.</summary>

@@ -18,8 +18,8 @@ public sealed record GgufTensorInfo(string GgufName, string Name, uint GgmlType,
 /// A GGUF file (versions 2 and 3, little-endian) memory-mapped read-only: metadata, the tensor table, and
 /// the tensors of types the runtime computes with (f32, f16, bf16, q8_0, q4_0) under our checkpoint names
 /// (<see cref="TensorNames"/>). Every length, count and offset is checked against the file before it is used:
-/// a truncated or hostile file is a <see cref="ModelLoadException"/> naming the file and the problem. llama.cpp
-/// stores q/k rows in Meta's interleaved rotary layout, so <see cref="RopeConvention"/> is interleaved.
+/// a truncated or hostile file is a <see cref="ModelLoadException"/> naming the file and the problem. The q/k row
+/// order (<see cref="RopeConvention"/>) follows the architecture, as llama.cpp writes it: interleaved for llama, half for qwen2.
 /// </summary>
 public sealed unsafe class GgufFile : IWeightSource
 {
@@ -66,8 +66,24 @@ public sealed unsafe class GgufFile : IWeightSource
     /// <inheritdoc />
     public IReadOnlyCollection<WeightTensor> Tensors => _tensors;
 
-    /// <inheritdoc />
-    public RopeStyle? RopeConvention => RopeStyle.Interleaved;
+    /// <summary>
+    /// How q/k rows are ordered for rotary embedding, from <c>general.architecture</c>
+    /// (<see cref="RopeConventionOf"/>): interleaved for llama, half for qwen2.
+    /// </summary>
+    public RopeStyle? RopeConvention => RopeConventionOf(Architecture);
+
+    /// <summary>The file's <c>general.architecture</c>, or "" when it has none.</summary>
+    public string Architecture => Metadata.TryGetString("general.architecture", out string arch) ? arch : "";
+
+    /// <summary>The architectures whose files this runtime reads: the llama family, in llama.cpp's names.</summary>
+    public static IReadOnlyList<string> SupportedArchitectures { get; } = new[] { "llama", "qwen2" };
+
+    /// <summary>
+    /// The rotary row order of a llama.cpp architecture's files. llama.cpp's converter permutes a llama's q/k rows
+    /// into Meta's interleaved layout (<c>LLAMA_ROPE_TYPE_NORM</c>); a qwen2's it stores as Hugging Face does and
+    /// rotates halves (<c>LLAMA_ROPE_TYPE_NEOX</c>).
+    /// </summary>
+    public static RopeStyle RopeConventionOf(string architecture) => architecture == "qwen2" ? RopeStyle.Half : RopeStyle.Interleaved;
 
     /// <summary>
     /// Looks a tensor up by our name or by the file's name. A tensor of a type the runtime cannot compute with
@@ -101,44 +117,54 @@ public sealed unsafe class GgufFile : IWeightSource
 
     /// <summary>
     /// Checks the file against a compiled model's configuration. Values that change the computation (sizes,
-    /// rotary base, norm epsilon, a missing untied classifier) are a <see cref="ModelLoadException"/> naming the
-    /// field, the file's value and the description's; harmless differences (context length, name) are returned as notes.
+    /// rotary base, norm epsilon, a missing untied classifier, missing q/k/v biases) are a <see cref="ModelLoadException"/>
+    /// naming the field, the file's value and the description's; harmless differences (context length, name) are returned as notes.
+    /// Metadata is read under the file's architecture prefix (<c>llama.</c>, <c>qwen2.</c>).
     /// </summary>
     public IReadOnlyList<string> CheckAgainst(ModelConfig config)
     {
         var problems = new List<string>();
         var notes = new List<string>();
-        if (!Metadata.TryGetString("general.architecture", out string arch))
-            throw new ModelLoadException($"{Path}: GGUF file has no general.architecture; this engine runs llama");
-        if (arch != "llama")
-            throw new ModelLoadException($"{Path}: general.architecture is '{arch}' in the file, but this engine runs llama");
+        string arch = Architecture;
+        if (arch.Length == 0)
+            throw new ModelLoadException($"{Path}: GGUF file has no general.architecture; this engine runs {string.Join(" or ", SupportedArchitectures)}");
+        if (!((IList<string>)SupportedArchitectures).Contains(arch))
+            throw new ModelLoadException($"{Path}: general.architecture is '{arch}' in the file, but this engine runs {string.Join(" or ", SupportedArchitectures)}");
 
-        void CompareInt(string key, long? fallback, int expected, string field)
+        void CompareInt(string suffix, long? fallback, int expected, string field)
         {
+            string key = arch + "." + suffix;
             long value;
             if (Metadata.TryGetInteger(key, out long v)) value = v;
             else if (fallback is { } f) value = f;
             else { problems.Add($"{key} is missing (the description says {field} {expected})"); return; }
             if (value != expected) problems.Add($"{key} is {value} in the file but {field} is {expected} in the description");
         }
-        void CompareFloat(string key, double fallback, double expected, string field)
+        void CompareFloat(string suffix, double fallback, double expected, string field)
         {
+            string key = arch + "." + suffix;
             double value = Metadata.TryGetNumber(key, out double v) ? v : fallback;
             // Stored as f32; compare at f32 precision so 1e-5 written by either side matches.
             if (Math.Abs(value - expected) > 1e-6 * Math.Max(Math.Abs(expected), 1e-30))
                 problems.Add(string.Format(CultureInfo.InvariantCulture, "{0} is {1:R} in the file but {2} is {3:R} in the description", key, (float)value, field, (float)expected));
         }
 
-        CompareInt("llama.embedding_length", null, config.Dim, "dim");
-        CompareInt("llama.block_count", null, config.NumLayers, "numLayers");
-        CompareInt("llama.attention.head_count", null, config.NumHeads, "numHeads");
-        long heads = Metadata.TryGetInteger("llama.attention.head_count", out long h) ? h : config.NumHeads;
-        CompareInt("llama.attention.head_count_kv", heads, config.NumKvHeads, "numKvHeads");
-        CompareInt("llama.feed_forward_length", null, config.HiddenDim, "hiddenDim");
-        CompareFloat("llama.rope.freq_base", 10000.0, config.RopeTheta, "ropeTheta");
-        CompareFloat("llama.attention.layer_norm_rms_epsilon", 1e-5, config.NormEps, "normEps");
-        if (Metadata.TryGetInteger("llama.rope.dimension_count", out long ropeDims) && ropeDims != config.HeadDim)
-            problems.Add($"llama.rope.dimension_count is {ropeDims} in the file, but the engine rotates whole heads of {config.HeadDim} (partial rotary is not supported)");
+        CompareInt("embedding_length", null, config.Dim, "dim");
+        CompareInt("block_count", null, config.NumLayers, "numLayers");
+        CompareInt("attention.head_count", null, config.NumHeads, "numHeads");
+        long heads = Metadata.TryGetInteger(arch + ".attention.head_count", out long h) ? h : config.NumHeads;
+        CompareInt("attention.head_count_kv", heads, config.NumKvHeads, "numKvHeads");
+        CompareInt("feed_forward_length", null, config.HiddenDim, "hiddenDim");
+        CompareFloat("rope.freq_base", 10000.0, config.RopeTheta, "ropeTheta");
+        CompareFloat("attention.layer_norm_rms_epsilon", 1e-5, config.NormEps, "normEps");
+        if (Metadata.TryGetInteger(arch + ".rope.dimension_count", out long ropeDims) && ropeDims != config.HeadDim)
+            problems.Add($"{arch}.rope.dimension_count is {ropeDims} in the file, but the engine rotates whole heads of {config.HeadDim} (partial rotary is not supported)");
+        if (Metadata.TryGetValue(arch + ".rope.scaling.type", out _, out var scaling) && scaling is string scalingType && scalingType is not ("none" or ""))
+            problems.Add($"{arch}.rope.scaling.type is '{scalingType}' in the file; rotary scaling is not supported");
+        if (_byName.ContainsKey("rope_freqs.weight") || _unsupported.ContainsKey("rope_freqs.weight"))
+            problems.Add("the file has rope_freqs.weight (per-frequency rotary scaling, as Llama 3.1 uses); rotary scaling is not supported");
+        if (config.QkvBias && FirstMissingBias(config.NumLayers) is string missing)
+            problems.Add($"the description says qkvBias true but the file has no {missing} (a file without q/k/v biases would compute a different model)");
         if (_byName.TryGetValue("tok_embeddings.weight", out var embedding) || _unsupported.ContainsKey("tok_embeddings.weight"))
         {
             long rows = embedding?.Shape[0] ?? _unsupported["tok_embeddings.weight"].Shape[0];
@@ -157,13 +183,25 @@ public sealed unsafe class GgufFile : IWeightSource
                 problems.Add("the file has its own output.weight, different from token_embd.weight, but the description says tiedEmbedding true, so the engine would ignore it (compile a description with tiedEmbedding false for this file)");
         }
 
-        if (Metadata.TryGetInteger("llama.context_length", out long context) && context != config.MaxSeqLen)
-            notes.Add($"{Path}: llama.context_length is {context} in the file, the description's maxSeqLen is {config.MaxSeqLen}; using {config.MaxSeqLen}");
+        if (Metadata.TryGetInteger(arch + ".context_length", out long context) && context != config.MaxSeqLen)
+            notes.Add($"{Path}: {arch}.context_length is {context} in the file, the description's maxSeqLen is {config.MaxSeqLen}; using {config.MaxSeqLen}");
         if (Metadata.TryGetString("general.name", out string name) && name != config.Name)
             notes.Add($"{Path}: general.name is '{name}' in the file, the model is '{config.Name}'");
 
         if (problems.Count > 0) throw new ModelLoadException($"{Path}: {string.Join("; ", problems)}");
         return notes;
+    }
+
+    // llama.cpp's name of the first q/k/v bias the file lacks, or null when every layer has all three.
+    private string? FirstMissingBias(int numLayers)
+    {
+        for (int layer = 0; layer < numLayers; layer++)
+            foreach (var suffix in new[] { "attn_q.bias", "attn_k.bias", "attn_v.bias" })
+            {
+                string ggufName = $"blk.{layer}.{suffix}";
+                if (!_byName.ContainsKey(ggufName) && !_unsupported.ContainsKey(ggufName)) return ggufName;
+            }
+        return null;
     }
 
     /// <inheritdoc />
@@ -364,22 +402,24 @@ public sealed unsafe class GgufFile : IWeightSource
         for (int i = 0; i < n; i++)
         {
             object item = ReadValue(ref c, elementType, key, depth + 1);
-            // AOT-safe: each case stores into its own typed array (no Array.SetValue reflection).
-            switch (values)
+            // AOT-safe: each case stores into its own typed array (no Array.SetValue reflection). Switched on the
+            // element type, not the array's: the CLR lets an int[] pass as uint[] (and sbyte[] as byte[]), so a
+            // type pattern would pick the wrong case and the unboxing cast would throw.
+            switch (elementType)
             {
-                case byte[] a: a[i] = (byte)item; break;
-                case sbyte[] a: a[i] = (sbyte)item; break;
-                case ushort[] a: a[i] = (ushort)item; break;
-                case short[] a: a[i] = (short)item; break;
-                case uint[] a: a[i] = (uint)item; break;
-                case int[] a: a[i] = (int)item; break;
-                case float[] a: a[i] = (float)item; break;
-                case bool[] a: a[i] = (bool)item; break;
-                case string[] a: a[i] = (string)item; break;
-                case ulong[] a: a[i] = (ulong)item; break;
-                case long[] a: a[i] = (long)item; break;
-                case double[] a: a[i] = (double)item; break;
-                case GgufArray[] a: a[i] = (GgufArray)item; break;
+                case GgufValueType.UInt8: ((byte[])values)[i] = (byte)item; break;
+                case GgufValueType.Int8: ((sbyte[])values)[i] = (sbyte)item; break;
+                case GgufValueType.UInt16: ((ushort[])values)[i] = (ushort)item; break;
+                case GgufValueType.Int16: ((short[])values)[i] = (short)item; break;
+                case GgufValueType.UInt32: ((uint[])values)[i] = (uint)item; break;
+                case GgufValueType.Int32: ((int[])values)[i] = (int)item; break;
+                case GgufValueType.Float32: ((float[])values)[i] = (float)item; break;
+                case GgufValueType.Bool: ((bool[])values)[i] = (bool)item; break;
+                case GgufValueType.String: ((string[])values)[i] = (string)item; break;
+                case GgufValueType.UInt64: ((ulong[])values)[i] = (ulong)item; break;
+                case GgufValueType.Int64: ((long[])values)[i] = (long)item; break;
+                case GgufValueType.Float64: ((double[])values)[i] = (double)item; break;
+                default: ((GgufArray[])values)[i] = (GgufArray)item; break;
             }
         }
         return new GgufArray(elementType, values);

@@ -57,6 +57,14 @@ public sealed class GgufWriter
         foreach (var v in values) w.Write(v);
     });
 
+    /// <summary>Adds an array of int32 values.</summary>
+    public void AddInt32Array(string key, IReadOnlyList<int> values) => Add(key, GgufValueType.Array, w =>
+    {
+        w.Write((uint)GgufValueType.Int32);
+        w.Write((ulong)values.Count);
+        foreach (var v in values) w.Write(v);
+    });
+
     /// <summary>Adds a tensor: its llama.cpp name, stored type, shape outermost first and bytes (checked against the shape).</summary>
     public void AddTensor(string name, WeightDType dtype, long[] shape, byte[] data)
     {
