@@ -91,13 +91,9 @@ public sealed class Sampler
         int argmax = Argmax(logits);
         float max = logits[argmax];
         float inverseTemperature = 1f / Options.Temperature;
+        Weights(logits, max, inverseTemperature, _weights);
         ulong total = 0;
-        for (int i = 0; i < logits.Length; i++)
-        {
-            float w = Weight(logits[i], max, inverseTemperature);
-            _weights[i] = w;
-            total += (ulong)w;
-        }
+        foreach (float w in _weights) total += (ulong)w;
         if (total == 0) return argmax;
 
         bool cutTopK = Options.TopK > 0 && Options.TopK < VocabSize;
@@ -128,7 +124,7 @@ public sealed class Sampler
     /// <paramref name="inverseTemperature"/>) · 2⁴⁰ truncated to a whole number (returned as the float that
     /// holds it exactly), 0 below e⁻²⁸ or for NaN. Cody–Waite range reduction and Cephes' expf polynomial with
     /// explicit fused multiply-adds: every operation is a single correctly rounded IEEE float operation, so
-    /// the CUDA kernel (and the emulator) computes the same bits. The CUDA copy is <c>mc_sample_weight</c>;
+    /// the CUDA kernel (and the emulator) computes the same bits. The CUDA copy is <c>mc_sample_weight</c>, the vector copy <see cref="Weights"/>;
     /// change both or neither.
     /// </summary>
     public static float Weight(float logit, float max, float inverseTemperature)
@@ -147,6 +143,67 @@ public sealed class Sampler
         p = MathF.FusedMultiplyAdd(p, r * r, r) + 1f;        // e^r on [-ln2/2, ln2/2]
         float scale = BitConverter.Int32BitsToSingle((127 + 40 + (int)n) << 23); // 2^(40 + n), exact
         return MathF.Truncate(p * scale);
+    }
+
+    /// <summary>
+    /// <see cref="Weight"/> of every entry of <paramref name="logits"/> into <paramref name="weights"/>, 16 (or 8) at a
+    /// time. The vector path runs the same IEEE operations as <see cref="Weight"/> in the same order (round to nearest
+    /// even, fused multiply-adds, truncation: each correctly rounded, so lane by lane the same bits), and selects 0
+    /// where <see cref="Weight"/> returns early; the scalar loop takes the tail. A serving step samples a row of
+    /// 32,000 logits per sequence, and the scalar loop cost ~0.25 ms a row.
+    /// </summary>
+    public static void Weights(ReadOnlySpan<float> logits, float max, float inverseTemperature, Span<float> weights)
+    {
+        if (weights.Length < logits.Length) throw new ArgumentException($"{logits.Length} weights needed.", nameof(weights));
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; i <= logits.Length - Vector512<float>.Count; i += Vector512<float>.Count)
+                Weight512(Vector512.Create(logits.Slice(i, Vector512<float>.Count)), max, inverseTemperature).CopyTo(weights.Slice(i));
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            for (; i <= logits.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+                Weight256(Vector256.Create(logits.Slice(i, Vector256<float>.Count)), max, inverseTemperature).CopyTo(weights.Slice(i));
+        }
+        for (; i < logits.Length; i++) weights[i] = Weight(logits[i], max, inverseTemperature);
+    }
+
+    // Weight, lane by lane (keep in step with it and with mc_sample_weight).
+    private static Vector512<float> Weight512(Vector512<float> logit, float max, float inverseTemperature)
+    {
+        var x = (logit - Vector512.Create(max)) * Vector512.Create(inverseTemperature);
+        var inRange = Vector512.GreaterThanOrEqual(x, Vector512.Create(-28f)); // false for NaN too
+        var n = Vector512.Round(x * Vector512.Create(1.44269504f));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), x);
+        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
+        var p = Vector512.Create(1.9875691500e-4f);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.3981999507e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894e-2f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
+        p = Vector512.FusedMultiplyAdd(p, r * r, r) + Vector512.Create(1f);
+        var scale = Vector512.ShiftLeft(Vector512.Create(127 + 40) + Vector512.ConvertToInt32(n), 23).AsSingle();
+        return Vector512.ConditionalSelect(inRange, Vector512.Truncate(p * scale), Vector512<float>.Zero);
+    }
+
+    private static Vector256<float> Weight256(Vector256<float> logit, float max, float inverseTemperature)
+    {
+        var x = (logit - Vector256.Create(max)) * Vector256.Create(inverseTemperature);
+        var inRange = Vector256.GreaterThanOrEqual(x, Vector256.Create(-28f));
+        var n = Vector256.Round(x * Vector256.Create(1.44269504f));
+        var r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-0.693359375f), x);
+        r = Vector256.FusedMultiplyAdd(n, Vector256.Create(2.12194440e-4f), r);
+        var p = Vector256.Create(1.9875691500e-4f);
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1.3981999507e-3f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(8.3334519073e-3f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(4.1665795894e-2f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1.6666665459e-1f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(5.0000001201e-1f));
+        p = Vector256.FusedMultiplyAdd(p, r * r, r) + Vector256.Create(1f);
+        var scale = Vector256.ShiftLeft(Vector256.Create(127 + 40) + Vector256.ConvertToInt32(n), 23).AsSingle();
+        return Vector256.ConditionalSelect(inRange, Vector256.Truncate(p * scale), Vector256<float>.Zero);
     }
 
     /// <summary>The contract's draw point: ⌊<paramref name="uniform"/> · <paramref name="mass"/> / 2⁶⁴⌋, below <paramref name="mass"/> when it is positive.</summary>

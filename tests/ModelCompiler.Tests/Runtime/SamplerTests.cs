@@ -142,6 +142,36 @@ public sealed class SamplerTests
     }
 
     [Fact]
+    public void Row_weights_are_bit_identical_to_the_scalar_weight_in_every_lane_and_tail()
+    {
+        // The vector path (Vector512 or Vector256) must give Weight's exact bits: the device kernel and the
+        // draw contract are defined by the scalar function. Special values sit at every lane position.
+        float[] specials = [float.NaN, float.NegativeInfinity, float.PositiveInfinity, -0f, 0f, -28f, -28.000002f, -27.999998f,
+            float.MinValue, float.MaxValue, -1e-30f, 1e-30f, float.Epsilon, -float.Epsilon, 3f];
+        var random = new Random(11);
+        foreach (int length in new[] { 0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 100, 32000 })
+        {
+            foreach (float inverseTemperature in new[] { 1f, 0.125f, 1.7f, 10f, float.PositiveInfinity })
+            {
+                var logits = new float[length];
+                for (int i = 0; i < length; i++)
+                    logits[i] = random.Next(8) == 0 ? specials[random.Next(specials.Length)] : (float)(random.NextDouble() * 40 - 30);
+                float max = length == 0 ? 0f : (float)(random.NextDouble() * 6 - 3);
+                var weights = new float[length + 3];
+                weights.AsSpan().Fill(-1f);
+                Sampler.Weights(logits, max, inverseTemperature, weights);
+                for (int i = 0; i < length; i++)
+                {
+                    float expected = Sampler.Weight(logits[i], max, inverseTemperature);
+                    Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(weights[i]),
+                        $"length {length}, 1/T {inverseTemperature}, logit {logits[i]:R}, max {max:R}: {weights[i]:R} against Weight's {expected:R}");
+                }
+                Assert.All(weights.AsSpan(length).ToArray(), w => Assert.Equal(-1f, w)); // nothing written past the row
+            }
+        }
+    }
+
+    [Fact]
     public void Weights_are_exp_of_the_scaled_logit_gap_in_units_of_two_to_the_minus_forty()
     {
         Assert.Equal(Sampler.MaxWeight, Sampler.Weight(3.5f, 3.5f, 1.7f));
