@@ -169,7 +169,10 @@ public sealed class Sampler
         for (; i < logits.Length; i++) weights[i] = Weight(logits[i], max, inverseTemperature);
     }
 
-    // Weight, lane by lane (keep in step with it and with mc_sample_weight).
+    // Weight, lane by lane (keep in step with it and with mc_sample_weight). Not AttentionMath.ExpNonPositive times
+    // 2^40, although that runs the same polynomial: Weight puts the 2^40 into the exponent shift, which differs from a
+    // separate scaling for x > 0 (logit above the given max, where the shift overflows into the sign), and Weights
+    // must give Weight's bits for every input (tested), not only for the rows Sample passes it.
     private static Vector512<float> Weight512(Vector512<float> logit, float max, float inverseTemperature)
     {
         var x = (logit - Vector512.Create(max)) * Vector512.Create(inverseTemperature);
