@@ -24,7 +24,8 @@ internal sealed record ServeBackendFactory(Action<Command> AddOptions, Func<Pars
 {
     /// <summary>
     /// The serving engine over the shared weight options (<c>--weights</c> | <c>--random-weights</c>,
-    /// <c>--dtype</c>, <c>--threads</c>) and <c>--device auto|cpu|cuda</c> (as for generate and bench): weights
+    /// <c>--dtype</c>, <c>--threads</c>), <c>--device auto|cpu|cuda</c> (as for generate and bench) and
+    /// <c>--max-batch-tokens</c> (the scheduler's step budget, see <see cref="InferenceEngineOptions.MaxBatchTokens"/>): weights
     /// bound to the compiled model, the runner for the device (the CPU <see cref="ModelRunner"/>, or
     /// <see cref="Cuda.CudaModelRunner"/> with the KV pool on the GPU), and an <see cref="InferenceEngine"/>
     /// (continuous batching, prefix caching) that owns the runner, stepping on its own thread.
@@ -34,20 +35,31 @@ internal sealed record ServeBackendFactory(Action<Command> AddOptions, Func<Pars
         var config = engine.Config;
         var weights = new WeightOptions(config);
         var device = new DeviceOptions();
+        int leastBatchTokens = InferenceEngineOptions.MinBatchTokens(config);
+        var maxBatchTokens = new Option<int?>("--max-batch-tokens")
+        {
+            Description = $"Tokens one engine step computes at most: running decodes plus prompt chunks ({leastBatchTokens} to {config.MaxBatchTokens}; " +
+                $"default {config.MaxBatchTokens}, the description's maxBatchTokens). Smaller keeps other requests' prompts from holding up running streams for long.",
+        };
         void AddOptions(Command command)
         {
             weights.AddTo(command);
             device.AddTo(command);
+            command.Options.Add(maxBatchTokens);
         }
         return new ServeBackendFactory(AddOptions, result =>
         {
             if (!weights.TryGetSelection(result, out var selection, out string error)) throw new ArgumentException(error);
             // Resolved (and a GPU probed) before anything listens, so `--device cuda` without one fails with exit code 2.
             if (!device.TryResolve(result, engine, out var choice, out error)) throw new ArgumentException(error);
+            int? budget = result.GetValue(maxBatchTokens);
+            if (budget is int b && (b < leastBatchTokens || b > config.MaxBatchTokens))
+                throw new ArgumentException($"--max-batch-tokens must be between {leastBatchTokens} and {config.MaxBatchTokens} (the description's maxBatchTokens), got {b}");
+            var engineOptions = new InferenceEngineOptions { MaxBatchTokens = budget };
             return () =>
             {
                 var runner = GenerateCommand.OpenRunner(engine, selection, choice);
-                var inference = new InferenceEngine(runner, ownsRunner: true);
+                var inference = new InferenceEngine(runner, engineOptions, ownsRunner: true);
                 inference.Start();
                 return inference;
             };

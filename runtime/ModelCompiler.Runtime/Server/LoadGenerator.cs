@@ -11,6 +11,7 @@ using System.Text;
 using System.Text.Json;
 using System.Threading;
 using System.Threading.Tasks;
+using ModelCompiler.Runtime.Sampling;
 
 namespace ModelCompiler.Runtime.Server;
 
@@ -239,9 +240,23 @@ internal static class LoadGenerator
         return document.RootElement.GetProperty("data")[0].GetProperty("id").GetString() ?? "";
     }
 
-    private static byte[] RequestBody(string model, LoadOptions options, int index)
+    private const ulong PromptStream = 0, AbandonStream = 1;
+
+    /// <summary>
+    /// The generator of request <paramref name="index"/>'s draws of one kind: a <see cref="SplitMix64"/> so that
+    /// a seed gives the same prompts and cancellations in every process (HashCode-seeded
+    /// <see cref="Random"/> did not: HashCode is randomised per process, so runs were not comparable).
+    /// </summary>
+    internal static SplitMix64 RequestRandom(int seed, int index, ulong stream) =>
+        new(((ulong)(uint)seed << 32 | (uint)index) * 0x9E3779B97F4A7C15UL ^ stream << 62);
+
+    /// <summary>A draw in [0, <paramref name="bound"/>) (multiply-shift; the bias is below 2⁻³² for our bounds).</summary>
+    private static int Below(ref SplitMix64 random, int bound) => (int)((random.NextUInt64() >> 32) * (ulong)bound >> 32);
+
+    /// <summary>The JSON body of request <paramref name="index"/>: its prompt depends only on the seed and the index.</summary>
+    internal static byte[] RequestBody(string model, LoadOptions options, int index)
     {
-        var random = new Random(HashCode.Combine(options.Seed, index));
+        var random = RequestRandom(options.Seed, index, PromptStream);
         var buffer = new ArrayBufferWriter<byte>();
         using (var json = new Utf8JsonWriter(buffer))
         {
@@ -249,7 +264,7 @@ internal static class LoadGenerator
             json.WriteString("model", model);
             json.WriteStartArray("prompt");
             json.WriteNumberValue(1);   // BOS
-            for (int i = 1; i < options.NumPromptTokens; i++) json.WriteNumberValue(FirstSafeToken + random.Next(NumSafeTokens));
+            for (int i = 1; i < options.NumPromptTokens; i++) json.WriteNumberValue(FirstSafeToken + Below(ref random, NumSafeTokens));
             json.WriteEndArray();
             json.WriteNumber("max_tokens", options.NumGenTokens);
             json.WriteNumber("temperature", 1);
@@ -271,8 +286,8 @@ internal static class LoadGenerator
         double firstMs = double.NaN;
         int tokens = 0, chunks = 0;
         // Whether and when the client walks away is drawn per request, so a run is reproducible.
-        var abandon = new Random(HashCode.Combine(options.Seed, index, 0xCA));
-        int abandonAfterChunks = abandon.NextDouble() < options.CancelFraction ? 1 + abandon.Next(Math.Max(1, options.NumGenTokens / 2)) : int.MaxValue;
+        var abandon = RequestRandom(options.Seed, index, AbandonStream);
+        int abandonAfterChunks = abandon.NextDouble() < options.CancelFraction ? 1 + Below(ref abandon, Math.Max(1, options.NumGenTokens / 2)) : int.MaxValue;
         try
         {
             using var request = new HttpRequestMessage(HttpMethod.Post, "v1/completions") { Content = content };

@@ -20,6 +20,30 @@ public sealed record InferenceEngineOptions
     public int AgingStepsPerPriorityLevel { get; init; } = 32;
     /// <summary>Tokens that end every choice besides a request's own stop tokens (llama2.c vocabularies: BOS and EOS).</summary>
     public IReadOnlyList<int> EndOfTextTokenIds { get; init; } = new[] { TextGenerator.Bos, TextGenerator.Eos };
+    /// <summary>
+    /// Tokens one step may compute (decodes cost one, prefill chunks their length); null: the model's
+    /// <see cref="ModelConfig.MaxBatchTokens"/>, the most its buffers hold. A smaller budget bounds how long
+    /// one step (and so every running stream's next token) can be held up by other requests' prompts, at the
+    /// cost of more passes over the weights for long prompts. Between the model's MaxSequences (so every
+    /// running sequence can decode each step) and its MaxBatchTokens.
+    /// </summary>
+    public int? MaxBatchTokens { get; init; }
+
+    /// <summary>The step budget for <paramref name="config"/>: <see cref="MaxBatchTokens"/> checked against its range, or the model's.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The budget is outside [MinBatchTokens, config.MaxBatchTokens].</exception>
+    public int BatchTokensFor(ModelConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        if (MaxBatchTokens is not int budget) return config.MaxBatchTokens;
+        int least = MinBatchTokens(config);
+        if (budget < least || budget > config.MaxBatchTokens)
+            throw new ArgumentOutOfRangeException(nameof(MaxBatchTokens), budget,
+                $"the step token budget must be between {least} (the sequences a step runs) and {config.MaxBatchTokens} (the model's maxBatchTokens), got {budget}");
+        return budget;
+    }
+
+    /// <summary>The smallest step budget allowed for <paramref name="config"/>: one token per running sequence.</summary>
+    public static int MinBatchTokens(ModelConfig config) => Math.Min(config.MaxSequences, config.MaxBatchTokens);
 }
 
 /// <summary>
@@ -73,7 +97,7 @@ public sealed class InferenceEngine : IGenerationBackend, IDisposable
         _options = options ?? new InferenceEngineOptions();
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(_options.MaxQueuedRequests);
         var c = runner.Config;
-        _scheduler = new Scheduler(runner.Blocks, new SchedulerOptions(c.MaxBatchTokens, c.MaxSequences, c.MaxSeqLen, _options.AgingStepsPerPriorityLevel));
+        _scheduler = new Scheduler(runner.Blocks, new SchedulerOptions(_options.BatchTokensFor(c), c.MaxSequences, c.MaxSeqLen, _options.AgingStepsPerPriorityLevel));
         _modelRunner = new ServingModelRunner(runner);
         _numKvBlocksFree = runner.Blocks.NumFreeBlocks;
         _numKvBlocksUsed = runner.Blocks.NumUsedBlocks;

@@ -41,6 +41,26 @@ public class LoadGeneratorTests
     }
 
     [Fact]
+    public void A_request_body_depends_only_on_the_seed_and_the_index()
+    {
+        var options = new LoadOptions(new Uri("http://127.0.0.1/"), 1, 4, NumPromptTokens: 64, NumGenTokens: 8);
+        int[] Prompt(LoadOptions o, int index)
+        {
+            using var body = System.Text.Json.JsonDocument.Parse(LoadGenerator.RequestBody("m", o, index));
+            return body.RootElement.GetProperty("prompt").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+        }
+
+        int[] first = Prompt(options, 0);
+        Assert.Equal(64, first.Length);
+        Assert.Equal(1, first[0]);                                        // BOS
+        Assert.All(first[1..], t => Assert.InRange(t, 3, 258));           // never BOS or EOS; inside every model's vocabulary
+        Assert.Equal(first, Prompt(options with { Concurrency = 8 }, 0)); // the same request whatever the load shape
+        Assert.NotEqual(first[1..3], Prompt(options, 1)[1..3]);           // no shared prefix between requests...
+        Assert.NotEqual(first[1..], Prompt(options with { Seed = 2 }, 0)[1..]);  // ...or between seeds
+        Assert.True(first[1..].Distinct().Count() > 40, "63 draws from 256 tokens repeat ~7 times on average");
+    }
+
+    [Fact]
     public void Gauges_are_read_from_unlabelled_prometheus_samples()
     {
         const string exposition = "# HELP modelcompiler_kv_blocks_used KV blocks.\n# TYPE modelcompiler_kv_blocks_used gauge\n" +

@@ -170,6 +170,38 @@ public class InferenceEngineTests
     }
 
     [Fact]
+    public void A_smaller_step_budget_chunks_prompts_under_it_and_changes_no_token()
+    {
+        using var runner = Runner();   // the description's budget: 512 tokens, 16 sequences
+        using var engine = new InferenceEngine(runner, new InferenceEngineOptions { MaxBatchTokens = 20 });
+        Assert.Equal(20, engine.Scheduler.Options.MaxBatchTokens);
+        int[] story = StoryTokens();
+        // Prompts shifted by a token each, so that no prompt block is shared through the prefix cache.
+        var requests = Enumerable.Range(0, 3).Select(i => new GenerationRequest([1, .. story[(1 + i)..(45 + i)]], 6, Sampled with { Seed = (ulong)i })).ToArray();
+        var handles = requests.Select(r => engine.TryAdd(r)!).ToArray();
+        RunToCompletion(engine);
+
+        // 135 prompt tokens at most 20 a step need at least 7 steps before the last first token, then 5 more decodes;
+        // under the full budget it would be one prefill step and 5 decodes.
+        Assert.True(engine.Scheduler.NumSteps >= 12, $"{engine.Scheduler.NumSteps} steps: the prompts were not chunked under the budget");
+        using var alone = AloneGenerator();
+        for (int i = 0; i < requests.Length; i++)
+            Assert.Equal(alone.Generate(requests[i], 0), Events(handles[i]).Where(e => e.Finish is null).Select(e => e.TokenId).ToArray());
+        Assert.Equal(0, runner.Blocks.NumUsedBlocks);
+    }
+
+    [Theory]
+    [InlineData(15)]    // fewer than the 16 sequences a step runs: some running sequence could not decode
+    [InlineData(513)]   // more than the buffers hold
+    public void A_step_budget_outside_what_the_model_can_run_is_refused(int budget)
+    {
+        using var runner = Runner();
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => new InferenceEngine(runner, new InferenceEngineOptions { MaxBatchTokens = budget }));
+        Assert.Contains("between 16", error.Message);
+        Assert.Contains("and 512", error.Message);
+    }
+
+    [Fact]
     public async Task The_background_loop_serves_concurrent_requests_and_streams_their_tokens()
     {
         using var runner = Runner();
