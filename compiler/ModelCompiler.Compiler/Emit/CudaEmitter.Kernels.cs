@@ -101,7 +101,7 @@ internal sealed partial class CudaEmitter
                     Kernel(t.Kernel(name), s, "CpuKernels.RmsNormQkvRopeKvWrite" + (bias ? " with AddBias between the projection and RoPE" : "") + "; one warp per rotation pair of rows" + TypeNote(t),
                         $"const float* __restrict__ x, const float* __restrict__ g, const {t.CType}* __restrict__ w, " + (bias ? "const float* __restrict__ bias, " : "") + "float* __restrict__ qkv, " +
                         "const int* __restrict__ positions, const int* __restrict__ sequenceOfToken, const int* __restrict__ blockTables, int blockTableStride, " +
-                        "float* __restrict__ keyCache, float* __restrict__ valueCache, int numTokens",
+                        "mc_kv_t* __restrict__ keyCache, mc_kv_t* __restrict__ valueCache, int numTokens",
                         $"mc_qkv_rope_kvwrite<{t.Macro}, {Int(s.Dim)}, {Int(s.QDim)}, {Int(s.KvDim)}, {Int(_h.HeadDim)}, {Int(bs)}, {Int(TokensPerTile)}, {Bool(VecFor(t, vec, s.Dim, s.Dim))}, {Bool(_h.RopeStyle == RopeStyle.Interleaved)}, {Bool(bias)}>(\n" +
                         $"    x, g, {F(_h.NormEps)}, w, {(bias ? "bias" : "(const float*)0")}, qkv, positions, sequenceOfToken, blockTables, blockTableStride, keyCache, valueCache, numTokens, {D(_h.RopeTheta)});",
                         $"grid ({Int((int)gridX)}, {tiles}, 1), block {Int(ProjectionThreads)}; RoPE {(_h.RopeStyle == RopeStyle.Interleaved ? "interleaved" : "half")}, theta {D(_h.RopeTheta)}");
@@ -251,11 +251,11 @@ internal sealed partial class CudaEmitter
             string writer = name + "_kvwrite";
             Kernel(writer, s, "CpuKernels.KvWrite (this step's keys and values into their cache slots)",
                 "const float* __restrict__ k, const float* __restrict__ v, const int* __restrict__ positions, const int* __restrict__ sequenceOfToken, " +
-                "const int* __restrict__ blockTables, int blockTableStride, float* __restrict__ keyCache, float* __restrict__ valueCache, int numTokens",
+                "const int* __restrict__ blockTables, int blockTableStride, mc_kv_t* __restrict__ keyCache, mc_kv_t* __restrict__ valueCache, int numTokens",
                 $"const int t = blockIdx.y;\nconst int64_t slot = mc_cache_slot<{Int(bs)}, {Int(kvDim)}>(blockTables, blockTableStride, sequenceOfToken[t], positions[t]);\n" +
                 $"for (int c = threadIdx.x; c < {Int(kvDim)}; c += blockDim.x)\n{{\n" +
-                $"    keyCache[slot + c] = k[(int64_t)t * {Int(s.Keys.Buffer.Width)} + {Int(s.Keys.ColumnOffset)} + c];\n" +
-                $"    valueCache[slot + c] = v[(int64_t)t * {Int(s.Values.Buffer.Width)} + {Int(s.Values.ColumnOffset)} + c];\n}}",
+                $"    keyCache[slot + c] = mc_to_kv(k[(int64_t)t * {Int(s.Keys.Buffer.Width)} + {Int(s.Keys.ColumnOffset)} + c]);\n" +
+                $"    valueCache[slot + c] = mc_to_kv(v[(int64_t)t * {Int(s.Values.Buffer.Width)} + {Int(s.Values.ColumnOffset)} + c]);\n}}",
                 "grid (1, T, 1), block 128");
             var args = new System.Collections.Generic.List<Arg> { ArenaArg(s.Keys.Buffer), ArenaArg(s.Values.Buffer) };
             args.AddRange(cacheArgs);
@@ -266,7 +266,7 @@ internal sealed partial class CudaEmitter
         string partial = name + "_partial";
         Kernel(partial, s, $"CpuKernels.PagedAttention, pass 1 of flash decoding: {Int(numSplits)} splits of {Int(AttentionChunk)} positions, one thread per position, through the block table",
             "const float* __restrict__ q, const int* __restrict__ positions, const int* __restrict__ sequenceOfToken, const int* __restrict__ blockTables, int blockTableStride, " +
-            "const float* __restrict__ keyCache, const float* __restrict__ valueCache, float* __restrict__ partial",
+            "const mc_kv_t* __restrict__ keyCache, const mc_kv_t* __restrict__ valueCache, float* __restrict__ partial",
             $"mc_attention_partial<{Int(_h.NumHeads)}, {Int(_h.NumKvHeads)}, {Int(_h.HeadDim)}, {Int(bs)}, {Int(AttentionChunk)}, {Int(numSplits)}, {Int(s.Queries.Buffer.Width)}, {Int(s.Queries.ColumnOffset)}>(\n" +
             "    q, positions, sequenceOfToken, blockTables, blockTableStride, keyCache, valueCache, partial);",
             $"grid ({Int(_h.NumHeads)}, T, {Int(numSplits)}), block {Int(AttentionChunk)}; scratch [T, {Int(_h.NumHeads)}, {Int(numSplits)}, {Int(_h.HeadDim + 2)}] f32");

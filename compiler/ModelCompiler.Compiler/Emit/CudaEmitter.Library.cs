@@ -540,7 +540,7 @@ __device__ __forceinline__ void mc_gemm_mma(const float* __restrict__ x, const f
         }
 }
 
-// Slot (in floats) of a token's K/V row in one layer's [numBlocks, BS, KVD] pool, through its block table.
+// Slot (in elements of mc_kv_t) of a token's K/V row in one layer's [numBlocks, BS, KVD] pool, through its block table.
 template <int BS, int KVD>
 __device__ __forceinline__ int64_t mc_cache_slot(const int* __restrict__ blockTables, int blockTableStride, int sequence, int position)
 {
@@ -556,7 +556,7 @@ __device__ __forceinline__ int64_t mc_cache_slot(const int* __restrict__ blockTa
 template <int WT, int DIM, int QD, int KVD, int HD, int BS, int TT, bool VEC, bool INTERLEAVED, bool BIAS>
 __device__ __forceinline__ void mc_qkv_rope_kvwrite(const float* __restrict__ x, const float* __restrict__ g, float eps, const void* __restrict__ w,
     const float* __restrict__ bias, float* __restrict__ qkv, const int* __restrict__ positions, const int* __restrict__ sequenceOfToken, const int* __restrict__ blockTables,
-    int blockTableStride, float* __restrict__ keyCache, float* __restrict__ valueCache, int numTokens, double theta)
+    int blockTableStride, mc_kv_t* __restrict__ keyCache, mc_kv_t* __restrict__ valueCache, int numTokens, double theta)
 {
     constexpr int QKVD = QD + 2 * KVD;
     constexpr int HALF = HD / 2;
@@ -592,10 +592,10 @@ __device__ __forceinline__ void mc_qkv_rope_kvwrite(const float* __restrict__ x,
         if (r0 >= QD)
         {
             int64_t slot = mc_cache_slot<BS, KVD>(blockTables, blockTableStride, sequenceOfToken[t], position);
-            float* cache = r0 < QD + KVD ? keyCache : valueCache;
+            mc_kv_t* cache = r0 < QD + KVD ? keyCache : valueCache;
             int column = r0 < QD + KVD ? r0 - QD : r0 - QD - KVD;
-            cache[slot + column] = a;
-            cache[slot + column + (r1 - r0)] = b;
+            cache[slot + column] = mc_to_kv(a);
+            cache[slot + column + (r1 - r0)] = mc_to_kv(b);
         }
     }
 }
@@ -605,7 +605,7 @@ __device__ __forceinline__ void mc_qkv_rope_kvwrite(const float* __restrict__ x,
 // output, max and sum to partial[t, h, split, HD + 2]. Prefill uses it too: each token has its own p.
 template <int NH, int NKV, int HD, int BS, int CHUNK, int NSPLIT, int QSTRIDE, int QOFF>
 __device__ __forceinline__ void mc_attention_partial(const float* __restrict__ q, const int* __restrict__ positions, const int* __restrict__ sequenceOfToken,
-    const int* __restrict__ blockTables, int blockTableStride, const float* __restrict__ keyCache, const float* __restrict__ valueCache,
+    const int* __restrict__ blockTables, int blockTableStride, const mc_kv_t* __restrict__ keyCache, const mc_kv_t* __restrict__ valueCache,
     float* __restrict__ partial)
 {
     constexpr int KVD = NKV * HD;
@@ -632,10 +632,10 @@ __device__ __forceinline__ void mc_attention_partial(const float* __restrict__ q
     {
         int64_t slot = mc_cache_slot<BS, KVD>(blockTables, blockTableStride, sequence, position) + kvHead * HD;
         slots[tid] = slot;
-        const float* k = keyCache + slot;
+        const mc_kv_t* k = keyCache + slot;
         float dot = 0.0f;
 #pragma unroll 8
-        for (int d = 0; d < HD; d++) dot += qs[d] * k[d];
+        for (int d = 0; d < HD; d++) dot += qs[d] * mc_from_kv(k[d]);
         score = dot * (1.0f / sqrtf((float)HD));
     }
     const float m = mc_block_max<CHUNK>(score, red);
@@ -646,7 +646,7 @@ __device__ __forceinline__ void mc_attention_partial(const float* __restrict__ q
     for (int d = tid; d < HD; d += CHUNK)
     {
         float acc = 0.0f;
-        for (int j = 0; j < count; j++) acc += weights[j] * valueCache[slots[j] + d];
+        for (int j = 0; j < count; j++) acc += weights[j] * mc_from_kv(valueCache[slots[j] + d]);
         out[d] = acc;
     }
     if (tid == 0) { out[HD] = m; out[HD + 1] = l; }

@@ -45,7 +45,7 @@ public sealed class CudaModelRunner : IModelRunner
     private readonly WeightDType[] _weightTypes;     // stored type of each bound weight: picks the kernel variant
     private readonly HashSet<string> _launchedKernels = new(StringComparer.Ordinal);
     private readonly DevicePointer _arena, _scratch, _tokenIds, _positions, _sequenceOfToken, _logitsTokenIndices, _blockTables, _keys, _values, _logits, _sampled, _samplingParams;
-    private readonly long _layerCacheFloats;
+    private readonly long _layerCacheBytes;   // one layer's keys (or values): (NumKvBlocks + 1) blocks of KvBlockSize × KvDim elements
     private readonly float[] _hostLogits;
     private int _numLogits;                         // logits rows of the last forward pass, in _logits
     private readonly int[] _hostSamplingParams;     // [MaxBatchTokens, SamplingParamInts], see SamplingParamInts
@@ -77,16 +77,11 @@ public sealed class CudaModelRunner : IModelRunner
     {
     }
 
-    /// <summary>Why an engine whose description asks for a non-f32 KV cache cannot run here (the device pool is f32).</summary>
-    public static string UnsupportedKvCacheMessage(ModelConfig config) =>
-        $"the CUDA runner keeps its KV cache in f32, and {config.Name} was compiled with runtime.kvCacheDType {KvCacheDTypes.Name(config.KvCacheDType)} (the CPU engine supports it)";
-
     private CudaModelRunner(ICudaDevice device, CompiledModel model, ModelWeights weights, bool ownsDevice, bool disposeWeights)
     {
         try
         {
             _plan = model.CudaPlan ?? throw new NotSupportedException($"{model.Config.Name} was compiled without a CUDA plan.");
-            if (model.Config.KvCacheDType != KvCacheDType.F32) throw new NotSupportedException(UnsupportedKvCacheMessage(model.Config));
             _device = device;
             _ownsDevice = ownsDevice;
             Model = model;
@@ -108,9 +103,9 @@ public sealed class CudaModelRunner : IModelRunner
             _logitsTokenIndices = Allocate(4L * c.MaxBatchTokens);
             _blockTables = Allocate(4L * c.MaxSequences * c.MaxBlocksPerSequence);
             // One block more than the host hands out: the padding rows' block (see the remarks).
-            _layerCacheFloats = (long)(c.NumKvBlocks + 1) * c.KvBlockSize * c.KvDim;
-            _keys = Allocate(4L * c.NumLayers * _layerCacheFloats);
-            _values = Allocate(4L * c.NumLayers * _layerCacheFloats);
+            _layerCacheBytes = (long)(c.NumKvBlocks + 1) * c.KvBlockSize * c.KvDim * KvCacheDTypes.ElementSizeInBytes(c.KvCacheDType);
+            _keys = Allocate(c.NumLayers * _layerCacheBytes);
+            _values = Allocate(c.NumLayers * _layerCacheBytes);
             _logits = Allocate(4L * c.MaxBatchTokens * c.VocabSize);
             _sampled = Allocate(4L * c.MaxBatchTokens);
             _samplingParams = Allocate(4L * SamplingParamInts * c.MaxBatchTokens);
@@ -260,14 +255,43 @@ public sealed class CudaModelRunner : IModelRunner
         if ((uint)destinationBlock >= (uint)numBlocks) throw new ArgumentOutOfRangeException(nameof(destinationBlock), destinationBlock, $"The pool has {numBlocks} blocks.");
         if (sourceBlock == destinationBlock) return;
         // The device pool is [layer][block][slot][kvDim] with one extra (padding) block per layer.
-        long blockBytes = 4L * Config.KvBlockSize * Config.KvDim;
+        long blockBytes = (long)Config.KvBlockSize * Config.KvDim * KvCacheDTypes.ElementSizeInBytes(Config.KvCacheDType);
         for (int layer = 0; layer < Config.NumLayers; layer++)
         {
-            long layerBytes = 4L * layer * _layerCacheFloats;
+            long layerBytes = layer * _layerCacheBytes;
             _device.CopyOnDevice(_keys.Offset(layerBytes + destinationBlock * blockBytes), _keys.Offset(layerBytes + sourceBlock * blockBytes), blockBytes);
             _device.CopyOnDevice(_values.Offset(layerBytes + destinationBlock * blockBytes), _values.Offset(layerBytes + sourceBlock * blockBytes), blockBytes);
         }
         NumBlockCopies++;
+    }
+
+    /// <summary>
+    /// Reads back one token's key and value (widened to f32) from slot <paramref name="offset"/> of
+    /// <paramref name="block"/> of the device pool, as <see cref="PagedKvCache.ReadToken"/> does for the CPU's:
+    /// for checking what the kernels stored. Synchronises with the launch stream.
+    /// </summary>
+    public void ReadKvToken(int layer, int block, int offset, Span<float> key, Span<float> value)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var c = Config;
+        if ((uint)layer >= (uint)c.NumLayers) throw new ArgumentOutOfRangeException(nameof(layer), layer, $"The pool has {c.NumLayers} layers.");
+        if ((uint)block > (uint)c.NumKvBlocks) throw new ArgumentOutOfRangeException(nameof(block), block, $"The pool has {c.NumKvBlocks} blocks and the padding block.");
+        if ((uint)offset >= (uint)c.KvBlockSize) throw new ArgumentOutOfRangeException(nameof(offset), offset, $"A block has {c.KvBlockSize} slots.");
+        int elementSize = KvCacheDTypes.ElementSizeInBytes(c.KvCacheDType);
+        long rowBytes = (long)c.KvDim * elementSize;
+        long start = layer * _layerCacheBytes + ((long)block * c.KvBlockSize + offset) * rowBytes;
+        var row = new byte[rowBytes];
+        _device.Synchronize();
+        _device.CopyToHost(row, _keys.Offset(start));
+        Widen(row, key[..c.KvDim]);
+        _device.CopyToHost(row, _values.Offset(start));
+        Widen(row, value[..c.KvDim]);
+
+        void Widen(ReadOnlySpan<byte> bytes, Span<float> destination)
+        {
+            if (elementSize == 4) System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes).CopyTo(destination);
+            else for (int i = 0; i < destination.Length; i++) destination[i] = (float)System.Runtime.InteropServices.MemoryMarshal.Read<Half>(bytes[(2 * i)..]);
+        }
     }
 
     /// <summary>Copy-on-write block copies done on the device so far (see <see cref="CopyKvBlock"/>).</summary>
@@ -382,8 +406,8 @@ public sealed class CudaModelRunner : IModelRunner
         CudaArgKind.LogitsTokenIndices => KernelArg.Pointer(_logitsTokenIndices),
         CudaArgKind.BlockTables => KernelArg.Pointer(_blockTables),
         CudaArgKind.BlockTableStride => KernelArg.Int(batch.MaxBlocksPerSequence),
-        CudaArgKind.KeyCache => KernelArg.Pointer(_keys.Offset(4L * layer * _layerCacheFloats)),
-        CudaArgKind.ValueCache => KernelArg.Pointer(_values.Offset(4L * layer * _layerCacheFloats)),
+        CudaArgKind.KeyCache => KernelArg.Pointer(_keys.Offset(layer * _layerCacheBytes)),
+        CudaArgKind.ValueCache => KernelArg.Pointer(_values.Offset(layer * _layerCacheBytes)),
         CudaArgKind.Logits => KernelArg.Pointer(_logits),
         CudaArgKind.SampledTokens => KernelArg.Pointer(_sampled),
         CudaArgKind.SamplingParams => KernelArg.Pointer(_samplingParams),

@@ -69,7 +69,6 @@ internal sealed class DeviceOptions
                 return true;
             case "emulator":
                 if (engine.CudaPlan is null) { error = $"--device emulator: {engine.Config.Name} was compiled without a CUDA plan"; return false; }
-                if (engine.Config.KvCacheDType != KvCacheDType.F32) { error = "--device emulator: " + CudaModelRunner.UnsupportedKvCacheMessage(engine.Config); return false; }
                 choice = new DeviceChoice(new CudaEmulatorDevice(), null);
                 return true;
             case "auto":
@@ -77,8 +76,6 @@ internal sealed class DeviceOptions
                 string reason;
                 if (engine.CudaPlan is null)
                     reason = $"{engine.Config.Name} was compiled without a CUDA plan";
-                else if (engine.Config.KvCacheDType != KvCacheDType.F32)
-                    reason = CudaModelRunner.UnsupportedKvCacheMessage(engine.Config);
                 else if (CudaDriverDevice.TryCreate(out CudaDriverDevice? gpu, out reason) && gpu is not null)
                 {
                     choice = new DeviceChoice(gpu, null);

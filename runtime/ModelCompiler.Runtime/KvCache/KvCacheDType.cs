@@ -1,9 +1,9 @@
 namespace ModelCompiler.Runtime;
 
 /// <summary>
-/// The element type of the CPU engine's KV cache (<c>runtime.kvCacheDType</c> in the description). Keys and
-/// values are computed in f32 either way; f16 rounds them once when they are stored, halving the cache's
-/// memory and the bytes attention reads per position.
+/// The element type of the KV cache (<c>runtime.kvCacheDType</c> in the description), on the CPU and in the
+/// CUDA runner's device pool alike. Keys and values are computed in f32 either way; f16 rounds them once when
+/// they are stored, halving the cache's memory and the bytes attention reads per position.
 /// </summary>
 public enum KvCacheDType
 {

@@ -20,7 +20,7 @@ public sealed class CudaKernelCompileTests(ITestOutputHelper output)
     public static TheoryData<string, int> Models()
     {
         var data = new TheoryData<string, int>();
-        foreach (var model in new[] { "Stories260K", "Llama15M", "Llama110M", "TinyExplicit", "ParallelBlock", "TinyQwen" })
+        foreach (var model in new[] { "Stories260K", "Llama15M", "Llama110M", "TinyExplicit", "ParallelBlock", "TinyQwen", "Stories260KF16Kv" })
             foreach (int arch in new[] { 80, 90 })
                 data.Add(model, arch);
         return data;
@@ -32,6 +32,7 @@ public sealed class CudaKernelCompileTests(ITestOutputHelper output)
         "TinyExplicit" => Descriptions.TinyExplicitPath,
         "ParallelBlock" => Descriptions.ParallelBlockPath,
         "TinyQwen" => Path.Combine(Descriptions.RepoRoot, "tests", "ModelCompiler.Tests", "TestModels", "tiny_qwen.model.json"),
+        "Stories260KF16Kv" => Path.Combine(Descriptions.RepoRoot, "tests", "ModelCompiler.Tests", "TestModels", "stories260K_f16kv.model.json"),
         _ => Path.Combine(Descriptions.RepoRoot, "models", model, model.ToLowerInvariant() + ".model.json"),
     };
 
@@ -140,6 +141,7 @@ public sealed class CudaKernelCompileTests(ITestOutputHelper output)
     [InlineData("TinyExplicit")]
     [InlineData("ParallelBlock")]
     [InlineData("TinyQwen")]
+    [InlineData("Stories260KF16Kv")]
     public void The_source_is_self_contained_and_every_kernel_follows_its_comment_and_precedes_its_export(string model)
     {
         string source = CudaSource(model);

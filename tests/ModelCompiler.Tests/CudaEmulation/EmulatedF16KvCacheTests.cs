@@ -1,0 +1,79 @@
+using ModelCompiler.Runtime.Cuda;
+using ModelCompiler.Runtime.Engine;
+using ModelCompiler.Tests.Engine;
+using Xunit;
+using static ModelCompiler.Tests.Engine.EngineTestSupport;
+
+namespace ModelCompiler.Tests.CudaEmulation;
+
+/// <summary>Stories260K compiled with <c>runtime.kvCacheDType: f16</c>: the CUDA runner on the emulator keeps an f16 pool like the CPU engine's.</summary>
+[Collection(EmulatorCollection.Name)]
+public sealed class EmulatedF16KvCacheTests
+{
+    /// <summary>
+    /// Bound on |emulated − CPU| logits with an f16 cache. Both round each key and value the same way, but the
+    /// values they round differ in the last f32 bits (arithmetic order), and a few land on the neighbouring half;
+    /// the CPU engine alone differs from itself by up to 6.3e-3 between a 40-token prefill and 40 single-token
+    /// steps (f32 cache: 1.3e-5). A wrong layout or a missed conversion gives errors of order 1; the cache
+    /// contents are checked exactly below.
+    /// </summary>
+    private const double F16KvLogitsTolerance = 1e-2;
+
+    [Fact]
+    public void The_device_pool_holds_the_cpu_engines_halves_and_the_logits_match()
+    {
+        int[] story = StoryTokens();
+        int[][] prompts = [story[..20], story[5..38], story[40..57]];
+        const int numDecodeSteps = 6;
+        long[] ids = [0, 1, 2];
+        var engine = new Stories260KF16KvTestEngine();
+        using var runner = new ModelRunner(engine, OpenStories());
+        using var emulator = new EmulatorFixture();
+        using var cuda = new CudaModelRunner(emulator.Device, engine, runner.Weights);
+        var c = engine.Config;
+        AllocateInterleaved(runner.Blocks, ids, prompts.Select(p => p.Length + numDecodeSteps).ToArray());
+
+        var batch = runner.CreateBatch();
+        for (int s = 0; s < 3; s++) batch.AddSequence(prompts[s], 0, runner.Blocks.BlockTable(ids[s]), allLogits: true);
+        EmulatedStories260KTests.AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), c.VocabSize, "batched prefill", F16KvLogitsTolerance);
+        for (int step = 0; step < numDecodeSteps; step++)
+        {
+            batch.Clear();
+            for (int s = 0; s < 3; s++) batch.AddSequence(story.AsSpan(60 + 7 * s + step, 1), prompts[s].Length + step, runner.Blocks.BlockTable(ids[s]));
+            EmulatedStories260KTests.AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), c.VocabSize, $"decode step {step} (graph replay)", F16KvLogitsTolerance);
+        }
+        Assert.Equal(1, cuda.NumCapturedGraphs);
+
+        // Every cached key and value: a half on the device; in layer 0, the CPU's half or its neighbour.
+        var (cpuKey, cpuValue, deviceKey, deviceValue) = (new float[c.KvDim], new float[c.KvDim], new float[c.KvDim], new float[c.KvDim]);
+        int numCompared = 0, numNeighbours = 0;
+        for (int s = 0; s < 3; s++)
+        for (int position = 0; position < prompts[s].Length + numDecodeSteps; position++)
+        for (int layer = 0; layer < c.NumLayers; layer++)
+        {
+            int block = runner.Blocks.BlockTable(ids[s])[position / c.KvBlockSize], offset = position % c.KvBlockSize;
+            runner.KvCache.ReadToken(layer, block, offset, cpuKey, cpuValue);
+            cuda.ReadKvToken(layer, block, offset, deviceKey, deviceValue);
+            for (int i = 0; i < c.KvDim; i++)
+            {
+                Check(cpuKey[i], deviceKey[i]);
+                Check(cpuValue[i], deviceValue[i]);
+            }
+
+            void Check(float cpu, float device)
+            {
+                numCompared++;
+                Assert.Equal(device, (float)(Half)device);   // representable in f16: the pool stores halves
+                if (cpu == device || layer > 0) return;   // later layers' inputs carry the earlier roundings' differences
+                numNeighbours++;
+                // Layer 0 rounds the same f32 values up to arithmetic order: one half-ulp apart at most, or near zero
+                // (where f32 order noise of ~1e-6 spans several halves) within that noise.
+                Half larger = (Half)Math.Max(Math.Abs(cpu), Math.Abs(device));
+                double ulp = (double)Half.BitIncrement(larger) - (double)larger;
+                Assert.True(Math.Abs(cpu - device) <= ulp + 2e-6,
+                    $"sequence {s} position {position}, layer 0: cpu {cpu} vs device {device} differ by more than rounding");
+            }
+        }
+        Assert.True(numNeighbours * 50 < numCompared / c.NumLayers, $"{numNeighbours} of layer 0's {numCompared / c.NumLayers} cached elements differ: more than rounding ties explain");
+    }
+}
