@@ -46,6 +46,11 @@ internal unsafe struct AttentionShape
     public int QRowStride, MaxBlocksPerSequence, NumBlocks, NumHeads, NumKvHeads, HeadDim, KvDim, BlockSize;
     public float ScoreScale;
     /// <summary>
+    /// KV heads per chunk (divides NumKvHeads): 1, or several for narrow heads, whose slices of a block are adjacent
+    /// in memory, so that one chunk reads each block's keys and values whole and works out its runs once.
+    /// </summary>
+    public int KvHeadsPerChunk;
+    /// <summary>
     /// Prefetch each next block's keys and values (wide heads only): set for decode-sized batches, whose KV comes cold
     /// from DRAM after a step's weights went through the caches; a prefill revisits the same hot blocks for every token.
     /// </summary>
@@ -100,20 +105,26 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
     public void Execute(int chunk)
     {
         ref readonly var s = ref Shape;
-        int t = chunk / s.NumKvHeads, kvHead = chunk % s.NumKvHeads;
+        int chunksPerToken = s.NumKvHeads / s.KvHeadsPerChunk;
+        int t = chunk / chunksPerToken, firstKvHead = chunk % chunksPerToken * s.KvHeadsPerChunk;
         int headDim = s.HeadDim, groupSize = s.NumHeads / s.NumKvHeads, blockSize = s.BlockSize;
         bool vector = CpuFeatures.UseVector512 && blockSize % Lanes == 0;
         int lanes = vector ? Lanes : 1;
-        int headsPerPass = Math.Min(groupSize, Math.Min(MaxPassHeads, MaxAccumulatorFloats / (headDim * lanes)));
+        // The chunk's query heads: whole groups; several KV heads' groups only when they fit one pass (see PassHeads).
+        int chunkFirstHead = firstKvHead * groupSize, chunkEndHead = (firstKvHead + s.KvHeadsPerChunk) * groupSize;
+        int headsPerPass = s.KvHeadsPerChunk > 1 ? chunkEndHead - chunkFirstHead : PassHeads(groupSize, headDim, lanes);
         int sequence = s.SequenceOfToken[t];
         int* blockTable = s.BlockTables + (nint)sequence * s.MaxBlocksPerSequence;
         int lastPosition = s.Positions[t];
         float* queryRow = s.Q + (nint)t * s.QRowStride;
         float* outputRow = s.Output + (nint)t * s.NumHeads * headDim;
+        // Elements from a block's channel 0 of KV head 0 to channel 0 of the next KV head.
+        nint kvHeadElements = (nint)headDim * blockSize;
 
         // Per pass: scaled queries [headsPerPass, headDim]; running outputs [headsPerPass, headDim, lanes] (per-lane
         // partial sums); running max and sum [headsPerPass]; scores [headsPerPass, ScoreStride]; and the tile's runs
-        // of consecutive slots: first position in the tile, and element offset of the run's first slot of channel 0.
+        // of consecutive slots: first position in the tile, and element offset of the run's first slot of channel 0
+        // of KV head 0.
         float* query = stackalloc float[headsPerPass * headDim];
         int accumulatorFloats = headDim * lanes;
         float* accumulators = stackalloc float[headsPerPass * accumulatorFloats];
@@ -123,9 +134,12 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
         int* runStarts = stackalloc int[Tile + 1];
         nint* runOffsets = stackalloc nint[Tile];
 
-        for (int firstHead = kvHead * groupSize; firstHead < (kvHead + 1) * groupSize; firstHead += headsPerPass)
+        for (int firstHead = chunkFirstHead; firstHead < chunkEndHead; firstHead += headsPerPass)
         {
-            int numPassHeads = Math.Min(headsPerPass, (kvHead + 1) * groupSize - firstHead);
+            int numPassHeads = Math.Min(headsPerPass, chunkEndHead - firstHead);
+            // The KV heads this pass reads: their query heads are pass heads [j0, j1) (a part of a group when a large
+            // group takes several passes).
+            int firstPassKvHead = firstHead / groupSize, endPassKvHead = (firstHead + numPassHeads - 1) / groupSize + 1;
             for (int i = 0; i < numPassHeads * headDim; i++) query[i] = queryRow[firstHead * headDim + i] * s.ScoreScale;
             new Span<float>(accumulators, numPassHeads * accumulatorFloats).Clear();
             for (int j = 0; j < numPassHeads; j++) { runningMax[j] = float.NegativeInfinity; runningSum[j] = 0; }
@@ -135,22 +149,26 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                 int tileLength = Math.Min(Tile, lastPosition + 1 - tileStart);
                 // The tile in runs of consecutive slots of one block: one table lookup per block.
                 int numRuns = 0;
-                for (int i = 0; i < tileLength; numRuns++)
+                int logicalBlock = tileStart / blockSize, offset = tileStart - logicalBlock * blockSize;
+                for (int i = 0; i < tileLength; numRuns++, logicalBlock++, offset = 0)
                 {
-                    int position = tileStart + i;
-                    int logicalBlock = position / blockSize, offset = position - logicalBlock * blockSize;
                     runStarts[numRuns] = i;
-                    // Channel c of this KV head, slot o: element (kvHead × headDim + c) × blockSize + o of the block.
-                    runOffsets[numRuns] = BlockOffset(blockTable, logicalBlock, t, sequence) + (nint)kvHead * headDim * blockSize + offset;
+                    // Channel c of KV head h, slot o: element (h × headDim + c) × blockSize + o of the block.
+                    runOffsets[numRuns] = BlockOffset(blockTable, logicalBlock, t, sequence) + offset;
                     i += Math.Min(blockSize - offset, tileLength - i);
                 }
                 runStarts[numRuns] = tileLength;
 
-                if (vector)
-                    KeyScores16(Keys, s.PrefetchRuns ? Values : null, runOffsets, runStarts, numRuns, blockSize, query, numPassHeads, headDim, scores);
-                else
-                    for (int r = 0; r < numRuns; r++)
-                        KeyScores1(Keys + runOffsets[r] * TKv.Size, blockSize, query, numPassHeads, headDim, runStarts[r + 1] - runStarts[r], scores + runStarts[r]);
+                for (int kvHead = firstPassKvHead; kvHead < endPassKvHead; kvHead++)
+                {
+                    var (j0, j1) = PassHeadsOf(kvHead, groupSize, firstHead, numPassHeads);
+                    nint kvHeadBytes = kvHead * kvHeadElements * TKv.Size;
+                    if (vector)
+                        KeyScores16(Keys + kvHeadBytes, s.PrefetchRuns ? Values + kvHeadBytes : null, runOffsets, runStarts, numRuns, blockSize, query + j0 * headDim, j1 - j0, headDim, scores + j0 * ScoreStride);
+                    else
+                        for (int r = 0; r < numRuns; r++)
+                            KeyScores1(Keys + kvHeadBytes + runOffsets[r] * TKv.Size, blockSize, query + j0 * headDim, j1 - j0, headDim, runStarts[r + 1] - runStarts[r], scores + j0 * ScoreStride + runStarts[r]);
+                }
 
                 for (int j = 0; j < numPassHeads; j++)
                 {
@@ -172,16 +190,22 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                     runningSum[j] += vector ? AttentionMath.ExpSubtractPadded(headScores, tileLength, runningMax[j]) : AttentionMath.ExpSubtract(headScores, tileLength, runningMax[j]);
                 }
 
-                if (vector && headDim % 8 == 0)
-                    Values16By8Channels(Values, runOffsets, runStarts, numRuns, blockSize, scores, numPassHeads, headDim, accumulators);
-                else
-                    for (int r = 0; r < numRuns; r++)
-                    {
-                        byte* values = Values + runOffsets[r] * TKv.Size;
-                        int first = runStarts[r], count = runStarts[r + 1] - first;
-                        if (vector) Values16(values, blockSize, scores + first, count, numPassHeads, headDim, accumulators);
-                        else Values1(values, blockSize, scores + first, count, numPassHeads, headDim, accumulators);
-                    }
+                for (int kvHead = firstPassKvHead; kvHead < endPassKvHead; kvHead++)
+                {
+                    var (j0, j1) = PassHeadsOf(kvHead, groupSize, firstHead, numPassHeads);
+                    byte* valueBase = Values + kvHead * kvHeadElements * TKv.Size;
+                    float* headScores = scores + j0 * ScoreStride, headAccumulators = accumulators + j0 * accumulatorFloats;
+                    if (vector && headDim % 8 == 0)
+                        Values16By8Channels(valueBase, runOffsets, runStarts, numRuns, blockSize, headScores, j1 - j0, headDim, headAccumulators);
+                    else
+                        for (int r = 0; r < numRuns; r++)
+                        {
+                            byte* values = valueBase + runOffsets[r] * TKv.Size;
+                            int first = runStarts[r], count = runStarts[r + 1] - first;
+                            if (vector) Values16(values, blockSize, headScores + first, count, j1 - j0, headDim, headAccumulators);
+                            else Values1(values, blockSize, headScores + first, count, j1 - j0, headDim, headAccumulators);
+                        }
+                }
             }
 
             for (int j = 0; j < numPassHeads; j++)
@@ -196,6 +220,26 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
             }
         }
     }
+
+    /// <summary>Query heads of one KV head's group in one pass: the whole group when its running outputs fit.</summary>
+    private static int PassHeads(int groupSize, int headDim, int lanes) =>
+        Math.Min(groupSize, Math.Min(MaxPassHeads, MaxAccumulatorFloats / (headDim * lanes)));
+
+    /// <summary>
+    /// How many KV heads one chunk takes: all of them (one pass over every query head) when the heads are narrow — a
+    /// head's slice of a block under <paramref name="maxSliceBytes"/> — and every query head fits one pass; else one.
+    /// </summary>
+    public static int KvHeadsPerChunk(int numHeads, int numKvHeads, int headDim, int blockSize, int maxSliceBytes)
+    {
+        int lanes = CpuFeatures.UseVector512 && blockSize % Lanes == 0 ? Lanes : 1;
+        bool narrow = (long)headDim * blockSize * TKv.Size < maxSliceBytes;
+        return narrow && numHeads <= MaxPassHeads && numHeads * headDim * lanes <= MaxAccumulatorFloats ? numKvHeads : 1;
+    }
+
+    /// <summary>Pass heads [j0, j1) (relative to the pass's first head) that read <paramref name="kvHead"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (int J0, int J1) PassHeadsOf(int kvHead, int groupSize, int firstHead, int numPassHeads) =>
+        (Math.Max(firstHead, kvHead * groupSize) - firstHead, Math.Min(firstHead + numPassHeads, (kvHead + 1) * groupSize) - firstHead);
 
     /// <summary>
     /// Scores of a tile's runs of slots (each rounded up to 16) for every pass head: per 16 slots, one FMA per
