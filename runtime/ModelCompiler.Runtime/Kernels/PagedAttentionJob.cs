@@ -122,7 +122,7 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
         nint kvHeadElements = (nint)headDim * blockSize;
 
         // Per pass: scaled queries [headsPerPass, headDim]; running outputs [headsPerPass, headDim, lanes] (per-lane
-        // partial sums); running max and sum [headsPerPass]; scores [headsPerPass, ScoreStride]; and the tile's runs
+        // partial sums); running max and sum and the tile's max [headsPerPass]; scores [headsPerPass, ScoreStride]; and the tile's runs
         // of consecutive slots: first position in the tile, and element offset of the run's first slot of channel 0
         // of KV head 0.
         float* query = stackalloc float[headsPerPass * headDim];
@@ -130,6 +130,7 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
         float* accumulators = stackalloc float[headsPerPass * accumulatorFloats];
         float* runningMax = stackalloc float[headsPerPass];
         float* runningSum = stackalloc float[headsPerPass];
+        float* tileMax = stackalloc float[headsPerPass];
         float* scores = stackalloc float[headsPerPass * ScoreStride];
         int* runStarts = stackalloc int[Tile + 1];
         nint* runOffsets = stackalloc nint[Tile];
@@ -159,36 +160,52 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                 }
                 runStarts[numRuns] = tileLength;
 
+                if (vector && endPassKvHead - firstPassKvHead > 1)
+                {
+                    // Whole groups of adjacent KV heads (see KvHeadsPerChunk): one call reads each block's keys in order.
+                    nint kvHeadBytes = firstPassKvHead * kvHeadElements * TKv.Size;
+                    KeyScores16(Keys + kvHeadBytes, s.PrefetchRuns ? Values + kvHeadBytes : null, runOffsets, runStarts, numRuns, blockSize, query, groupSize, headDim, scores, endPassKvHead - firstPassKvHead);
+                }
+                else
                 for (int kvHead = firstPassKvHead; kvHead < endPassKvHead; kvHead++)
                 {
                     var (j0, j1) = PassHeadsOf(kvHead, groupSize, firstHead, numPassHeads);
                     nint kvHeadBytes = kvHead * kvHeadElements * TKv.Size;
                     if (vector)
-                        KeyScores16(Keys + kvHeadBytes, s.PrefetchRuns ? Values + kvHeadBytes : null, runOffsets, runStarts, numRuns, blockSize, query + j0 * headDim, j1 - j0, headDim, scores + j0 * ScoreStride);
+                        KeyScores16(Keys + kvHeadBytes, s.PrefetchRuns ? Values + kvHeadBytes : null, runOffsets, runStarts, numRuns, blockSize, query + j0 * headDim, j1 - j0, headDim, scores + j0 * ScoreStride, 1);
                     else
                         for (int r = 0; r < numRuns; r++)
                             KeyScores1(Keys + kvHeadBytes + runOffsets[r] * TKv.Size, blockSize, query + j0 * headDim, j1 - j0, headDim, runStarts[r + 1] - runStarts[r], scores + j0 * ScoreStride + runStarts[r]);
                 }
 
+                // The softmax steps four heads at a time where there are four: a narrow head's tile is a few vectors,
+                // too short for one head's exp chain to fill the pipeline on its own.
+                int h = 0;
+                if (vector)
+                    for (; h + 4 <= numPassHeads; h += 4) AttentionMath.MaxPadded4(scores + h * ScoreStride, ScoreStride, tileLength, tileMax + h);
+                for (; h < numPassHeads; h++)
+                    tileMax[h] = vector ? AttentionMath.MaxPadded(scores + h * ScoreStride, tileLength) : AttentionMath.Max(scores + h * ScoreStride, tileLength);
                 for (int j = 0; j < numPassHeads; j++)
                 {
-                    float* headScores = scores + j * ScoreStride;
-                    float tileMax = vector ? AttentionMath.MaxPadded(headScores, tileLength) : AttentionMath.Max(headScores, tileLength);
-                    if (tileMax > runningMax[j])
+                    if (tileMax[j] > runningMax[j])
                     {
                         // On the first tile the sums are still zero and need no rescaling (a scalar exp and a pass over
                         // the accumulators per head and tile were a few percent of a Stories260K step).
                         if (tileStart > 0)
                         {
-                            float correction = MathF.Exp(runningMax[j] - tileMax);
+                            float correction = MathF.Exp(runningMax[j] - tileMax[j]);
                             runningSum[j] *= correction;
                             var headAccumulator = new Span<float>(accumulators + j * accumulatorFloats, accumulatorFloats);
                             CpuKernels.Scale(headAccumulator, correction, headAccumulator);
                         }
-                        runningMax[j] = tileMax;
+                        runningMax[j] = tileMax[j];
                     }
-                    runningSum[j] += vector ? AttentionMath.ExpSubtractPadded(headScores, tileLength, runningMax[j]) : AttentionMath.ExpSubtract(headScores, tileLength, runningMax[j]);
                 }
+                h = 0;
+                if (vector)
+                    for (; h + 4 <= numPassHeads; h += 4) AttentionMath.ExpSubtractPadded4(scores + h * ScoreStride, ScoreStride, tileLength, runningMax + h, runningSum + h);
+                for (; h < numPassHeads; h++)
+                    runningSum[h] += vector ? AttentionMath.ExpSubtractPadded(scores + h * ScoreStride, tileLength, runningMax[h]) : AttentionMath.ExpSubtract(scores + h * ScoreStride, tileLength, runningMax[h]);
 
                 for (int kvHead = firstPassKvHead; kvHead < endPassKvHead; kvHead++)
                 {
@@ -243,18 +260,22 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
 
     /// <summary>
     /// Scores of a tile's runs of slots (each rounded up to 16) for every pass head: per 16 slots, one FMA per
-    /// channel with the query element broadcast. Heads go in pairs so each key load serves two.
+    /// channel with the query element broadcast. Heads go in pairs so each key load serves two. The pass reads
+    /// <paramref name="numKvHeads"/> adjacent KV heads, each with <paramref name="numHeads"/> query heads (its whole
+    /// group when there are several), and takes them KV head by KV head inside each run, so that a block's keys are
+    /// read in address order.
     /// </summary>
-    private static void KeyScores16(byte* keyBase, byte* valueBase, nint* runOffsets, int* runStarts, int numRuns, int blockSize, float* query, int numHeads, int headDim, float* tileScores)
+    private static void KeyScores16(byte* keyBase, byte* valueBase, nint* runOffsets, int* runStarts, int numRuns, int blockSize, float* queries, int numHeads, int headDim, float* tileScores, int numKvHeads)
     {
         nint channelBytes = (nint)blockSize * TKv.Size;
-        // A head's slice of a block (headDim channels × blockSize slots) is one contiguous run of memory, but the next
-        // block of the sequence is elsewhere in the pool, where the hardware prefetcher has to start over. Wide heads
-        // (Llama110M: 4 KiB per block) prefetch the next run's keys and this run's values while the scores are computed;
-        // narrow ones (Stories260K: 512 bytes, in cache anyway) would mostly pay for the instructions.
-        // valueBase is null when the caller asked for no prefetching.
-        nint runBytes = headDim * channelBytes;
-        bool prefetch = valueBase != null && runBytes >= PrefetchMinRunBytes;
+        // A head's slice of a block (headDim channels × blockSize slots) is one contiguous run of memory, and so are the
+        // slices of the pass's adjacent KV heads together, but the next block of the sequence is elsewhere in the pool,
+        // where the hardware prefetcher has to start over. Runs of 2 KiB or more (Llama110M: 4 KiB per head per block;
+        // Stories260K: four 512-byte heads) prefetch the next run's keys and this run's values while the scores are
+        // computed; shorter ones would mostly pay for the instructions. valueBase is null when the caller asked for no
+        // prefetching.
+        nint headBytes = headDim * channelBytes, runBytes = numKvHeads * headBytes;
+        bool prefetch = valueBase != null && headBytes >= PrefetchMinRunBytes;
         for (int r = 0; r < numRuns; r++)
         {
             if (prefetch)
@@ -262,10 +283,12 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                 if (r + 1 < numRuns) PrefetchRun(keyBase + runOffsets[r + 1] * TKv.Size, runBytes, toL1: true);
                 PrefetchRun(valueBase + runOffsets[r] * TKv.Size, runBytes, toL1: false);
             }
+            for (int kv = 0; kv < numKvHeads; kv++)
             for (int c = 0, count = runStarts[r + 1] - runStarts[r]; c < count; c += Lanes)
             {
-                byte* k0 = keyBase + (runOffsets[r] + c) * TKv.Size;
-                float* scores = tileScores + runStarts[r];
+                byte* k0 = keyBase + kv * headBytes + (runOffsets[r] + c) * TKv.Size;
+                float* scores = tileScores + kv * numHeads * ScoreStride + runStarts[r];
+                float* query = queries + kv * numHeads * headDim;
                 int j = 0;
                 for (; j <= numHeads - 2; j += 2)
                 {
@@ -353,7 +376,11 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
     private static void Values16By8Channels(byte* valueBase, nint* runOffsets, int* runStarts, int numRuns, int blockSize, float* tileWeights, int numHeads, int headDim, float* accumulators)
     {
         nint channelBytes = (nint)blockSize * TKv.Size;
-        for (int j = 0; j < numHeads; j++)
+        int j = 0;
+        for (; j + 2 <= numHeads; j += 2)
+            for (int d0 = 0; d0 < headDim; d0 += 8)
+                Values16By8ChannelsPair(valueBase, runOffsets, runStarts, numRuns, channelBytes, tileWeights + j * ScoreStride, accumulators + (j * headDim + d0) * Lanes, headDim * Lanes, d0);
+        for (; j < numHeads; j++)
         for (int d0 = 0; d0 < headDim; d0 += 8)
         {
             float* acc = accumulators + (j * headDim + d0) * Lanes;
@@ -380,6 +407,46 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
             a0.Store(acc); a1.Store(acc + 16); a2.Store(acc + 32); a3.Store(acc + 48);
             a4.Store(acc + 64); a5.Store(acc + 80); a6.Store(acc + 96); a7.Store(acc + 112);
         }
+    }
+
+    /// <summary>
+    /// <see cref="Values16By8Channels"/> for two heads of one group at once: each value vector loaded once serves both
+    /// (16 accumulators, 8 values and 2 weight vectors in registers). Per head the same operations in the same order.
+    /// </summary>
+    private static void Values16By8ChannelsPair(byte* valueBase, nint* runOffsets, int* runStarts, int numRuns, nint channelBytes, float* tileWeights, float* acc, int headFloats, int d0)
+    {
+        float* bcc = acc + headFloats;
+        var a0 = Vector512.Load(acc); var a1 = Vector512.Load(acc + 16); var a2 = Vector512.Load(acc + 32); var a3 = Vector512.Load(acc + 48);
+        var a4 = Vector512.Load(acc + 64); var a5 = Vector512.Load(acc + 80); var a6 = Vector512.Load(acc + 96); var a7 = Vector512.Load(acc + 112);
+        var b0 = Vector512.Load(bcc); var b1 = Vector512.Load(bcc + 16); var b2 = Vector512.Load(bcc + 32); var b3 = Vector512.Load(bcc + 48);
+        var b4 = Vector512.Load(bcc + 64); var b5 = Vector512.Load(bcc + 80); var b6 = Vector512.Load(bcc + 96); var b7 = Vector512.Load(bcc + 112);
+        for (int r = 0; r < numRuns; r++)
+        for (int c = 0, count = runStarts[r + 1] - runStarts[r]; c < count; c += Lanes)
+        {
+            byte* v = valueBase + (runOffsets[r] + c) * TKv.Size + d0 * channelBytes;
+            var p = Vector512.Load(tileWeights + runStarts[r] + c);
+            var q = Vector512.Load(tileWeights + ScoreStride + runStarts[r] + c);
+            var v0 = TKv.Load16(v); var v1 = TKv.Load16(v + channelBytes); var v2 = TKv.Load16(v + 2 * channelBytes); var v3 = TKv.Load16(v + 3 * channelBytes);
+            var v4 = TKv.Load16(v + 4 * channelBytes); var v5 = TKv.Load16(v + 5 * channelBytes); var v6 = TKv.Load16(v + 6 * channelBytes); var v7 = TKv.Load16(v + 7 * channelBytes);
+            if (count - c < Lanes)
+            {
+                var valid = AttentionMath.ValidLanes(count - c);
+                p &= valid; q &= valid;
+                v0 &= valid; v1 &= valid; v2 &= valid; v3 &= valid; v4 &= valid; v5 &= valid; v6 &= valid; v7 &= valid;
+            }
+            a0 = Vector512.FusedMultiplyAdd(p, v0, a0); a1 = Vector512.FusedMultiplyAdd(p, v1, a1);
+            a2 = Vector512.FusedMultiplyAdd(p, v2, a2); a3 = Vector512.FusedMultiplyAdd(p, v3, a3);
+            a4 = Vector512.FusedMultiplyAdd(p, v4, a4); a5 = Vector512.FusedMultiplyAdd(p, v5, a5);
+            a6 = Vector512.FusedMultiplyAdd(p, v6, a6); a7 = Vector512.FusedMultiplyAdd(p, v7, a7);
+            b0 = Vector512.FusedMultiplyAdd(q, v0, b0); b1 = Vector512.FusedMultiplyAdd(q, v1, b1);
+            b2 = Vector512.FusedMultiplyAdd(q, v2, b2); b3 = Vector512.FusedMultiplyAdd(q, v3, b3);
+            b4 = Vector512.FusedMultiplyAdd(q, v4, b4); b5 = Vector512.FusedMultiplyAdd(q, v5, b5);
+            b6 = Vector512.FusedMultiplyAdd(q, v6, b6); b7 = Vector512.FusedMultiplyAdd(q, v7, b7);
+        }
+        a0.Store(acc); a1.Store(acc + 16); a2.Store(acc + 32); a3.Store(acc + 48);
+        a4.Store(acc + 64); a5.Store(acc + 80); a6.Store(acc + 96); a7.Store(acc + 112);
+        b0.Store(bcc); b1.Store(bcc + 16); b2.Store(bcc + 32); b3.Store(bcc + 48);
+        b4.Store(bcc + 64); b5.Store(bcc + 80); b6.Store(bcc + 96); b7.Store(bcc + 112);
     }
 
     /// <summary>Any head width: per 16 slots and channel, one value vector serves every pass head (sums in memory).</summary>
