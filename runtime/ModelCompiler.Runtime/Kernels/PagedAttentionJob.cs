@@ -276,6 +276,12 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
         // prefetching.
         nint headBytes = headDim * channelBytes, runBytes = numKvHeads * headBytes;
         bool prefetch = valueBase != null && headBytes >= PrefetchMinRunBytes;
+        if (headDim == 8 && !prefetch)
+        {
+            for (int kv = 0; kv < numKvHeads; kv++)
+                KeyScores16Width8(keyBase + kv * headBytes, runOffsets, runStarts, numRuns, channelBytes, queries + kv * numHeads * 8, numHeads, tileScores + kv * numHeads * ScoreStride);
+            return;
+        }
         for (int r = 0; r < numRuns; r++)
         {
             if (prefetch)
@@ -330,6 +336,67 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                     for (; d < headDim; d++) a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), TKv.Load16(k0 + d * channelBytes), a0);
                     ((a0 + a1) + (a2 + a3)).Store(scores + j * ScoreStride + c);
                 }
+            }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="KeyScores16"/> for heads 8 wide (Stories260K's): per pair of heads the 16 query elements are broadcast
+    /// once, into registers, for all of the tile's runs, so each 16 slots cost their 8 key loads and 16 FMAs only (the
+    /// general loop re-reads a broadcast query element for every FMA, which made it load-bound). Same sums, same order.
+    /// </summary>
+    private static void KeyScores16Width8(byte* keyBase, nint* runOffsets, int* runStarts, int numRuns, nint channelBytes, float* query, int numHeads, float* tileScores)
+    {
+        int j = 0;
+        for (; j + 2 <= numHeads; j += 2)
+        {
+            float* qa = query + j * 8, qb = qa + 8;
+            var qa0 = Vector512.Create(qa[0]); var qa1 = Vector512.Create(qa[1]); var qa2 = Vector512.Create(qa[2]); var qa3 = Vector512.Create(qa[3]);
+            var qa4 = Vector512.Create(qa[4]); var qa5 = Vector512.Create(qa[5]); var qa6 = Vector512.Create(qa[6]); var qa7 = Vector512.Create(qa[7]);
+            var qb0 = Vector512.Create(qb[0]); var qb1 = Vector512.Create(qb[1]); var qb2 = Vector512.Create(qb[2]); var qb3 = Vector512.Create(qb[3]);
+            var qb4 = Vector512.Create(qb[4]); var qb5 = Vector512.Create(qb[5]); var qb6 = Vector512.Create(qb[6]); var qb7 = Vector512.Create(qb[7]);
+            float* sa = tileScores + j * ScoreStride, sb = sa + ScoreStride;
+            for (int r = 0; r < numRuns; r++)
+            for (int c = 0, count = runStarts[r + 1] - runStarts[r]; c < count; c += Lanes)
+            {
+                byte* k0 = keyBase + (runOffsets[r] + c) * TKv.Size;
+                // The pairing of KeyScores16's loop: a0/b0 take the even channels, a1/b1 the odd ones, in order.
+                var k = TKv.Load16(k0); var l = TKv.Load16(k0 + channelBytes);
+                var a0 = qa0 * k; var b0 = qb0 * k; var a1 = qa1 * l; var b1 = qb1 * l;
+                k = TKv.Load16(k0 + 2 * channelBytes); l = TKv.Load16(k0 + 3 * channelBytes);
+                a0 = Vector512.FusedMultiplyAdd(qa2, k, a0); b0 = Vector512.FusedMultiplyAdd(qb2, k, b0);
+                a1 = Vector512.FusedMultiplyAdd(qa3, l, a1); b1 = Vector512.FusedMultiplyAdd(qb3, l, b1);
+                k = TKv.Load16(k0 + 4 * channelBytes); l = TKv.Load16(k0 + 5 * channelBytes);
+                a0 = Vector512.FusedMultiplyAdd(qa4, k, a0); b0 = Vector512.FusedMultiplyAdd(qb4, k, b0);
+                a1 = Vector512.FusedMultiplyAdd(qa5, l, a1); b1 = Vector512.FusedMultiplyAdd(qb5, l, b1);
+                k = TKv.Load16(k0 + 6 * channelBytes); l = TKv.Load16(k0 + 7 * channelBytes);
+                a0 = Vector512.FusedMultiplyAdd(qa6, k, a0); b0 = Vector512.FusedMultiplyAdd(qb6, k, b0);
+                a1 = Vector512.FusedMultiplyAdd(qa7, l, a1); b1 = Vector512.FusedMultiplyAdd(qb7, l, b1);
+                int at = runStarts[r] + c;
+                (a0 + a1).Store(sa + at);
+                (b0 + b1).Store(sb + at);
+            }
+        }
+        if (j < numHeads)
+        {
+            // A lone head: four chains as in KeyScores16 (channels d, d + 4 share one).
+            float* qa = query + j * 8;
+            var q0 = Vector512.Create(qa[0]); var q1 = Vector512.Create(qa[1]); var q2 = Vector512.Create(qa[2]); var q3 = Vector512.Create(qa[3]);
+            var q4 = Vector512.Create(qa[4]); var q5 = Vector512.Create(qa[5]); var q6 = Vector512.Create(qa[6]); var q7 = Vector512.Create(qa[7]);
+            float* sa = tileScores + j * ScoreStride;
+            for (int r = 0; r < numRuns; r++)
+            for (int c = 0, count = runStarts[r + 1] - runStarts[r]; c < count; c += Lanes)
+            {
+                byte* k0 = keyBase + (runOffsets[r] + c) * TKv.Size;
+                var a0 = q0 * TKv.Load16(k0);
+                var a1 = q1 * TKv.Load16(k0 + channelBytes);
+                var a2 = q2 * TKv.Load16(k0 + 2 * channelBytes);
+                var a3 = q3 * TKv.Load16(k0 + 3 * channelBytes);
+                a0 = Vector512.FusedMultiplyAdd(q4, TKv.Load16(k0 + 4 * channelBytes), a0);
+                a1 = Vector512.FusedMultiplyAdd(q5, TKv.Load16(k0 + 5 * channelBytes), a1);
+                a2 = Vector512.FusedMultiplyAdd(q6, TKv.Load16(k0 + 6 * channelBytes), a2);
+                a3 = Vector512.FusedMultiplyAdd(q7, TKv.Load16(k0 + 7 * channelBytes), a3);
+                ((a0 + a1) + (a2 + a3)).Store(sa + runStarts[r] + c);
             }
         }
     }
