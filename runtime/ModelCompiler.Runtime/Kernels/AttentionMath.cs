@@ -63,6 +63,79 @@ internal static unsafe class AttentionMath
         return Vector512.Sum(acc);
     }
 
+    /// <summary>
+    /// <see cref="MaxPadded"/> of four rows <paramref name="stride"/> floats apart, into <paramref name="max"/>[0..4):
+    /// four independent chains, so that short rows (a tile of a narrow head) do not wait on one another's latency.
+    /// </summary>
+    public static void MaxPadded4(float* x, nint stride, int count, float* max)
+    {
+        var ninf = Vector512.Create(float.NegativeInfinity);
+        Vector512<float> m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+        int i = 0;
+        for (; i <= count - 16; i += 16)
+        {
+            m0 = Vector512.Max(m0, Vector512.Load(x + i));
+            m1 = Vector512.Max(m1, Vector512.Load(x + stride + i));
+            m2 = Vector512.Max(m2, Vector512.Load(x + 2 * stride + i));
+            m3 = Vector512.Max(m3, Vector512.Load(x + 3 * stride + i));
+        }
+        if (i < count)
+        {
+            var valid = ValidLanes(count - i);
+            m0 = Vector512.Max(m0, Vector512.ConditionalSelect(valid, Vector512.Load(x + i), ninf));
+            m1 = Vector512.Max(m1, Vector512.ConditionalSelect(valid, Vector512.Load(x + stride + i), ninf));
+            m2 = Vector512.Max(m2, Vector512.ConditionalSelect(valid, Vector512.Load(x + 2 * stride + i), ninf));
+            m3 = Vector512.Max(m3, Vector512.ConditionalSelect(valid, Vector512.Load(x + 3 * stride + i), ninf));
+        }
+        max[0] = HorizontalMax(m0);
+        max[1] = HorizontalMax(m1);
+        max[2] = HorizontalMax(m2);
+        max[3] = HorizontalMax(m3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float HorizontalMax(Vector512<float> m)
+    {
+        var m4 = Vector128.Max(Vector128.Max(m.GetLower().GetLower(), m.GetLower().GetUpper()), Vector128.Max(m.GetUpper().GetLower(), m.GetUpper().GetUpper()));
+        return MathF.Max(MathF.Max(m4[0], m4[1]), MathF.Max(m4[2], m4[3]));
+    }
+
+    /// <summary>
+    /// <see cref="ExpSubtractPadded"/> of four rows <paramref name="stride"/> floats apart, row r against
+    /// <paramref name="max"/>[r], each row's sum added to <paramref name="sums"/>[r]: four independent exp chains per
+    /// step. Each row's values and sum are those <see cref="ExpSubtractPadded"/> gives (same operations, same order).
+    /// </summary>
+    public static void ExpSubtractPadded4(float* x, nint stride, int count, float* max, float* sums)
+    {
+        var mx0 = Vector512.Create(max[0]); var mx1 = Vector512.Create(max[1]); var mx2 = Vector512.Create(max[2]); var mx3 = Vector512.Create(max[3]);
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        float* x0 = x, x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        int i = 0;
+        for (; i <= count - 16; i += 16)
+        {
+            var e0 = ExpNonPositive(Vector512.Load(x0 + i) - mx0);
+            var e1 = ExpNonPositive(Vector512.Load(x1 + i) - mx1);
+            var e2 = ExpNonPositive(Vector512.Load(x2 + i) - mx2);
+            var e3 = ExpNonPositive(Vector512.Load(x3 + i) - mx3);
+            e0.Store(x0 + i); e1.Store(x1 + i); e2.Store(x2 + i); e3.Store(x3 + i);
+            a0 += e0; a1 += e1; a2 += e2; a3 += e3;
+        }
+        if (i < count)
+        {
+            var valid = ValidLanes(count - i);
+            var e0 = ExpNonPositive(Vector512.Load(x0 + i) - mx0) & valid;
+            var e1 = ExpNonPositive(Vector512.Load(x1 + i) - mx1) & valid;
+            var e2 = ExpNonPositive(Vector512.Load(x2 + i) - mx2) & valid;
+            var e3 = ExpNonPositive(Vector512.Load(x3 + i) - mx3) & valid;
+            e0.Store(x0 + i); e1.Store(x1 + i); e2.Store(x2 + i); e3.Store(x3 + i);
+            a0 += e0; a1 += e1; a2 += e2; a3 += e3;
+        }
+        sums[0] += Vector512.Sum(a0);
+        sums[1] += Vector512.Sum(a1);
+        sums[2] += Vector512.Sum(a2);
+        sums[3] += Vector512.Sum(a3);
+    }
+
     /// <summary>All-ones in the lanes below <paramref name="count"/>, zero above.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> ValidLanes(int count) =>

@@ -46,6 +46,11 @@ internal unsafe struct AttentionShape
     public int QRowStride, MaxBlocksPerSequence, NumBlocks, NumHeads, NumKvHeads, HeadDim, KvDim, BlockSize;
     public float ScoreScale;
     /// <summary>
+    /// KV heads per chunk (divides NumKvHeads): 1, or several for narrow heads, whose slices of a block are adjacent
+    /// in memory, so that one chunk reads each block's keys and values whole and works out its runs once.
+    /// </summary>
+    public int KvHeadsPerChunk;
+    /// <summary>
     /// Prefetch each next block's keys and values (wide heads only): set for decode-sized batches, whose KV comes cold
     /// from DRAM after a step's weights went through the caches; a prefill revisits the same hot blocks for every token.
     /// </summary>
@@ -100,32 +105,42 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
     public void Execute(int chunk)
     {
         ref readonly var s = ref Shape;
-        int t = chunk / s.NumKvHeads, kvHead = chunk % s.NumKvHeads;
+        int chunksPerToken = s.NumKvHeads / s.KvHeadsPerChunk;
+        int t = chunk / chunksPerToken, firstKvHead = chunk % chunksPerToken * s.KvHeadsPerChunk;
         int headDim = s.HeadDim, groupSize = s.NumHeads / s.NumKvHeads, blockSize = s.BlockSize;
         bool vector = CpuFeatures.UseVector512 && blockSize % Lanes == 0;
         int lanes = vector ? Lanes : 1;
-        int headsPerPass = Math.Min(groupSize, Math.Min(MaxPassHeads, MaxAccumulatorFloats / (headDim * lanes)));
+        // The chunk's query heads: whole groups; several KV heads' groups only when they fit one pass (see PassHeads).
+        int chunkFirstHead = firstKvHead * groupSize, chunkEndHead = (firstKvHead + s.KvHeadsPerChunk) * groupSize;
+        int headsPerPass = s.KvHeadsPerChunk > 1 ? chunkEndHead - chunkFirstHead : PassHeads(groupSize, headDim, lanes);
         int sequence = s.SequenceOfToken[t];
         int* blockTable = s.BlockTables + (nint)sequence * s.MaxBlocksPerSequence;
         int lastPosition = s.Positions[t];
         float* queryRow = s.Q + (nint)t * s.QRowStride;
         float* outputRow = s.Output + (nint)t * s.NumHeads * headDim;
+        // Elements from a block's channel 0 of KV head 0 to channel 0 of the next KV head.
+        nint kvHeadElements = (nint)headDim * blockSize;
 
         // Per pass: scaled queries [headsPerPass, headDim]; running outputs [headsPerPass, headDim, lanes] (per-lane
-        // partial sums); running max and sum [headsPerPass]; scores [headsPerPass, ScoreStride]; and the tile's runs
-        // of consecutive slots: first position in the tile, and element offset of the run's first slot of channel 0.
+        // partial sums); running max and sum and the tile's max [headsPerPass]; scores [headsPerPass, ScoreStride]; and the tile's runs
+        // of consecutive slots: first position in the tile, and element offset of the run's first slot of channel 0
+        // of KV head 0.
         float* query = stackalloc float[headsPerPass * headDim];
         int accumulatorFloats = headDim * lanes;
         float* accumulators = stackalloc float[headsPerPass * accumulatorFloats];
         float* runningMax = stackalloc float[headsPerPass];
         float* runningSum = stackalloc float[headsPerPass];
+        float* tileMax = stackalloc float[headsPerPass];
         float* scores = stackalloc float[headsPerPass * ScoreStride];
         int* runStarts = stackalloc int[Tile + 1];
         nint* runOffsets = stackalloc nint[Tile];
 
-        for (int firstHead = kvHead * groupSize; firstHead < (kvHead + 1) * groupSize; firstHead += headsPerPass)
+        for (int firstHead = chunkFirstHead; firstHead < chunkEndHead; firstHead += headsPerPass)
         {
-            int numPassHeads = Math.Min(headsPerPass, (kvHead + 1) * groupSize - firstHead);
+            int numPassHeads = Math.Min(headsPerPass, chunkEndHead - firstHead);
+            // The KV heads this pass reads: their query heads are pass heads [j0, j1) (a part of a group when a large
+            // group takes several passes).
+            int firstPassKvHead = firstHead / groupSize, endPassKvHead = (firstHead + numPassHeads - 1) / groupSize + 1;
             for (int i = 0; i < numPassHeads * headDim; i++) query[i] = queryRow[firstHead * headDim + i] * s.ScoreScale;
             new Span<float>(accumulators, numPassHeads * accumulatorFloats).Clear();
             for (int j = 0; j < numPassHeads; j++) { runningMax[j] = float.NegativeInfinity; runningSum[j] = 0; }
@@ -135,53 +150,79 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                 int tileLength = Math.Min(Tile, lastPosition + 1 - tileStart);
                 // The tile in runs of consecutive slots of one block: one table lookup per block.
                 int numRuns = 0;
-                for (int i = 0; i < tileLength; numRuns++)
+                int logicalBlock = tileStart / blockSize, offset = tileStart - logicalBlock * blockSize;
+                for (int i = 0; i < tileLength; numRuns++, logicalBlock++, offset = 0)
                 {
-                    int position = tileStart + i;
-                    int logicalBlock = position / blockSize, offset = position - logicalBlock * blockSize;
                     runStarts[numRuns] = i;
-                    // Channel c of this KV head, slot o: element (kvHead × headDim + c) × blockSize + o of the block.
-                    runOffsets[numRuns] = BlockOffset(blockTable, logicalBlock, t, sequence) + (nint)kvHead * headDim * blockSize + offset;
+                    // Channel c of KV head h, slot o: element (h × headDim + c) × blockSize + o of the block.
+                    runOffsets[numRuns] = BlockOffset(blockTable, logicalBlock, t, sequence) + offset;
                     i += Math.Min(blockSize - offset, tileLength - i);
                 }
                 runStarts[numRuns] = tileLength;
 
-                if (vector)
-                    KeyScores16(Keys, s.PrefetchRuns ? Values : null, runOffsets, runStarts, numRuns, blockSize, query, numPassHeads, headDim, scores);
+                if (vector && endPassKvHead - firstPassKvHead > 1)
+                {
+                    // Whole groups of adjacent KV heads (see KvHeadsPerChunk): one call reads each block's keys in order.
+                    nint kvHeadBytes = firstPassKvHead * kvHeadElements * TKv.Size;
+                    KeyScores16(Keys + kvHeadBytes, s.PrefetchRuns ? Values + kvHeadBytes : null, runOffsets, runStarts, numRuns, blockSize, query, groupSize, headDim, scores, endPassKvHead - firstPassKvHead);
+                }
                 else
-                    for (int r = 0; r < numRuns; r++)
-                        KeyScores1(Keys + runOffsets[r] * TKv.Size, blockSize, query, numPassHeads, headDim, runStarts[r + 1] - runStarts[r], scores + runStarts[r]);
+                for (int kvHead = firstPassKvHead; kvHead < endPassKvHead; kvHead++)
+                {
+                    var (j0, j1) = PassHeadsOf(kvHead, groupSize, firstHead, numPassHeads);
+                    nint kvHeadBytes = kvHead * kvHeadElements * TKv.Size;
+                    if (vector)
+                        KeyScores16(Keys + kvHeadBytes, s.PrefetchRuns ? Values + kvHeadBytes : null, runOffsets, runStarts, numRuns, blockSize, query + j0 * headDim, j1 - j0, headDim, scores + j0 * ScoreStride, 1);
+                    else
+                        for (int r = 0; r < numRuns; r++)
+                            KeyScores1(Keys + kvHeadBytes + runOffsets[r] * TKv.Size, blockSize, query + j0 * headDim, j1 - j0, headDim, runStarts[r + 1] - runStarts[r], scores + j0 * ScoreStride + runStarts[r]);
+                }
 
+                // The softmax steps four heads at a time where there are four: a narrow head's tile is a few vectors,
+                // too short for one head's exp chain to fill the pipeline on its own.
+                int h = 0;
+                if (vector)
+                    for (; h + 4 <= numPassHeads; h += 4) AttentionMath.MaxPadded4(scores + h * ScoreStride, ScoreStride, tileLength, tileMax + h);
+                for (; h < numPassHeads; h++)
+                    tileMax[h] = vector ? AttentionMath.MaxPadded(scores + h * ScoreStride, tileLength) : AttentionMath.Max(scores + h * ScoreStride, tileLength);
                 for (int j = 0; j < numPassHeads; j++)
                 {
-                    float* headScores = scores + j * ScoreStride;
-                    float tileMax = vector ? AttentionMath.MaxPadded(headScores, tileLength) : AttentionMath.Max(headScores, tileLength);
-                    if (tileMax > runningMax[j])
+                    if (tileMax[j] > runningMax[j])
                     {
                         // On the first tile the sums are still zero and need no rescaling (a scalar exp and a pass over
                         // the accumulators per head and tile were a few percent of a Stories260K step).
                         if (tileStart > 0)
                         {
-                            float correction = MathF.Exp(runningMax[j] - tileMax);
+                            float correction = MathF.Exp(runningMax[j] - tileMax[j]);
                             runningSum[j] *= correction;
                             var headAccumulator = new Span<float>(accumulators + j * accumulatorFloats, accumulatorFloats);
                             CpuKernels.Scale(headAccumulator, correction, headAccumulator);
                         }
-                        runningMax[j] = tileMax;
+                        runningMax[j] = tileMax[j];
                     }
-                    runningSum[j] += vector ? AttentionMath.ExpSubtractPadded(headScores, tileLength, runningMax[j]) : AttentionMath.ExpSubtract(headScores, tileLength, runningMax[j]);
                 }
+                h = 0;
+                if (vector)
+                    for (; h + 4 <= numPassHeads; h += 4) AttentionMath.ExpSubtractPadded4(scores + h * ScoreStride, ScoreStride, tileLength, runningMax + h, runningSum + h);
+                for (; h < numPassHeads; h++)
+                    runningSum[h] += vector ? AttentionMath.ExpSubtractPadded(scores + h * ScoreStride, tileLength, runningMax[h]) : AttentionMath.ExpSubtract(scores + h * ScoreStride, tileLength, runningMax[h]);
 
-                if (vector && headDim % 8 == 0)
-                    Values16By8Channels(Values, runOffsets, runStarts, numRuns, blockSize, scores, numPassHeads, headDim, accumulators);
-                else
-                    for (int r = 0; r < numRuns; r++)
-                    {
-                        byte* values = Values + runOffsets[r] * TKv.Size;
-                        int first = runStarts[r], count = runStarts[r + 1] - first;
-                        if (vector) Values16(values, blockSize, scores + first, count, numPassHeads, headDim, accumulators);
-                        else Values1(values, blockSize, scores + first, count, numPassHeads, headDim, accumulators);
-                    }
+                for (int kvHead = firstPassKvHead; kvHead < endPassKvHead; kvHead++)
+                {
+                    var (j0, j1) = PassHeadsOf(kvHead, groupSize, firstHead, numPassHeads);
+                    byte* valueBase = Values + kvHead * kvHeadElements * TKv.Size;
+                    float* headScores = scores + j0 * ScoreStride, headAccumulators = accumulators + j0 * accumulatorFloats;
+                    if (vector && headDim % 8 == 0)
+                        Values16By8Channels(valueBase, runOffsets, runStarts, numRuns, blockSize, headScores, j1 - j0, headDim, headAccumulators);
+                    else
+                        for (int r = 0; r < numRuns; r++)
+                        {
+                            byte* values = valueBase + runOffsets[r] * TKv.Size;
+                            int first = runStarts[r], count = runStarts[r + 1] - first;
+                            if (vector) Values16(values, blockSize, headScores + first, count, j1 - j0, headDim, headAccumulators);
+                            else Values1(values, blockSize, headScores + first, count, j1 - j0, headDim, headAccumulators);
+                        }
+                }
             }
 
             for (int j = 0; j < numPassHeads; j++)
@@ -197,20 +238,50 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
         }
     }
 
+    /// <summary>Query heads of one KV head's group in one pass: the whole group when its running outputs fit.</summary>
+    private static int PassHeads(int groupSize, int headDim, int lanes) =>
+        Math.Min(groupSize, Math.Min(MaxPassHeads, MaxAccumulatorFloats / (headDim * lanes)));
+
+    /// <summary>
+    /// How many KV heads one chunk takes: all of them (one pass over every query head) when the heads are narrow — a
+    /// head's slice of a block under <paramref name="maxSliceBytes"/> — and every query head fits one pass; else one.
+    /// </summary>
+    public static int KvHeadsPerChunk(int numHeads, int numKvHeads, int headDim, int blockSize, int maxSliceBytes)
+    {
+        int lanes = CpuFeatures.UseVector512 && blockSize % Lanes == 0 ? Lanes : 1;
+        bool narrow = (long)headDim * blockSize * TKv.Size < maxSliceBytes;
+        return narrow && numHeads <= MaxPassHeads && numHeads * headDim * lanes <= MaxAccumulatorFloats ? numKvHeads : 1;
+    }
+
+    /// <summary>Pass heads [j0, j1) (relative to the pass's first head) that read <paramref name="kvHead"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (int J0, int J1) PassHeadsOf(int kvHead, int groupSize, int firstHead, int numPassHeads) =>
+        (Math.Max(firstHead, kvHead * groupSize) - firstHead, Math.Min(firstHead + numPassHeads, (kvHead + 1) * groupSize) - firstHead);
+
     /// <summary>
     /// Scores of a tile's runs of slots (each rounded up to 16) for every pass head: per 16 slots, one FMA per
-    /// channel with the query element broadcast. Heads go in pairs so each key load serves two.
+    /// channel with the query element broadcast. Heads go in pairs so each key load serves two. The pass reads
+    /// <paramref name="numKvHeads"/> adjacent KV heads, each with <paramref name="numHeads"/> query heads (its whole
+    /// group when there are several), and takes them KV head by KV head inside each run, so that a block's keys are
+    /// read in address order.
     /// </summary>
-    private static void KeyScores16(byte* keyBase, byte* valueBase, nint* runOffsets, int* runStarts, int numRuns, int blockSize, float* query, int numHeads, int headDim, float* tileScores)
+    private static void KeyScores16(byte* keyBase, byte* valueBase, nint* runOffsets, int* runStarts, int numRuns, int blockSize, float* queries, int numHeads, int headDim, float* tileScores, int numKvHeads)
     {
         nint channelBytes = (nint)blockSize * TKv.Size;
-        // A head's slice of a block (headDim channels × blockSize slots) is one contiguous run of memory, but the next
-        // block of the sequence is elsewhere in the pool, where the hardware prefetcher has to start over. Wide heads
-        // (Llama110M: 4 KiB per block) prefetch the next run's keys and this run's values while the scores are computed;
-        // narrow ones (Stories260K: 512 bytes, in cache anyway) would mostly pay for the instructions.
-        // valueBase is null when the caller asked for no prefetching.
-        nint runBytes = headDim * channelBytes;
-        bool prefetch = valueBase != null && runBytes >= PrefetchMinRunBytes;
+        // A head's slice of a block (headDim channels × blockSize slots) is one contiguous run of memory, and so are the
+        // slices of the pass's adjacent KV heads together, but the next block of the sequence is elsewhere in the pool,
+        // where the hardware prefetcher has to start over. Runs of 2 KiB or more (Llama110M: 4 KiB per head per block;
+        // Stories260K: four 512-byte heads) prefetch the next run's keys and this run's values while the scores are
+        // computed; shorter ones would mostly pay for the instructions. valueBase is null when the caller asked for no
+        // prefetching.
+        nint headBytes = headDim * channelBytes, runBytes = numKvHeads * headBytes;
+        bool prefetch = valueBase != null && headBytes >= PrefetchMinRunBytes;
+        if (headDim == 8 && !prefetch)
+        {
+            for (int kv = 0; kv < numKvHeads; kv++)
+                KeyScores16Width8(keyBase + kv * headBytes, runOffsets, runStarts, numRuns, channelBytes, queries + kv * numHeads * 8, numHeads, tileScores + kv * numHeads * ScoreStride);
+            return;
+        }
         for (int r = 0; r < numRuns; r++)
         {
             if (prefetch)
@@ -218,10 +289,12 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                 if (r + 1 < numRuns) PrefetchRun(keyBase + runOffsets[r + 1] * TKv.Size, runBytes, toL1: true);
                 PrefetchRun(valueBase + runOffsets[r] * TKv.Size, runBytes, toL1: false);
             }
+            for (int kv = 0; kv < numKvHeads; kv++)
             for (int c = 0, count = runStarts[r + 1] - runStarts[r]; c < count; c += Lanes)
             {
-                byte* k0 = keyBase + (runOffsets[r] + c) * TKv.Size;
-                float* scores = tileScores + runStarts[r];
+                byte* k0 = keyBase + kv * headBytes + (runOffsets[r] + c) * TKv.Size;
+                float* scores = tileScores + kv * numHeads * ScoreStride + runStarts[r];
+                float* query = queries + kv * numHeads * headDim;
                 int j = 0;
                 for (; j <= numHeads - 2; j += 2)
                 {
@@ -263,6 +336,67 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                     for (; d < headDim; d++) a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), TKv.Load16(k0 + d * channelBytes), a0);
                     ((a0 + a1) + (a2 + a3)).Store(scores + j * ScoreStride + c);
                 }
+            }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="KeyScores16"/> for heads 8 wide (Stories260K's): per pair of heads the 16 query elements are broadcast
+    /// once, into registers, for all of the tile's runs, so each 16 slots cost their 8 key loads and 16 FMAs only (the
+    /// general loop re-reads a broadcast query element for every FMA, which made it load-bound). Same sums, same order.
+    /// </summary>
+    private static void KeyScores16Width8(byte* keyBase, nint* runOffsets, int* runStarts, int numRuns, nint channelBytes, float* query, int numHeads, float* tileScores)
+    {
+        int j = 0;
+        for (; j + 2 <= numHeads; j += 2)
+        {
+            float* qa = query + j * 8, qb = qa + 8;
+            var qa0 = Vector512.Create(qa[0]); var qa1 = Vector512.Create(qa[1]); var qa2 = Vector512.Create(qa[2]); var qa3 = Vector512.Create(qa[3]);
+            var qa4 = Vector512.Create(qa[4]); var qa5 = Vector512.Create(qa[5]); var qa6 = Vector512.Create(qa[6]); var qa7 = Vector512.Create(qa[7]);
+            var qb0 = Vector512.Create(qb[0]); var qb1 = Vector512.Create(qb[1]); var qb2 = Vector512.Create(qb[2]); var qb3 = Vector512.Create(qb[3]);
+            var qb4 = Vector512.Create(qb[4]); var qb5 = Vector512.Create(qb[5]); var qb6 = Vector512.Create(qb[6]); var qb7 = Vector512.Create(qb[7]);
+            float* sa = tileScores + j * ScoreStride, sb = sa + ScoreStride;
+            for (int r = 0; r < numRuns; r++)
+            for (int c = 0, count = runStarts[r + 1] - runStarts[r]; c < count; c += Lanes)
+            {
+                byte* k0 = keyBase + (runOffsets[r] + c) * TKv.Size;
+                // The pairing of KeyScores16's loop: a0/b0 take the even channels, a1/b1 the odd ones, in order.
+                var k = TKv.Load16(k0); var l = TKv.Load16(k0 + channelBytes);
+                var a0 = qa0 * k; var b0 = qb0 * k; var a1 = qa1 * l; var b1 = qb1 * l;
+                k = TKv.Load16(k0 + 2 * channelBytes); l = TKv.Load16(k0 + 3 * channelBytes);
+                a0 = Vector512.FusedMultiplyAdd(qa2, k, a0); b0 = Vector512.FusedMultiplyAdd(qb2, k, b0);
+                a1 = Vector512.FusedMultiplyAdd(qa3, l, a1); b1 = Vector512.FusedMultiplyAdd(qb3, l, b1);
+                k = TKv.Load16(k0 + 4 * channelBytes); l = TKv.Load16(k0 + 5 * channelBytes);
+                a0 = Vector512.FusedMultiplyAdd(qa4, k, a0); b0 = Vector512.FusedMultiplyAdd(qb4, k, b0);
+                a1 = Vector512.FusedMultiplyAdd(qa5, l, a1); b1 = Vector512.FusedMultiplyAdd(qb5, l, b1);
+                k = TKv.Load16(k0 + 6 * channelBytes); l = TKv.Load16(k0 + 7 * channelBytes);
+                a0 = Vector512.FusedMultiplyAdd(qa6, k, a0); b0 = Vector512.FusedMultiplyAdd(qb6, k, b0);
+                a1 = Vector512.FusedMultiplyAdd(qa7, l, a1); b1 = Vector512.FusedMultiplyAdd(qb7, l, b1);
+                int at = runStarts[r] + c;
+                (a0 + a1).Store(sa + at);
+                (b0 + b1).Store(sb + at);
+            }
+        }
+        if (j < numHeads)
+        {
+            // A lone head: four chains as in KeyScores16 (channels d, d + 4 share one).
+            float* qa = query + j * 8;
+            var q0 = Vector512.Create(qa[0]); var q1 = Vector512.Create(qa[1]); var q2 = Vector512.Create(qa[2]); var q3 = Vector512.Create(qa[3]);
+            var q4 = Vector512.Create(qa[4]); var q5 = Vector512.Create(qa[5]); var q6 = Vector512.Create(qa[6]); var q7 = Vector512.Create(qa[7]);
+            float* sa = tileScores + j * ScoreStride;
+            for (int r = 0; r < numRuns; r++)
+            for (int c = 0, count = runStarts[r + 1] - runStarts[r]; c < count; c += Lanes)
+            {
+                byte* k0 = keyBase + (runOffsets[r] + c) * TKv.Size;
+                var a0 = q0 * TKv.Load16(k0);
+                var a1 = q1 * TKv.Load16(k0 + channelBytes);
+                var a2 = q2 * TKv.Load16(k0 + 2 * channelBytes);
+                var a3 = q3 * TKv.Load16(k0 + 3 * channelBytes);
+                a0 = Vector512.FusedMultiplyAdd(q4, TKv.Load16(k0 + 4 * channelBytes), a0);
+                a1 = Vector512.FusedMultiplyAdd(q5, TKv.Load16(k0 + 5 * channelBytes), a1);
+                a2 = Vector512.FusedMultiplyAdd(q6, TKv.Load16(k0 + 6 * channelBytes), a2);
+                a3 = Vector512.FusedMultiplyAdd(q7, TKv.Load16(k0 + 7 * channelBytes), a3);
+                ((a0 + a1) + (a2 + a3)).Store(sa + runStarts[r] + c);
             }
         }
     }
@@ -309,7 +443,11 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
     private static void Values16By8Channels(byte* valueBase, nint* runOffsets, int* runStarts, int numRuns, int blockSize, float* tileWeights, int numHeads, int headDim, float* accumulators)
     {
         nint channelBytes = (nint)blockSize * TKv.Size;
-        for (int j = 0; j < numHeads; j++)
+        int j = 0;
+        for (; j + 2 <= numHeads; j += 2)
+            for (int d0 = 0; d0 < headDim; d0 += 8)
+                Values16By8ChannelsPair(valueBase, runOffsets, runStarts, numRuns, channelBytes, tileWeights + j * ScoreStride, accumulators + (j * headDim + d0) * Lanes, headDim * Lanes, d0);
+        for (; j < numHeads; j++)
         for (int d0 = 0; d0 < headDim; d0 += 8)
         {
             float* acc = accumulators + (j * headDim + d0) * Lanes;
@@ -336,6 +474,46 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
             a0.Store(acc); a1.Store(acc + 16); a2.Store(acc + 32); a3.Store(acc + 48);
             a4.Store(acc + 64); a5.Store(acc + 80); a6.Store(acc + 96); a7.Store(acc + 112);
         }
+    }
+
+    /// <summary>
+    /// <see cref="Values16By8Channels"/> for two heads of one group at once: each value vector loaded once serves both
+    /// (16 accumulators, 8 values and 2 weight vectors in registers). Per head the same operations in the same order.
+    /// </summary>
+    private static void Values16By8ChannelsPair(byte* valueBase, nint* runOffsets, int* runStarts, int numRuns, nint channelBytes, float* tileWeights, float* acc, int headFloats, int d0)
+    {
+        float* bcc = acc + headFloats;
+        var a0 = Vector512.Load(acc); var a1 = Vector512.Load(acc + 16); var a2 = Vector512.Load(acc + 32); var a3 = Vector512.Load(acc + 48);
+        var a4 = Vector512.Load(acc + 64); var a5 = Vector512.Load(acc + 80); var a6 = Vector512.Load(acc + 96); var a7 = Vector512.Load(acc + 112);
+        var b0 = Vector512.Load(bcc); var b1 = Vector512.Load(bcc + 16); var b2 = Vector512.Load(bcc + 32); var b3 = Vector512.Load(bcc + 48);
+        var b4 = Vector512.Load(bcc + 64); var b5 = Vector512.Load(bcc + 80); var b6 = Vector512.Load(bcc + 96); var b7 = Vector512.Load(bcc + 112);
+        for (int r = 0; r < numRuns; r++)
+        for (int c = 0, count = runStarts[r + 1] - runStarts[r]; c < count; c += Lanes)
+        {
+            byte* v = valueBase + (runOffsets[r] + c) * TKv.Size + d0 * channelBytes;
+            var p = Vector512.Load(tileWeights + runStarts[r] + c);
+            var q = Vector512.Load(tileWeights + ScoreStride + runStarts[r] + c);
+            var v0 = TKv.Load16(v); var v1 = TKv.Load16(v + channelBytes); var v2 = TKv.Load16(v + 2 * channelBytes); var v3 = TKv.Load16(v + 3 * channelBytes);
+            var v4 = TKv.Load16(v + 4 * channelBytes); var v5 = TKv.Load16(v + 5 * channelBytes); var v6 = TKv.Load16(v + 6 * channelBytes); var v7 = TKv.Load16(v + 7 * channelBytes);
+            if (count - c < Lanes)
+            {
+                var valid = AttentionMath.ValidLanes(count - c);
+                p &= valid; q &= valid;
+                v0 &= valid; v1 &= valid; v2 &= valid; v3 &= valid; v4 &= valid; v5 &= valid; v6 &= valid; v7 &= valid;
+            }
+            a0 = Vector512.FusedMultiplyAdd(p, v0, a0); a1 = Vector512.FusedMultiplyAdd(p, v1, a1);
+            a2 = Vector512.FusedMultiplyAdd(p, v2, a2); a3 = Vector512.FusedMultiplyAdd(p, v3, a3);
+            a4 = Vector512.FusedMultiplyAdd(p, v4, a4); a5 = Vector512.FusedMultiplyAdd(p, v5, a5);
+            a6 = Vector512.FusedMultiplyAdd(p, v6, a6); a7 = Vector512.FusedMultiplyAdd(p, v7, a7);
+            b0 = Vector512.FusedMultiplyAdd(q, v0, b0); b1 = Vector512.FusedMultiplyAdd(q, v1, b1);
+            b2 = Vector512.FusedMultiplyAdd(q, v2, b2); b3 = Vector512.FusedMultiplyAdd(q, v3, b3);
+            b4 = Vector512.FusedMultiplyAdd(q, v4, b4); b5 = Vector512.FusedMultiplyAdd(q, v5, b5);
+            b6 = Vector512.FusedMultiplyAdd(q, v6, b6); b7 = Vector512.FusedMultiplyAdd(q, v7, b7);
+        }
+        a0.Store(acc); a1.Store(acc + 16); a2.Store(acc + 32); a3.Store(acc + 48);
+        a4.Store(acc + 64); a5.Store(acc + 80); a6.Store(acc + 96); a7.Store(acc + 112);
+        b0.Store(bcc); b1.Store(bcc + 16); b2.Store(bcc + 32); b3.Store(bcc + 48);
+        b4.Store(bcc + 64); b5.Store(bcc + 80); b6.Store(bcc + 96); b7.Store(bcc + 112);
     }
 
     /// <summary>Any head width: per 16 slots and channel, one value vector serves every pass head (sums in memory).</summary>

@@ -41,6 +41,10 @@ public class AttentionKernelTests
     [InlineData(3, 3, 36, 16, KvCacheDType.F32, true)]  // prefetching, a head width that is no multiple of 4 or 8
     [InlineData(2, 2, 64, 32, KvCacheDType.F16, true)]  // prefetching an f16 cache
     [InlineData(8, 4, 8, 16, KvCacheDType.F32, true)]   // Stories260K's decode step (runs too small to prefetch)
+    [InlineData(6, 2, 10, 16, KvCacheDType.F32, true)]  // narrow heads: one chunk reads every KV head of a block (groups of 3, sums in memory)
+    [InlineData(8, 8, 8, 16, KvCacheDType.F32, true)]   // narrow heads without GQA, one pass over eight KV heads
+    [InlineData(8, 2, 8, 32, KvCacheDType.F16, true)]   // narrow heads, groups of 4, f16
+    [InlineData(16, 4, 8, 16, KvCacheDType.F32, true)]  // narrow, but more heads than one pass takes: a chunk per KV head
     [InlineData(6, 2, 10, 4, KvCacheDType.F16)]
     [InlineData(4, 1, 17, 3, KvCacheDType.F16)]
     [InlineData(2, 2, 64, 16, KvCacheDType.F16)]
