@@ -81,27 +81,22 @@ internal sealed partial class CudaEmitter
 
     /// <summary>
     /// The KV pool's element type <c>mc_kv_t</c> and its conversions, which the library's cache writers and
-    /// attention use: f32 as is, or f16 stored as the CPU engine stores it (PagedKvCache.ToHalf: values beyond
-    /// ±65504, infinities included, saturated; NaN kept; then rounded to nearest even), so both engines attend
-    /// over the same cached values.
+    /// attention use (so it goes between <see cref="Prelude"/> and <see cref="Library"/>): f32 as is, or f16
+    /// stored as the CPU engine stores it (PagedKvCache.ToHalf: values beyond ±65504, infinities included,
+    /// saturated; NaN kept; then rounded to nearest even), so both engines attend over the same cached values.
     /// </summary>
-    private void EmitKvCacheType(string kvCacheDType)
-    {
-        if (kvCacheDType == "f16")
-        {
-            _w.Line("// KV cache elements: f16 (runtime.kvCacheDType), saturated to ±65504 and rounded to nearest even when stored, as the CPU engine stores them.");
-            _w.Line("typedef uint16_t mc_kv_t;");
-            _w.Line("__device__ __forceinline__ mc_kv_t mc_to_kv(float f) { return MC_F32_TO_F16(f > 65504.0f ? 65504.0f : f < -65504.0f ? -65504.0f : f); }");
-            _w.Line("__device__ __forceinline__ float mc_from_kv(mc_kv_t v) { return MC_F16_TO_F32(v); }");
-        }
-        else
-        {
-            _w.Line("// KV cache elements: f32 (runtime.kvCacheDType), stored as computed.");
-            _w.Line("typedef float mc_kv_t;");
-            _w.Line("__device__ __forceinline__ mc_kv_t mc_to_kv(float f) { return f; }");
-            _w.Line("__device__ __forceinline__ float mc_from_kv(mc_kv_t v) { return v; }");
-        }
-    }
+    internal static string KvCacheType(string kvCacheDType) => kvCacheDType == "f16"
+        ? "// KV cache elements: f16 (runtime.kvCacheDType), saturated to ±65504 and rounded to nearest even when stored, as the CPU engine stores them.\n" +
+          "typedef uint16_t mc_kv_t;\n" +
+          "__device__ __forceinline__ mc_kv_t mc_to_kv(float f) { return MC_F32_TO_F16(f > 65504.0f ? 65504.0f : f < -65504.0f ? -65504.0f : f); }\n" +
+          "__device__ __forceinline__ float mc_from_kv(mc_kv_t v) { return MC_F16_TO_F32(v); }"
+        : "// KV cache elements: f32 (runtime.kvCacheDType), stored as computed.\n" +
+          "typedef float mc_kv_t;\n" +
+          "__device__ __forceinline__ mc_kv_t mc_to_kv(float f) { return f; }\n" +
+          "__device__ __forceinline__ float mc_from_kv(mc_kv_t v) { return v; }";
+
+    /// <summary>Everything before a model's kernels: <see cref="Prelude"/>, <see cref="KvCacheType"/> and <see cref="Library"/>.</summary>
+    internal static string Runtime(string kvCacheDType) => Prelude + "\n" + KvCacheType(kvCacheDType) + "\n" + Library;
 
     private void EmitSource()
     {
@@ -111,9 +106,7 @@ internal sealed partial class CudaEmitter
                 $"vocab {Int(_h.VocabSize)}, KV blocks of {Int(m.Runtime.KvBlockSize)} tokens; weights declared {m.Weights.DType}, activations f32.");
         _w.Line("// Kernels that read a matrix exist per weight type (f32: NAME; others: NAME_f16, NAME_bf16, NAME_q8_0, NAME_q4_0; prefill NAME_mma_f16/_bf16): the weights file decides at run time.");
         _w.Line("// Kernel ABI: extern \"C\", arguments only pointers, int and float (driver-API argument arrays); T = numTokens.");
-        foreach (var line in Prelude.Split('\n')) _w.Line(line.TrimEnd('\r'));
-        EmitKvCacheType(m.Runtime.KvCacheDType);
-        foreach (var line in Library.Split('\n')) _w.Line(line.TrimEnd('\r'));
+        foreach (var line in Runtime(m.Runtime.KvCacheDType).Split('\n')) _w.Line(line.TrimEnd('\r'));
         foreach (var step in _plan.Prologue) EmitStep(step, CudaStageName.Prologue);
         foreach (var step in _plan.Block) EmitStep(step, CudaStageName.Layer);
         foreach (var step in _plan.Epilogue) EmitStep(step, CudaStageName.Epilogue);

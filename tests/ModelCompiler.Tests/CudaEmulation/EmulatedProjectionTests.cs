@@ -34,7 +34,7 @@ public sealed class EmulatedProjectionTests(EmulatedProjectionTests.ModuleFixtur
     internal static string Source()
     {
         var s = new System.Text.StringBuilder();
-        s.AppendLine(CudaEmitter.Prelude).AppendLine(CudaEmitter.Library);
+        s.AppendLine(CudaEmitter.Runtime("f32"));
         foreach (var t in Types)
         {
             foreach (var shape in Shapes)
