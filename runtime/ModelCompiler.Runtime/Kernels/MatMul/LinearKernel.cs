@@ -57,7 +57,8 @@ internal static unsafe class LinearKernel
     /// 49 projections of a step, DRAM-resident, two threads) with a temporary switch that alternated the chunk counts
     /// pass by pass, so that the shared machine's load fell on each alike (2026-12-02, load 10–12): eight chunks per thread took 4–11% longer than
     /// two for q4_0 (median of the per-pass ratios over three runs of 150–400 passes) and their fastest pass 1.91–1.97 ms
-    /// against 1.47–1.58 ms; q8_0, bf16 and f32 moved the same way, by less. One chunk per thread was no better than two.
+    /// against 1.47–1.58 ms, and a fourth run at load 4.7 read 5% (1.79 against 1.61 ms); q8_0, bf16 and f32 were 0–5%
+    /// faster with two in the first runs and no different in the last. One chunk per thread was no better than two.
     /// </summary>
     public const int DecodeChunksPerThread = 2;
     /// <summary>Activation bytes per token block: about a third of Zen 5's 1 MiB L2.</summary>
