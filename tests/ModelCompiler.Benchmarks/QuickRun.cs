@@ -8,6 +8,7 @@ internal static class QuickRun
     public static void Run(string[] args)
     {
         if (args.Length > 0 && args[0] == "bandwidth") { Bandwidth(); return; }
+        if (args.Length > 0 && args[0] == "step") { StepRun.Run(args.Skip(1).ToArray()); return; }
         string[] dtypes = args.Length > 0 ? args[0].Split(',') : ["f32", "bf16", "f16", "q8_0", "q4_0"];
         string[] shapes = args.Length > 1 ? args[1].Split(',') : ["768x2304", "2048x768", "768x32000"];
         int[] tokens = args.Length > 2 ? args[2].Split(',').Select(int.Parse).ToArray() : [1, 16, 128];
@@ -82,6 +83,61 @@ internal static class QuickRun
             }
             times.Sort();
             Console.WriteLine($"read bandwidth, {threads} thread(s): {bytes / times[3] / 1e9:F1} GB/s (median of 7)");
+        }
+    }
+}
+
+/// <summary>
+/// <c>quick step [dtypes] [passes]</c>: the one-token projections of a Llama110M decode step (12 layers of q|k|v, o,
+/// gate|up and down, then the 32,000-row LM head; 49 distinct matrices, DRAM-resident like a real step's) on two
+/// threads, pass after pass: median, p10 and fastest pass, and the weights' bytes per second. Attention and the
+/// elementwise kernels are left out, so this is the matrices' share of a step on their own.
+/// </summary>
+internal static class StepRun
+{
+    public static unsafe void Run(string[] args)
+    {
+        string[] dtypes = args.Length > 0 ? args[0].Split(',') : ["f32", "bf16", "q8_0", "q4_0"];
+        int passes = args.Length > 1 ? int.Parse(args[1]) : 100;
+        ModelCompiler.Runtime.Threading.WorkerPool.SetThreadCount(2);
+        var shapes = new List<(int In, int Out)>();
+        for (int l = 0; l < 12; l++) { shapes.Add((768, 2304)); shapes.Add((768, 768)); shapes.Add((768, 4096)); shapes.Add((2048, 768)); }
+        shapes.Add((768, 32000));
+        foreach (string dtype in dtypes)
+        {
+            var type = ModelCompiler.Runtime.Weights.WeightDTypes.TryParse(dtype, out var d) ? d : throw new ArgumentException(dtype);
+            var buffers = new List<ModelCompiler.Runtime.ModelWeights>();
+            var matrices = new List<ModelCompiler.Runtime.WeightMatrix>();
+            var random = new Random(1);
+            long bytes = 0;
+            foreach (var (inDim, outDim) in shapes)
+            {
+                var weights = new float[inDim * outDim];
+                for (int i = 0; i < weights.Length; i++) weights[i] = (float)(random.NextDouble() * 2 - 1) * 0.05f;
+                var encoded = new byte[ModelCompiler.Runtime.Weights.WeightDTypes.SizeInBytes(type, weights.Length)];
+                bytes += encoded.Length;
+                ModelCompiler.Runtime.Quantization.WeightConversion.Encode(weights, type, encoded);
+                // Bound like the engine binds them: the stored rows, plus the load-time packed copy.
+                var buffer = new ModelCompiler.Runtime.ModelWeights(1, null);
+                encoded.CopyTo(buffer.Allocate(0, type, outDim, inDim));
+                buffer.PackForCpu(0);
+                buffers.Add(buffer);
+                matrices.Add(buffer.Matrix(0));
+            }
+            var x = new float[2048];
+            for (int i = 0; i < x.Length; i++) x[i] = (float)(random.NextDouble() * 2 - 1);
+            var y = new float[32000];
+            var times = new List<double>();
+            for (int p = 0; p < passes; p++)
+            {
+                long start = Stopwatch.GetTimestamp();
+                for (int m = 0; m < matrices.Count; m++) ModelCompiler.Runtime.Kernels.CpuKernels.Linear(x, 1, matrices[m], y, shapes[m].In, shapes[m].Out);
+                times.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
+            }
+            times.Sort();
+            double median = times[times.Count / 2];
+            Console.WriteLine($"{dtype,-5} step projections ({bytes / 1e6:F1} MB): median {median * 1e3:F3} ms ({bytes / median / 1e9:F1} GB/s)  p10 {times[times.Count / 10] * 1e3:F3} ms  fastest {times[0] * 1e3:F3} ms ({bytes / times[0] / 1e9:F1} GB/s)");
+            foreach (var buffer in buffers) buffer.Dispose();
         }
     }
 }

@@ -49,6 +49,18 @@ internal static unsafe class LinearKernel
     /// 16 packed is 0–25% faster (f32 most), at 24–32 15–40%.
     /// </summary>
     public const int MinTokensToPack = 16;
+    /// <summary>
+    /// Chunks per thread of a one-token (decode) projection split over the pool. Such a projection streams its weights
+    /// once, and each chunk boundary restarts a thread's sequential stream (the hardware prefetcher ramps up again at
+    /// the new address) and takes a claim on the shared chunk counter; a Llama110M step's projections are 0.3–1.8 MB
+    /// each in q4_0 (20–110 KB chunks at eight per thread). Measured with the benchmarks' <c>quick step</c> mode (the
+    /// 49 projections of a step, DRAM-resident, two threads) with a temporary switch that alternated the chunk counts
+    /// pass by pass, so that the shared machine's load fell on each alike (2026-12-02, load 10–12): eight chunks per thread took 4–11% longer than
+    /// two for q4_0 (median of the per-pass ratios over three runs of 150–400 passes) and their fastest pass 1.91–1.97 ms
+    /// against 1.47–1.58 ms, and a fourth run at load 4.7 read 5% (1.79 against 1.61 ms); q8_0, bf16 and f32 were 0–5%
+    /// faster with two in the first runs and no different in the last. One chunk per thread was no better than two.
+    /// </summary>
+    public const int DecodeChunksPerThread = 2;
     /// <summary>Activation bytes per token block: about a third of Zen 5's 1 MiB L2.</summary>
     public const int ActivationBlockBytes = 384 * 1024;
 
@@ -154,10 +166,12 @@ internal static unsafe class LinearKernel
             if (firstRow < outDim) Rows(ref job, firstRow, outDim);
             return;
         }
-        // About eight chunks per thread so a descheduled thread costs little; multiples of the 4-row tile, of the
-        // packed layout's 8-row groups, or of the 32-row float panel (so that only the matrix's last panel can be partial).
-        int rowsPerChunk = Math.Max(4, (outDim + threads * 8 - 1) / (threads * 8) + 3 & ~3);
-        if (job.Mode == Mode.Packed) rowsPerChunk = Math.Max(8, (outDim + threads * 8 - 1) / (threads * 8) + 7 & ~7);
+        // Chunks per thread: a few, so that a descheduled thread costs little (DecodeChunksPerThread for one token,
+        // else eight); multiples of the 4-row tile, of the packed layout's 8-row groups, or of the 32-row float panel
+        // (so that only the matrix's last panel can be partial).
+        int chunks = threads * (numTokens == 1 ? DecodeChunksPerThread : 8);
+        int rowsPerChunk = Math.Max(4, (outDim + chunks - 1) / chunks + 3 & ~3);
+        if (job.Mode == Mode.Packed) rowsPerChunk = Math.Max(8, (outDim + chunks - 1) / chunks + 7 & ~7);
         if (panels) rowsPerChunk = (rowsPerChunk + FloatPanel.PanelRows - 1) / FloatPanel.PanelRows * FloatPanel.PanelRows;
         job.RowsPerChunk = rowsPerChunk;
         WorkerPool.Run(ref job, (outDim + rowsPerChunk - 1) / rowsPerChunk);

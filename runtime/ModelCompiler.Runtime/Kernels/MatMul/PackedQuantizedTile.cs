@@ -51,6 +51,8 @@ internal static unsafe class PackedQuantizedTile
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero; var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
         int* x0 = (int*)qx, x1 = (int*)(qx + k), x2 = (int*)(qx + 2 * k), x3 = (int*)(qx + 3 * k);
         nint nb = numBlocks;
+        var low = Vector256.Create((byte)0x0F);
+        var high = Vector256.Create((byte)0xF0);
         for (int b = 0; b < numBlocks; b++, w += blockSize, x0 += 8, x1 += 8, x2 += 8, x3 += 8)
         {
             var blockScales = t == 1 ? HalfBits.FiniteHalfToSingle(Vector128.Load((short*)w)) : Vector256.Load(scales + 8 * b);
@@ -58,20 +60,31 @@ internal static unsafe class PackedQuantizedTile
             byte* q = w + PackedQuantizedLayout.ScalesSizeInBytes;
             if (TWeights.IsNibbles)
             {
-                var low = Vector256.Create((byte)0x0F);
                 var p0 = Vector256.Load(q); var p1 = Vector256.Load(q + 32); var p2 = Vector256.Load(q + 64); var p3 = Vector256.Load(q + 96);
                 w0 = p0 & low; w1 = p1 & low; w2 = p2 & low; w3 = p3 & low;
-                w4 = Vector256.ShiftRightLogical(p0.AsUInt16(), 4).AsByte() & low;
-                w5 = Vector256.ShiftRightLogical(p1.AsUInt16(), 4).AsByte() & low;
-                w6 = Vector256.ShiftRightLogical(p2.AsUInt16(), 4).AsByte() & low;
-                w7 = Vector256.ShiftRightLogical(p3.AsUInt16(), 4).AsByte() & low;
+                if (t == 1)
+                {
+                    // One token: the high nibbles stay where they are (16·(w + 8), masked); TokenNibbles sums them in a
+                    // chain of their own and divides that sum by 16 once per block, instead of four shifts per block.
+                    w4 = p0 & high; w5 = p1 & high; w6 = p2 & high; w7 = p3 & high;
+                }
+                else
+                {
+                    // More tokens: one shift per vector serves every token.
+                    w4 = Vector256.ShiftRightLogical(p0.AsUInt16(), 4).AsByte() & low;
+                    w5 = Vector256.ShiftRightLogical(p1.AsUInt16(), 4).AsByte() & low;
+                    w6 = Vector256.ShiftRightLogical(p2.AsUInt16(), 4).AsByte() & low;
+                    w7 = Vector256.ShiftRightLogical(p3.AsUInt16(), 4).AsByte() & low;
+                }
             }
             else
             {
                 w0 = Vector256.Load(q); w1 = Vector256.Load(q + 32); w2 = Vector256.Load(q + 64); w3 = Vector256.Load(q + 96);
                 w4 = Vector256.Load(q + 128); w5 = Vector256.Load(q + 160); w6 = Vector256.Load(q + 192); w7 = Vector256.Load(q + 224);
             }
-            acc0 = Token(x0, start + b, dx + b, blockScales, w0, w1, w2, w3, w4, w5, w6, w7, acc0, twoChains: t == 1);
+            acc0 = t == 1 && TWeights.IsNibbles
+                ? TokenNibbles(x0, start + b, dx + b, blockScales, w0, w1, w2, w3, w4, w5, w6, w7, acc0)
+                : Token(x0, start + b, dx + b, blockScales, w0, w1, w2, w3, w4, w5, w6, w7, acc0, twoChains: t == 1);
             if (t > 1) acc1 = Token(x1, start + nb + b, dx + nb + b, blockScales, w0, w1, w2, w3, w4, w5, w6, w7, acc1, twoChains: false);
             if (t > 2) acc2 = Token(x2, start + 2 * nb + b, dx + 2 * nb + b, blockScales, w0, w1, w2, w3, w4, w5, w6, w7, acc2, twoChains: false);
             if (t > 3) acc3 = Token(x3, start + 3 * nb + b, dx + 3 * nb + b, blockScales, w0, w1, w2, w3, w4, w5, w6, w7, acc3, twoChains: false);
@@ -191,6 +204,27 @@ internal static unsafe class PackedQuantizedTile
             s = AvxVnni.MultiplyWideningAndAdd(s, w6, Vector256.Create(x[6]).AsSByte());
             sums = AvxVnni.MultiplyWideningAndAdd(s, w7, Vector256.Create(x[7]).AsSByte());
         }
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scales * Avx.BroadcastScalarToVector256(dx), acc);
+    }
+
+    // One token's q4_0 block with the high nibbles unshifted: k-groups 0–3 (low nibbles, w0–w3) sum from the start
+    // value, k-groups 4–7 (w4–w7 = 16·(w + 8)) in a second chain whose total is exactly 16 times theirs, so the
+    // arithmetic shift by 4 divides it back exactly (|sum| ≤ 16 · 240 · 127 fits an int). The two chains also split
+    // the 8 dependent vpdpbusd of the block in two, as Token's twoChains does.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> TokenNibbles(int* x, int* start, float* dx, Vector256<float> scales,
+        Vector256<byte> w0, Vector256<byte> w1, Vector256<byte> w2, Vector256<byte> w3,
+        Vector256<byte> w4, Vector256<byte> w5, Vector256<byte> w6, Vector256<byte> w7, Vector256<float> acc)
+    {
+        var s = AvxVnni.MultiplyWideningAndAdd(Avx2.BroadcastScalarToVector256(start), w0, Vector256.Create(x[0]).AsSByte());
+        var s16 = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, w4, Vector256.Create(x[4]).AsSByte());
+        s = AvxVnni.MultiplyWideningAndAdd(s, w1, Vector256.Create(x[1]).AsSByte());
+        s16 = AvxVnni.MultiplyWideningAndAdd(s16, w5, Vector256.Create(x[5]).AsSByte());
+        s = AvxVnni.MultiplyWideningAndAdd(s, w2, Vector256.Create(x[2]).AsSByte());
+        s16 = AvxVnni.MultiplyWideningAndAdd(s16, w6, Vector256.Create(x[6]).AsSByte());
+        s = AvxVnni.MultiplyWideningAndAdd(s, w3, Vector256.Create(x[3]).AsSByte());
+        s16 = AvxVnni.MultiplyWideningAndAdd(s16, w7, Vector256.Create(x[7]).AsSByte());
+        var sums = s + Vector256.ShiftRightArithmetic(s16, 4);
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scales * Avx.BroadcastScalarToVector256(dx), acc);
     }
 
