@@ -49,6 +49,12 @@ internal static class BenchServeCommand
                 string? target = result.GetValue(url);
                 if (target is not null)
                 {
+                    // The engine's options configure the in-process server only: against --url they would be ignored
+                    // silently, and the report would look as if they had applied.
+                    var ownOptions = new Option[] { concurrency, requests, promptTokens, genTokens, url, apiKey, json, cancelFraction };
+                    foreach (var child in result.CommandResult.Children)
+                        if (child is System.CommandLine.Parsing.OptionResult { Implicit: false } given && Array.IndexOf(ownOptions, given.Option) < 0)
+                            return Fail($"{given.Option.Name} configures the in-process server; with --url, give it to that server's serve command instead");
                     if (!Uri.TryCreate(target.EndsWith('/') ? target : target + "/", UriKind.Absolute, out var baseAddress))
                         return Fail($"--url is not an absolute URL: '{target}'");
                     report = await LoadGenerator.RunAsync(options with { BaseAddress = baseAddress }, null, cancellationToken).ConfigureAwait(false);

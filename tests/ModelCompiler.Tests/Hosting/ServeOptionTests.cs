@@ -20,4 +20,17 @@ public sealed class ServeOptionTests
         Assert.Equal("", stdout);
         Assert.Equal($"error: --max-batch-tokens must be between 16 and 512 (the description's maxBatchTokens), got {budget}\n", stderr.ReplaceLineEndings("\n"));
     }
+
+    [Theory]
+    [InlineData("--random-weights", "1")]
+    [InlineData("--max-batch-tokens", "64")]
+    [InlineData("--device", "cpu")]
+    public void Bench_serve_against_a_url_refuses_the_in_process_servers_options(string option, string value)
+    {
+        // Nothing listens on port 9: the check must come before any connection.
+        var (code, stdout, stderr) = Run<Stories260KTestEngine>("bench", "serve", "--url", "http://127.0.0.1:9", option, value);
+        Assert.Equal(2, code);
+        Assert.Equal("", stdout);
+        Assert.Equal($"error: {option} configures the in-process server; with --url, give it to that server's serve command instead\n", stderr.ReplaceLineEndings("\n"));
+    }
 }
