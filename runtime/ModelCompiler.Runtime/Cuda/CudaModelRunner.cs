@@ -45,7 +45,7 @@ public sealed class CudaModelRunner : IModelRunner
     private readonly WeightDType[] _weightTypes;     // stored type of each bound weight: picks the kernel variant
     private readonly HashSet<string> _launchedKernels = new(StringComparer.Ordinal);
     private readonly DevicePointer _arena, _scratch, _tokenIds, _positions, _sequenceOfToken, _logitsTokenIndices, _blockTables, _keys, _values, _logits, _sampled, _samplingParams;
-    private readonly long _layerCacheBytes;   // one layer's keys (or values): (NumKvBlocks + 1) blocks of KvBlockSize × KvDim elements
+    private readonly long _kvSlotBytes;       // one token's keys (or values) in one layer: KvDim elements of the cache type
     private readonly float[] _hostLogits;
     private int _numLogits;                         // logits rows of the last forward pass, in _logits
     private readonly int[] _hostSamplingParams;     // [MaxBatchTokens, SamplingParamInts], see SamplingParamInts
@@ -103,9 +103,9 @@ public sealed class CudaModelRunner : IModelRunner
             _logitsTokenIndices = Allocate(4L * c.MaxBatchTokens);
             _blockTables = Allocate(4L * c.MaxSequences * c.MaxBlocksPerSequence);
             // One block more than the host hands out: the padding rows' block (see the remarks).
-            _layerCacheBytes = (long)(c.NumKvBlocks + 1) * c.KvBlockSize * c.KvDim * KvCacheDTypes.ElementSizeInBytes(c.KvCacheDType);
-            _keys = Allocate(c.NumLayers * _layerCacheBytes);
-            _values = Allocate(c.NumLayers * _layerCacheBytes);
+            _kvSlotBytes = (long)c.KvDim * KvCacheDTypes.ElementSizeInBytes(c.KvCacheDType);
+            _keys = Allocate(KvOffset(c.NumLayers, 0, 0));
+            _values = Allocate(KvOffset(c.NumLayers, 0, 0));
             _logits = Allocate(4L * c.MaxBatchTokens * c.VocabSize);
             _sampled = Allocate(4L * c.MaxBatchTokens);
             _samplingParams = Allocate(4L * SamplingParamInts * c.MaxBatchTokens);
@@ -254,13 +254,11 @@ public sealed class CudaModelRunner : IModelRunner
         if ((uint)sourceBlock >= (uint)numBlocks) throw new ArgumentOutOfRangeException(nameof(sourceBlock), sourceBlock, $"The pool has {numBlocks} blocks.");
         if ((uint)destinationBlock >= (uint)numBlocks) throw new ArgumentOutOfRangeException(nameof(destinationBlock), destinationBlock, $"The pool has {numBlocks} blocks.");
         if (sourceBlock == destinationBlock) return;
-        // The device pool is [layer][block][slot][kvDim] with one extra (padding) block per layer.
-        long blockBytes = (long)Config.KvBlockSize * Config.KvDim * KvCacheDTypes.ElementSizeInBytes(Config.KvCacheDType);
+        long blockBytes = Config.KvBlockSize * _kvSlotBytes;
         for (int layer = 0; layer < Config.NumLayers; layer++)
         {
-            long layerBytes = layer * _layerCacheBytes;
-            _device.CopyOnDevice(_keys.Offset(layerBytes + destinationBlock * blockBytes), _keys.Offset(layerBytes + sourceBlock * blockBytes), blockBytes);
-            _device.CopyOnDevice(_values.Offset(layerBytes + destinationBlock * blockBytes), _values.Offset(layerBytes + sourceBlock * blockBytes), blockBytes);
+            _device.CopyOnDevice(_keys.Offset(KvOffset(layer, destinationBlock, 0)), _keys.Offset(KvOffset(layer, sourceBlock, 0)), blockBytes);
+            _device.CopyOnDevice(_values.Offset(KvOffset(layer, destinationBlock, 0)), _values.Offset(KvOffset(layer, sourceBlock, 0)), blockBytes);
         }
         NumBlockCopies++;
     }
@@ -277,10 +275,8 @@ public sealed class CudaModelRunner : IModelRunner
         if ((uint)layer >= (uint)c.NumLayers) throw new ArgumentOutOfRangeException(nameof(layer), layer, $"The pool has {c.NumLayers} layers.");
         if ((uint)block > (uint)c.NumKvBlocks) throw new ArgumentOutOfRangeException(nameof(block), block, $"The pool has {c.NumKvBlocks} blocks and the padding block.");
         if ((uint)offset >= (uint)c.KvBlockSize) throw new ArgumentOutOfRangeException(nameof(offset), offset, $"A block has {c.KvBlockSize} slots.");
-        int elementSize = KvCacheDTypes.ElementSizeInBytes(c.KvCacheDType);
-        long rowBytes = (long)c.KvDim * elementSize;
-        long start = layer * _layerCacheBytes + ((long)block * c.KvBlockSize + offset) * rowBytes;
-        var row = new byte[rowBytes];
+        long start = KvOffset(layer, block, offset);
+        var row = new byte[_kvSlotBytes];
         _device.Synchronize();
         _device.CopyToHost(row, _keys.Offset(start));
         Widen(row, key[..c.KvDim]);
@@ -289,10 +285,18 @@ public sealed class CudaModelRunner : IModelRunner
 
         void Widen(ReadOnlySpan<byte> bytes, Span<float> destination)
         {
-            if (elementSize == 4) System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes).CopyTo(destination);
+            if (c.KvCacheDType == KvCacheDType.F32) System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes).CopyTo(destination);
             else for (int i = 0; i < destination.Length; i++) destination[i] = (float)System.Runtime.InteropServices.MemoryMarshal.Read<Half>(bytes[(2 * i)..]);
         }
     }
+
+    /// <summary>
+    /// Byte offset of slot <paramref name="offset"/> of <paramref name="block"/> in layer <paramref name="layer"/>'s part
+    /// of the device pool, which is [layer][block][slot][kvDim] with one extra (padding) block per layer; the kernels get
+    /// each layer's start and index within it the same way (mc_cache_slot).
+    /// </summary>
+    private long KvOffset(int layer, int block, int offset) =>
+        (((long)layer * (Config.NumKvBlocks + 1) + block) * Config.KvBlockSize + offset) * _kvSlotBytes;
 
     /// <summary>Copy-on-write block copies done on the device so far (see <see cref="CopyKvBlock"/>).</summary>
     public long NumBlockCopies { get; private set; }
@@ -406,8 +410,8 @@ public sealed class CudaModelRunner : IModelRunner
         CudaArgKind.LogitsTokenIndices => KernelArg.Pointer(_logitsTokenIndices),
         CudaArgKind.BlockTables => KernelArg.Pointer(_blockTables),
         CudaArgKind.BlockTableStride => KernelArg.Int(batch.MaxBlocksPerSequence),
-        CudaArgKind.KeyCache => KernelArg.Pointer(_keys.Offset(layer * _layerCacheBytes)),
-        CudaArgKind.ValueCache => KernelArg.Pointer(_values.Offset(layer * _layerCacheBytes)),
+        CudaArgKind.KeyCache => KernelArg.Pointer(_keys.Offset(KvOffset(layer, 0, 0))),
+        CudaArgKind.ValueCache => KernelArg.Pointer(_values.Offset(KvOffset(layer, 0, 0))),
         CudaArgKind.Logits => KernelArg.Pointer(_logits),
         CudaArgKind.SampledTokens => KernelArg.Pointer(_sampled),
         CudaArgKind.SamplingParams => KernelArg.Pointer(_samplingParams),
