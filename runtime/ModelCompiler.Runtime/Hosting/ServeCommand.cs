@@ -53,7 +53,7 @@ internal sealed record ServeBackendFactory(Action<Command> AddOptions, Func<Pars
             // Resolved (and a GPU probed) before anything listens, so `--device cuda` without one fails with exit code 2.
             if (!device.TryResolve(result, engine, out var choice, out error)) throw new ArgumentException(error);
             int? budget = result.GetValue(maxBatchTokens);
-            if (budget is int b && (b < leastBatchTokens || b > config.MaxBatchTokens))
+            if (budget is int b && !InferenceEngineOptions.AllowsBatchTokens(config, b))
                 throw new ArgumentException($"--max-batch-tokens must be between {leastBatchTokens} and {config.MaxBatchTokens} (the description's maxBatchTokens), got {b}");
             var engineOptions = new InferenceEngineOptions { MaxBatchTokens = budget };
             return () =>

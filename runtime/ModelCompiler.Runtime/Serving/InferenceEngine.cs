@@ -35,15 +35,17 @@ public sealed record InferenceEngineOptions
     {
         ArgumentNullException.ThrowIfNull(config);
         if (MaxBatchTokens is not int budget) return config.MaxBatchTokens;
-        int least = MinBatchTokens(config);
-        if (budget < least || budget > config.MaxBatchTokens)
+        if (!AllowsBatchTokens(config, budget))
             throw new ArgumentOutOfRangeException(nameof(MaxBatchTokens), budget,
-                $"the step token budget must be between {least} (the sequences a step runs) and {config.MaxBatchTokens} (the model's maxBatchTokens), got {budget}");
+                $"the step token budget must be between {MinBatchTokens(config)} (the sequences a step runs) and {config.MaxBatchTokens} (the model's maxBatchTokens), got {budget}");
         return budget;
     }
 
     /// <summary>The smallest step budget allowed for <paramref name="config"/>: one token per running sequence.</summary>
     public static int MinBatchTokens(ModelConfig config) => Math.Min(config.MaxSequences, config.MaxBatchTokens);
+
+    /// <summary>True when <paramref name="budget"/> lies in [<see cref="MinBatchTokens"/>, <paramref name="config"/>'s MaxBatchTokens].</summary>
+    public static bool AllowsBatchTokens(ModelConfig config, int budget) => budget >= MinBatchTokens(config) && budget <= config.MaxBatchTokens;
 }
 
 /// <summary>
