@@ -22,33 +22,19 @@ public sealed class EmulatedF16KvCacheTests
     [Fact]
     public void The_device_pool_holds_the_cpu_engines_halves_and_the_logits_match()
     {
-        int[] story = StoryTokens();
-        int[][] prompts = [story[..20], story[5..38], story[40..57]];
-        const int numDecodeSteps = 6;
-        long[] ids = [0, 1, 2];
         var engine = new Stories260KF16KvTestEngine();
         using var runner = new ModelRunner(engine, OpenStories());
         using var emulator = new EmulatorFixture();
         using var cuda = new CudaModelRunner(emulator.Device, engine, runner.Weights);
         var c = engine.Config;
-        AllocateInterleaved(runner.Blocks, ids, prompts.Select(p => p.Length + numDecodeSteps).ToArray());
-
-        var batch = runner.CreateBatch();
-        for (int s = 0; s < 3; s++) batch.AddSequence(prompts[s], 0, runner.Blocks.BlockTable(ids[s]), allLogits: true);
-        EmulatedStories260KTests.AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), c.VocabSize, "batched prefill", F16KvLogitsTolerance);
-        for (int step = 0; step < numDecodeSteps; step++)
-        {
-            batch.Clear();
-            for (int s = 0; s < 3; s++) batch.AddSequence(story.AsSpan(60 + 7 * s + step, 1), prompts[s].Length + step, runner.Blocks.BlockTable(ids[s]));
-            EmulatedStories260KTests.AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), c.VocabSize, $"decode step {step} (graph replay)", F16KvLogitsTolerance);
-        }
+        var (ids, lengths) = EmulatedStories260KTests.RunInterleavedPrefillAndDecode(runner, cuda, F16KvLogitsTolerance);
         Assert.Equal(1, cuda.NumCapturedGraphs);
 
         // Every cached key and value: a half on the device; in layer 0, the CPU's half or its neighbour.
         var (cpuKey, cpuValue, deviceKey, deviceValue) = (new float[c.KvDim], new float[c.KvDim], new float[c.KvDim], new float[c.KvDim]);
         int numCompared = 0, numNeighbours = 0;
         for (int s = 0; s < 3; s++)
-        for (int position = 0; position < prompts[s].Length + numDecodeSteps; position++)
+        for (int position = 0; position < lengths[s]; position++)
         for (int layer = 0; layer < c.NumLayers; layer++)
         {
             int block = runner.Blocks.BlockTable(ids[s])[position / c.KvBlockSize], offset = position % c.KvBlockSize;

@@ -51,32 +51,11 @@ public sealed class EmulatedStories260KTests
     [Fact]
     public void Batched_prefill_and_graph_replayed_decode_over_interleaved_block_tables_match_the_cpu_engine()
     {
-        int[] story = StoryTokens();
-        int[][] prompts = [story[..20], story[5..38], story[40..57]];
-        const int numDecodeSteps = 6;
-        long[] ids = [0, 1, 2];
         var engine = new Stories260KTestEngine();
         using var runner = new ModelRunner(engine, OpenStories());
         using var emulator = new EmulatorFixture();
         using var cuda = new CudaModelRunner(emulator.Device, engine, runner.Weights);
-        // Every sequence's blocks for its whole life, interleaved in the pool (0, 3, 6… for sequence 0).
-        AllocateInterleaved(runner.Blocks, ids, prompts.Select(p => p.Length + numDecodeSteps).ToArray());
-
-        var batch = runner.CreateBatch();
-        for (int s = 0; s < 3; s++) batch.AddSequence(prompts[s], 0, runner.Blocks.BlockTable(ids[s]), allLogits: true);
-        AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), engine.Config.VocabSize, "batched prefill");
-
-        for (int step = 0; step < numDecodeSteps; step++)
-        {
-            batch.Clear();
-            for (int s = 0; s < 3; s++)
-            {
-                int position = prompts[s].Length + step;
-                batch.AddSequence(story.AsSpan(60 + 7 * s + step, 1), position, runner.Blocks.BlockTable(ids[s]));
-            }
-            // Three rows pad to bucket 4: the first step captures its graph, every step replays it.
-            AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), engine.Config.VocabSize, $"decode step {step} (graph replay)");
-        }
+        RunInterleavedPrefillAndDecode(runner, cuda);
         Assert.Equal(4, cuda.BucketFor(3));
         Assert.Equal(1, cuda.NumCapturedGraphs);
     }
@@ -149,6 +128,34 @@ public sealed class EmulatedStories260KTests
         }
         Assert.Equal(expected, actual);
         Assert.Equal(tokenizer.Decode(expected.ToArray()), tokenizer.Decode(actual.ToArray()));
+    }
+
+    /// <summary>
+    /// Three sequences whose blocks interleave in the pool (0, 3, 6… for sequence 0) run one batched prefill of their
+    /// prompts, then six decode steps of three rows (padded to bucket 4: the first step captures its graph, every step
+    /// replays it), each batch on <paramref name="cuda"/> and on the CPU <paramref name="runner"/>, whose logits must
+    /// agree within <paramref name="tolerance"/>. Returns each sequence's block-table id and its length at the end.
+    /// </summary>
+    internal static (long[] Ids, int[] Lengths) RunInterleavedPrefillAndDecode(ModelRunner runner, CudaModelRunner cuda, double tolerance = 1e-4)
+    {
+        int[] story = StoryTokens();
+        int[][] prompts = [story[..20], story[5..38], story[40..57]];
+        const int numDecodeSteps = 6;
+        long[] ids = [0, 1, 2];
+        int vocab = runner.Config.VocabSize;
+        // Every sequence's blocks for its whole life, allocated up front.
+        AllocateInterleaved(runner.Blocks, ids, prompts.Select(p => p.Length + numDecodeSteps).ToArray());
+
+        var batch = runner.CreateBatch();
+        for (int s = 0; s < 3; s++) batch.AddSequence(prompts[s], 0, runner.Blocks.BlockTable(ids[s]), allLogits: true);
+        AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), vocab, "batched prefill", tolerance);
+        for (int step = 0; step < numDecodeSteps; step++)
+        {
+            batch.Clear();
+            for (int s = 0; s < 3; s++) batch.AddSequence(story.AsSpan(60 + 7 * s + step, 1), prompts[s].Length + step, runner.Blocks.BlockTable(ids[s]));
+            AssertClose(cuda.Forward(batch), runner.Forward(batch).ToArray(), vocab, $"decode step {step} (graph replay)", tolerance);
+        }
+        return (ids, prompts.Select(p => p.Length + numDecodeSteps).ToArray());
     }
 
     internal static void AssertClose(ReadOnlySpan<float> emulated, float[] expected, int vocab, string what, double tolerance = 1e-4)
