@@ -9,6 +9,7 @@ internal static class QuickRun
     {
         if (args.Length > 0 && args[0] == "bandwidth") { Bandwidth(); return; }
         if (args.Length > 0 && args[0] == "step") { StepRun.Run(args.Skip(1).ToArray()); return; }
+        if (args.Length > 0 && args[0] == "decode-attention") { DecodeAttentionRun.Run(args.Skip(1).ToArray()); return; }
         string[] dtypes = args.Length > 0 ? args[0].Split(',') : ["f32", "bf16", "f16", "q8_0", "q4_0"];
         string[] shapes = args.Length > 1 ? args[1].Split(',') : ["768x2304", "2048x768", "768x32000"];
         int[] tokens = args.Length > 2 ? args[2].Split(',').Select(int.Parse).ToArray() : [1, 16, 128];
@@ -138,6 +139,62 @@ internal static class StepRun
             double median = times[times.Count / 2];
             Console.WriteLine($"{dtype,-5} step projections ({bytes / 1e6:F1} MB): median {median * 1e3:F3} ms ({bytes / median / 1e9:F1} GB/s)  p10 {times[times.Count / 10] * 1e3:F3} ms  fastest {times[0] * 1e3:F3} ms ({bytes / times[0] / 1e9:F1} GB/s)");
             foreach (var buffer in buffers) buffer.Dispose();
+        }
+    }
+}
+
+/// <summary>
+/// <c>quick decode-attention [f32,f16] [sequences] [context] [passes]</c>: the attention of a batched Llama110M decode
+/// step (12 heads of 64, blocks of 16) for every one of 12 layers, each sequence one new token at position
+/// <c>context - 1</c>, their blocks scattered over the pool as a serving engine's are. The 12 layers' KV
+/// (16 sequences of 192 positions: 226 MB in f32) is DRAM-resident, so this is the step's KV read on its own:
+/// median and fastest pass, and KV bytes read per second.
+/// </summary>
+internal static class DecodeAttentionRun
+{
+    public static void Run(string[] args)
+    {
+        string[] dtypes = args.Length > 0 ? args[0].Split(',') : ["f32", "f16"];
+        int numSequences = args.Length > 1 ? int.Parse(args[1]) : 16;
+        int context = args.Length > 2 ? int.Parse(args[2]) : 192;
+        int passes = args.Length > 3 ? int.Parse(args[3]) : 50;
+        const int numLayers = 12, numHeads = 12, headDim = 64, blockSize = 16, kvDim = numHeads * headDim;
+        ModelCompiler.Runtime.Threading.WorkerPool.SetThreadCount(2);
+        int blocksPerSequence = (context + blockSize - 1) / blockSize;
+        int numBlocks = numSequences * blocksPerSequence;
+        foreach (string name in dtypes)
+        {
+            var dtype = name == "f16" ? ModelCompiler.Runtime.KvCacheDType.F16 : ModelCompiler.Runtime.KvCacheDType.F32;
+            var cache = new ModelCompiler.Runtime.KvCache.PagedKvCache(numLayers, numBlocks, blockSize, kvDim, dtype);
+            var random = new Random(3);
+            var key = new float[kvDim * blockSize];
+            var value = new float[kvDim * blockSize];
+            for (int layer = 0; layer < numLayers; layer++)
+                for (int block = 0; block < numBlocks; block++)
+                {
+                    for (int i = 0; i < key.Length; i++) { key[i] = (float)random.NextDouble() - 0.5f; value[i] = (float)random.NextDouble() - 0.5f; }
+                    cache.WriteTokens(layer, block, 0, blockSize, key, kvDim, value, kvDim);
+                }
+            // Scattered blocks: a random permutation of the pool dealt out to the sequences.
+            int[] order = Enumerable.Range(0, numBlocks).OrderBy(_ => random.Next()).ToArray();
+            var batch = new ModelCompiler.Runtime.KvCache.ForwardBatch(numSequences, numSequences, blocksPerSequence, blockSize);
+            for (int s = 0; s < numSequences; s++)
+                batch.AddSequence([1], context - 1, order.AsSpan(s * blocksPerSequence, blocksPerSequence));
+            var q = new float[numSequences * kvDim];
+            for (int i = 0; i < q.Length; i++) q[i] = (float)random.NextDouble() - 0.5f;
+            var output = new float[q.Length];
+            double bytes = 2.0 * numLayers * numSequences * context * kvDim * ModelCompiler.Runtime.KvCacheDTypes.ElementSizeInBytes(dtype);
+            var times = new List<double>();
+            for (int p = 0; p < passes + 3; p++)
+            {
+                long start = Stopwatch.GetTimestamp();
+                for (int layer = 0; layer < numLayers; layer++)
+                    ModelCompiler.Runtime.Kernels.CpuKernels.PagedAttention(q, kvDim, 0, batch, cache, layer, numHeads, numHeads, headDim, output);
+                if (p >= 3) times.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
+            }
+            times.Sort();
+            double median = times[times.Count / 2];
+            Console.WriteLine($"{name} decode attention, {numSequences} sequences x {context} positions x {numLayers} layers ({bytes / 1e6:F1} MB): median {median * 1e3:F3} ms ({bytes / median / 1e9:F1} GB/s)  fastest {times[0] * 1e3:F3} ms ({bytes / times[0] / 1e9:F1} GB/s)");
         }
     }
 }

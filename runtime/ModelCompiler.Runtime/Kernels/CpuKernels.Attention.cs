@@ -136,13 +136,9 @@ public static partial class CpuKernels
                 ScoreScale = 1f / MathF.Sqrt(headDim),
                 PrefetchRuns = numTokens <= MaxPrefetchTokens,
             };
-            // Narrow heads (Stories260K: 512 bytes of a block per head) read every KV head of a block in one chunk,
-            // unless that would leave worker threads without a token.
+            // As many adjacent KV heads per chunk as leave every worker thread a chunk: each block is read as one run.
             bool f16 = cache.DType == KvCacheDType.F16;
-            shape.KvHeadsPerChunk = !parallel || numTokens >= Threading.WorkerPool.ThreadCount
-                ? (f16 ? PagedAttentionJob<F16Kv>.KvHeadsPerChunk(numHeads, numKvHeads, headDim, cache.BlockSize, NarrowHeadSliceBytes)
-                       : PagedAttentionJob<F32Kv>.KvHeadsPerChunk(numHeads, numKvHeads, headDim, cache.BlockSize, NarrowHeadSliceBytes))
-                : 1;
+            shape.KvHeadsPerChunk = PagedAttentionJob<F32Kv>.KvHeadsPerChunk(numHeads, numKvHeads, headDim, cache.BlockSize, numTokens, parallel ? Threading.WorkerPool.ThreadCount : 1);
             int numChunks = numTokens * (numKvHeads / shape.KvHeadsPerChunk);
             if (f16)
                 RunAttention(new PagedAttentionJob<F16Kv> { Shape = shape, Keys = (byte*)pHalfKeys, Values = (byte*)pHalfValues }, numChunks, parallel);
@@ -161,10 +157,6 @@ public static partial class CpuKernels
 
     // Batches up to this many tokens (decode steps, up to maxSequences of them) prefetch KV blocks (AttentionShape.PrefetchRuns).
     private const int MaxPrefetchTokens = 16;
-
-    // A head's slice of a KV block below this many bytes counts as narrow (PagedAttentionJob.KvHeadsPerChunk): the
-    // same size from which wide heads prefetch their runs instead.
-    private const int NarrowHeadSliceBytes = 2048;
 
     // Multiply-adds (q·k plus p·v) below which attention runs on the calling thread.
     private const long AttentionParallelThreshold = 1 << 15;

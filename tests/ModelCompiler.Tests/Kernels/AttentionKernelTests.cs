@@ -36,15 +36,17 @@ public class AttentionKernelTests
     [InlineData(3, 1, 8, 8, KvCacheDType.F32)]    // blocks below 16 slots: keys one slot at a time
     [InlineData(4, 2, 32, 16, KvCacheDType.F32)]  // value sums in registers 8 channels at a time, 4 passes per head
     [InlineData(4, 4, 64, 16, KvCacheDType.F16)]  // Llama's 64-wide heads
-    [InlineData(3, 3, 64, 16, KvCacheDType.F32, true)]  // Llama's heads in a decode step: lone heads, prefetching
-    [InlineData(4, 2, 64, 16, KvCacheDType.F32, true)]  // the same, head pairs
+    [InlineData(3, 3, 64, 16, KvCacheDType.F32, true)]  // Llama's heads in a decode step: lone heads, prefetching, three KV heads per chunk
+    [InlineData(4, 2, 64, 16, KvCacheDType.F32, true)]  // the same, head pairs, two KV heads per chunk
     [InlineData(3, 3, 36, 16, KvCacheDType.F32, true)]  // prefetching, a head width that is no multiple of 4 or 8
     [InlineData(2, 2, 64, 32, KvCacheDType.F16, true)]  // prefetching an f16 cache
     [InlineData(8, 4, 8, 16, KvCacheDType.F32, true)]   // Stories260K's decode step (runs too small to prefetch)
     [InlineData(6, 2, 10, 16, KvCacheDType.F32, true)]  // narrow heads: one chunk reads every KV head of a block (groups of 3, sums in memory)
     [InlineData(8, 8, 8, 16, KvCacheDType.F32, true)]   // narrow heads without GQA, one pass over eight KV heads
     [InlineData(8, 2, 8, 32, KvCacheDType.F16, true)]   // narrow heads, groups of 4, f16
-    [InlineData(16, 4, 8, 16, KvCacheDType.F32, true)]  // narrow, but more heads than one pass takes: a chunk per KV head
+    [InlineData(16, 4, 8, 16, KvCacheDType.F32, true)]  // groups of 4: one chunk reads all four KV heads, sixteen query heads in one pass
+    [InlineData(36, 1, 8, 16, KvCacheDType.F32, true)]  // a group larger than a chunk takes: one KV head per chunk, its heads in several passes
+    [InlineData(40, 4, 8, 16, KvCacheDType.F32, true)]  // groups of 10: two KV heads (20 query heads) per chunk
     [InlineData(6, 2, 10, 4, KvCacheDType.F16)]
     [InlineData(4, 1, 17, 3, KvCacheDType.F16)]
     [InlineData(2, 2, 64, 16, KvCacheDType.F16)]
@@ -143,6 +145,21 @@ public class AttentionKernelTests
             AssertClose(expected.AsSpan(t * qkvDim + qDim, kvDim), cachedKey, relative, what: $"cached key {t}");
             AssertClose(expected.AsSpan(t * qkvDim + qDim + kvDim, kvDim), cachedValue, relative, what: $"cached value {t}");
         }
+    }
+
+    [Theory]
+    [InlineData(12, 12, 64, 16, 2, 12, 12)]  // Llama110M, 16-sequence decode step: every head of a block in one chunk
+    [InlineData(12, 12, 64, 1, 2, 6, 6)]     // one token: two chunks, one per thread
+    [InlineData(12, 12, 64, 1, 1, 12, 12)]   // on the calling thread: one chunk
+    [InlineData(32, 8, 128, 16, 2, 2, 8)]    // Llama 3 8B's groups of 4 × 128 channels: with 16 lanes, 8 query heads fill the accumulators
+    [InlineData(64, 64, 8, 16, 2, 32, 32)]   // narrow heads: at most 32 query heads per chunk
+    [InlineData(36, 1, 8, 16, 2, 1, 1)]      // one KV head whose group is larger than a chunk takes
+    [InlineData(12, 12, 64, 5, 16, 3, 3)]    // 5 tokens on 16 threads: 4 chunks of 3 KV heads per token
+    public void KvHeadsPerChunk_takes_the_most_heads_that_fit_and_leave_every_thread_a_chunk(int numHeads, int numKvHeads, int headDim, int numTokens, int numThreads, int expectedWith16Lanes, int expectedWith1Lane)
+    {
+        // The accumulators hold 16 per-lane partial sums per channel on the AVX-512 path, one on the portable path.
+        int expected = global::ModelCompiler.Runtime.Kernels.MatMul.CpuFeatures.UseVector512 ? expectedWith16Lanes : expectedWith1Lane;
+        Assert.Equal(expected, PagedAttentionJob<F32Kv>.KvHeadsPerChunk(numHeads, numKvHeads, headDim, 16, numTokens, numThreads));
     }
 
     [Fact]
