@@ -1,5 +1,6 @@
 using System;
 using System.Runtime.Intrinsics;
+using ModelCompiler.Runtime.Kernels.MatMul;
 using ModelCompiler.Runtime.KvCache;
 
 namespace ModelCompiler.Runtime.Kernels;
@@ -136,9 +137,19 @@ public static partial class CpuKernels
                 ScoreScale = 1f / MathF.Sqrt(headDim),
                 PrefetchRuns = numTokens <= MaxPrefetchTokens,
             };
+            bool f16 = cache.DType == KvCacheDType.F16;
+            // A prefill (or a chunk of one) in the batch: query tiles against shared keys (see PrefillAttentionJob).
+            if (CpuFeatures.UseVector512 && cache.BlockSize % PrefillAttentionJob<F32Kv>.Lanes == 0 && headDim <= PrefillAttentionJob<F32Kv>.MaxHeadDim
+                && LongestQueryRun(batch) >= MinPrefillQueryRun)
+            {
+                if (f16)
+                    RunPrefillAttention(new PrefillAttentionJob<F16Kv> { Shape = shape, Keys = (byte*)pHalfKeys, Values = (byte*)pHalfValues }, batch, parallel);
+                else
+                    RunPrefillAttention(new PrefillAttentionJob<F32Kv> { Shape = shape, Keys = (byte*)pFloatKeys, Values = (byte*)pFloatValues }, batch, parallel);
+                return;
+            }
             // Narrow heads (Stories260K: 512 bytes of a block per head) read every KV head of a block in one chunk,
             // unless that would leave worker threads without a token.
-            bool f16 = cache.DType == KvCacheDType.F16;
             shape.KvHeadsPerChunk = !parallel || numTokens >= Threading.WorkerPool.ThreadCount
                 ? (f16 ? PagedAttentionJob<F16Kv>.KvHeadsPerChunk(numHeads, numKvHeads, headDim, cache.BlockSize, NarrowHeadSliceBytes)
                        : PagedAttentionJob<F32Kv>.KvHeadsPerChunk(numHeads, numKvHeads, headDim, cache.BlockSize, NarrowHeadSliceBytes))
@@ -158,6 +169,73 @@ public static partial class CpuKernels
         else
             Threading.WorkerPool.Run(ref job, numChunks);
     }
+
+    /// <summary>
+    /// Cuts the batch's runs of consecutive positions of one sequence into query tiles (a decode token is a tile of
+    /// one) and runs <paramref name="job"/> over tiles × KV heads × head blocks.
+    /// </summary>
+    private static unsafe void RunPrefillAttention<TKv>(PrefillAttentionJob<TKv> job, ForwardBatch batch, bool parallel) where TKv : struct, IKvElements
+    {
+        int groupSize = job.Shape.NumHeads / job.Shape.NumKvHeads;
+        job.HeadsPerChunk = Math.Min(groupSize, PrefillAttentionJob<TKv>.Lanes);
+        job.HeadBlocksPerKvHead = (groupSize + job.HeadsPerChunk - 1) / job.HeadsPerChunk;
+        int tokensPerTile = PrefillAttentionJob<TKv>.Lanes / job.HeadsPerChunk;
+        int numTokens = batch.NumTokens;
+        var tiles = t_queryTiles is { } cached && cached.Length >= 2 * numTokens ? cached : (t_queryTiles = new int[2 * numTokens]);
+        int numTiles = 0;
+        for (int t = 0; t < numTokens;)
+        {
+            int run = QueryRunLength(batch, t);
+            // Equal tiles: a run of 40 with tiles of 16 as 14 + 13 + 13, so that no chunk is mostly empty lanes.
+            int runTiles = (run + tokensPerTile - 1) / tokensPerTile;
+            for (int i = 0; i < runTiles; i++)
+            {
+                int first = run * i / runTiles, end = run * (i + 1) / runTiles;
+                tiles[numTiles] = t + first;
+                tiles[numTokens + numTiles] = end - first;
+                numTiles++;
+            }
+            t += run;
+        }
+        fixed (int* pTiles = tiles)
+        {
+            job.TileFirstToken = pTiles;
+            job.TileTokens = pTiles + numTokens;
+            job.NumTiles = numTiles;
+            if (!parallel)
+                for (int chunk = 0, n = job.NumChunks; chunk < n; chunk++) job.Execute(chunk);
+            else
+                Threading.WorkerPool.Run(ref job, job.NumChunks);
+        }
+    }
+
+    // First token and token count of each query tile, per calling thread (reused: attention runs once per layer).
+    [ThreadStatic] private static int[]? t_queryTiles;
+
+    /// <summary>Tokens from <paramref name="t"/> on that continue its sequence at consecutive positions.</summary>
+    private static int QueryRunLength(ForwardBatch batch, int t)
+    {
+        int sequence = batch.SequenceOfToken[t], position = batch.Positions[t], count = 1;
+        while (t + count < batch.NumTokens && batch.SequenceOfToken[t + count] == sequence && batch.Positions[t + count] == position + count) count++;
+        return count;
+    }
+
+    /// <summary>The most consecutive tokens of one sequence at consecutive positions in the batch.</summary>
+    private static int LongestQueryRun(ForwardBatch batch)
+    {
+        int longest = 0;
+        for (int t = 0; t < batch.NumTokens;)
+        {
+            int run = QueryRunLength(batch, t);
+            longest = Math.Max(longest, run);
+            t += run;
+        }
+        return longest;
+    }
+
+    // A run of this many query tokens in a batch sends it to PrefillAttentionJob: from here on query tiles fill at
+    // least half their lanes (groups of one head).
+    private const int MinPrefillQueryRun = 8;
 
     // Batches up to this many tokens (decode steps, up to maxSequences of them) prefetch KV blocks (AttentionShape.PrefetchRuns).
     private const int MaxPrefetchTokens = 16;
