@@ -47,7 +47,7 @@ public static partial class CpuKernels
     /// <param name="layer">Layer whose slots are written.</param>
     /// <param name="theta">Rotary base.</param>
     /// <param name="style">Rotary pairing.</param>
-    public static void RmsNormQkvRopeKvWrite(ReadOnlySpan<float> x, int numTokens, ReadOnlySpan<float> normWeight, float eps, WeightMatrix wqkv, Span<float> qkv, Span<float> normalized, int dim, int numHeads, int numKvHeads, int headDim, ForwardBatch batch, PagedKvCache cache, int layer, float theta, RopeStyle style)
+    public static unsafe void RmsNormQkvRopeKvWrite(ReadOnlySpan<float> x, int numTokens, ReadOnlySpan<float> normWeight, float eps, WeightMatrix wqkv, Span<float> qkv, Span<float> normalized, int dim, int numHeads, int numKvHeads, int headDim, ForwardBatch batch, PagedKvCache cache, int layer, float theta, RopeStyle style)
     {
         if (numTokens != batch.NumTokens) throw new ArgumentException($"{numTokens} rows for a batch of {batch.NumTokens} tokens.", nameof(numTokens));
         int qDim = numHeads * headDim;
@@ -67,18 +67,48 @@ public static partial class CpuKernels
 
         // Epilogue per token: one set of angles serves the q and k heads; then the rotated keys and the values go to
         // their cache slots a block's run of tokens at a time (see StoreTokens).
+        // A prefill's epilogue goes over the worker pool by tokens (each token's rotation and slots are its own).
         CheckRopeHeadDim(headDim);
         var table = RopeTable.For(theta, headDim, MaxPosition(batch));
-        for (int t = 0; t < numTokens; t++)
+        qkv = qkv.Slice(0, numTokens * qkvDim);
+        fixed (float* pqkv = qkv)
         {
-            var row = qkv.Slice(t * qkvDim, qkvDim);
-            int position = batch.Positions[t];
-            var cos = table.Cos(position);
-            var sin = table.Sin(position);
-            RotateHeads(row.Slice(0, qDim), numHeads, headDim, cos, sin, style);
-            RotateHeads(row.Slice(qDim, kvDim), numKvHeads, headDim, cos, sin, style);
+            var rows = new RopeKvWriteRows
+            {
+                Qkv = pqkv, NumTokens = numTokens, NumHeads = numHeads, NumKvHeads = numKvHeads, HeadDim = headDim, Style = style,
+                Table = table, Batch = batch, Cache = cache, Layer = layer,
+            };
+            Threading.ParallelRows.Run(ref rows, numTokens, qkvDim);
         }
-        StoreTokens(batch, cache, layer, qkv.Slice(qDim), qkvDim, qkv.Slice(qDim + kvDim), qkvDim);
+    }
+
+    /// <summary>The epilogue of <see cref="RmsNormQkvRopeKvWrite"/> for tokens [first, end): RoPE on q and k, then K/V to the cache.</summary>
+    private unsafe struct RopeKvWriteRows : Threading.IRowRange
+    {
+        public float* Qkv;
+        public int NumTokens, NumHeads, NumKvHeads, HeadDim, Layer;
+        public RopeStyle Style;
+        public RopeTable Table;
+        public ForwardBatch Batch;
+        public PagedKvCache Cache;
+
+        public readonly void Rows(int first, int end)
+        {
+            int qDim = NumHeads * HeadDim, kvDim = NumKvHeads * HeadDim, qkvDim = qDim + 2 * kvDim;
+            var qkv = new Span<float>(Qkv, NumTokens * qkvDim);
+            // One set of angles serves the q and k heads of a token.
+            for (int t = first; t < end; t++)
+            {
+                var row = qkv.Slice(t * qkvDim, qkvDim);
+                int position = Batch.Positions[t];
+                var cos = Table.Cos(position);
+                var sin = Table.Sin(position);
+                RotateHeads(row.Slice(0, qDim), NumHeads, HeadDim, cos, sin, Style);
+                RotateHeads(row.Slice(qDim, kvDim), NumKvHeads, HeadDim, cos, sin, Style);
+            }
+            // The rotated keys and the values go to their slots a block's run of tokens at a time (see StoreTokens).
+            StoreTokens(Batch, Cache, Layer, qkv.Slice(qDim), qkvDim, qkv.Slice(qDim + kvDim), qkvDim, first, end);
+        }
     }
 
     /// <summary>
@@ -252,10 +282,14 @@ public static partial class CpuKernels
     /// of one sequence within one block in one <see cref="PagedKvCache.WriteTokens"/>; a block id of -1 (a table that is
     /// too short) is an error.
     /// </summary>
-    private static void StoreTokens(ForwardBatch batch, PagedKvCache cache, int layer, ReadOnlySpan<float> k, int kRowStride, ReadOnlySpan<float> v, int vRowStride)
+    private static void StoreTokens(ForwardBatch batch, PagedKvCache cache, int layer, ReadOnlySpan<float> k, int kRowStride, ReadOnlySpan<float> v, int vRowStride) =>
+        StoreTokens(batch, cache, layer, k, kRowStride, v, vRowStride, 0, batch.NumTokens);
+
+    /// <summary><see cref="StoreTokens(ForwardBatch, PagedKvCache, int, ReadOnlySpan{float}, int, ReadOnlySpan{float}, int)"/> for tokens [first, end) only.</summary>
+    private static void StoreTokens(ForwardBatch batch, PagedKvCache cache, int layer, ReadOnlySpan<float> k, int kRowStride, ReadOnlySpan<float> v, int vRowStride, int first, int end)
     {
         int blockSize = cache.BlockSize;
-        for (int t = 0; t < batch.NumTokens;)
+        for (int t = first; t < end;)
         {
             int sequence = batch.SequenceOfToken[t];
             int position = batch.Positions[t];
@@ -263,7 +297,7 @@ public static partial class CpuKernels
             if (block < 0)
                 throw new InvalidOperationException($"Token {t} at position {position} has no block in its sequence's table.");
             int offset = position % blockSize, count = 1;
-            while (t + count < batch.NumTokens && offset + count < blockSize
+            while (t + count < end && offset + count < blockSize
                 && batch.SequenceOfToken[t + count] == sequence && batch.Positions[t + count] == position + count)
                 count++;
             cache.WriteTokens(layer, block, offset, count, k.Slice(t * kRowStride), kRowStride, v.Slice(t * vRowStride), vRowStride);
