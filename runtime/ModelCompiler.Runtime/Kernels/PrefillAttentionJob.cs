@@ -79,16 +79,19 @@ internal unsafe struct PrefillAttentionJob<TKv> : Threading.IParallelJob where T
 
         // Lane r: token r / numHeads of the tile, head r % numHeads of the block.
         for (int r = 0; r < Lanes; r++) rowPositions[r] = r < numRows ? s.Positions[firstToken + r / numHeads] : -1;
-        for (int r = 0; r < Lanes; r++)
+        // The rows' queries, scaled and transposed 16 channels at a time (then one channel at a time for the rest).
+        var square = stackalloc Vector512<float>[Lanes];
+        var scale = Vector512.Create(s.ScoreScale);
+        int c0 = 0;
+        for (; c0 + Lanes <= headDim; c0 += Lanes)
         {
-            if (r < numRows)
-            {
-                float* q = s.Q + (nint)(firstToken + r / numHeads) * s.QRowStride + (firstHead + r % numHeads) * headDim;
-                for (int c = 0; c < headDim; c++) queries[c * Lanes + r] = q[c] * s.ScoreScale;
-            }
-            else
-                for (int c = 0; c < headDim; c++) queries[c * Lanes + r] = 0;
+            for (int r = 0; r < Lanes; r++)
+                square[r] = r < numRows ? Vector512.Load(QueryRow(r, numHeads, firstToken, firstHead) + c0) * scale : Vector512<float>.Zero;
+            Transpose(square);
+            for (int c = 0; c < Lanes; c++) square[c].Store(queries + (c0 + c) * Lanes);
         }
+        for (; c0 < headDim; c0++)
+            for (int r = 0; r < Lanes; r++) queries[c0 * Lanes + r] = r < numRows ? QueryRow(r, numHeads, firstToken, firstHead)[c0] * s.ScoreScale : 0;
         new Span<float>(outputs, headDim * Lanes).Clear();
         var rowLast = Vector512.Load(rowPositions);
         var runningMax = Vector512.Create(float.NegativeInfinity);
@@ -148,17 +151,59 @@ internal unsafe struct PrefillAttentionJob<TKv> : Threading.IParallelJob where T
                 runningSum += p;
             }
 
-            int c0 = 0;
+            c0 = 0;
             for (; c0 + Lanes <= headDim; c0 += Lanes) Values16(values + c0 * Lanes, headDim, scores, count, outputs + c0 * Lanes);
             for (; c0 < headDim; c0++) Values1(values + c0 * Lanes, headDim, scores, count, outputs + c0 * Lanes);
         }
 
+        // Divided by the sums and transposed back to the rows' outputs, 16 channels at a time (lanes without a row: 0/0, never stored).
         var inverseSum = Vector512<float>.One / runningSum;
-        for (int c = 0; c < headDim; c++) (Vector512.Load(outputs + c * Lanes) * inverseSum).Store(outputs + c * Lanes);
-        for (int r = 0; r < numRows; r++)
+        c0 = 0;
+        for (; c0 + Lanes <= headDim; c0 += Lanes)
         {
-            float* output = s.Output + (nint)(firstToken + r / numHeads) * qDim + (firstHead + r % numHeads) * headDim;
-            for (int c = 0; c < headDim; c++) output[c] = outputs[c * Lanes + r];
+            for (int c = 0; c < Lanes; c++) square[c] = Vector512.Load(outputs + (c0 + c) * Lanes) * inverseSum;
+            Transpose(square);
+            for (int r = 0; r < numRows; r++) square[r].Store(OutputRow(r, numHeads, firstToken, firstHead, qDim) + c0);
+        }
+        for (; c0 < headDim; c0++)
+        {
+            float* column = outputs + c0 * Lanes;
+            for (int r = 0; r < numRows; r++) OutputRow(r, numHeads, firstToken, firstHead, qDim)[c0] = column[r] * inverseSum[r];
+        }
+    }
+
+    /// <summary>Query of row <paramref name="r"/>: token r / numHeads of the tile, head r % numHeads of the block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private readonly float* QueryRow(int r, int numHeads, int firstToken, int firstHead) =>
+        Shape.Q + (nint)(firstToken + r / numHeads) * Shape.QRowStride + (firstHead + r % numHeads) * Shape.HeadDim;
+
+    /// <summary>Output of row <paramref name="r"/> (as <see cref="QueryRow"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private readonly float* OutputRow(int r, int numHeads, int firstToken, int firstHead, int qDim) =>
+        Shape.Output + (nint)(firstToken + r / numHeads) * qDim + (firstHead + r % numHeads) * Shape.HeadDim;
+
+    /// <summary>
+    /// Transposes 16 × 16 floats in place (vector i, lane j ↔ vector j, lane i): four rounds of swapping the off-diagonal
+    /// b × b blocks (b = 8, 4, 2, 1) of each 2b × 2b block, two two-source permutes per pair of vectors.
+    /// </summary>
+    private static void Transpose(Vector512<float>* m)
+    {
+        for (int b = Lanes / 2; b >= 1; b /= 2)
+        {
+            // Lane j of the pair's first vector: its own lane j where j & b is 0, else lane j − b of the second; of the
+            // second: lane j + b of the first where j & b is 0, else its own lane j (indices from 16 pick the second).
+            var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            var low = Vector512.Equals(lane & Vector512.Create(b), Vector512<int>.Zero);
+            var first = Vector512.ConditionalSelect(low, lane, lane + Vector512.Create(Lanes - b));
+            var second = Vector512.ConditionalSelect(low, lane + Vector512.Create(b), lane + Vector512.Create(Lanes));
+            for (int i = 0; i < Lanes; i++)
+            {
+                if ((i & b) != 0) continue;
+                var x = m[i];
+                var y = m[i + b];
+                m[i] = System.Runtime.Intrinsics.X86.Avx512F.PermuteVar16x32x2(x, first, y);
+                m[i + b] = System.Runtime.Intrinsics.X86.Avx512F.PermuteVar16x32x2(x, second, y);
+            }
         }
     }
 
