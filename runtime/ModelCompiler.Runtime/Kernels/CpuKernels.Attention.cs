@@ -1,5 +1,6 @@
 using System;
 using System.Runtime.Intrinsics;
+using ModelCompiler.Runtime.Kernels.MatMul;
 using ModelCompiler.Runtime.KvCache;
 
 namespace ModelCompiler.Runtime.Kernels;
@@ -46,7 +47,7 @@ public static partial class CpuKernels
     /// <param name="layer">Layer whose slots are written.</param>
     /// <param name="theta">Rotary base.</param>
     /// <param name="style">Rotary pairing.</param>
-    public static void RmsNormQkvRopeKvWrite(ReadOnlySpan<float> x, int numTokens, ReadOnlySpan<float> normWeight, float eps, WeightMatrix wqkv, Span<float> qkv, Span<float> normalized, int dim, int numHeads, int numKvHeads, int headDim, ForwardBatch batch, PagedKvCache cache, int layer, float theta, RopeStyle style)
+    public static unsafe void RmsNormQkvRopeKvWrite(ReadOnlySpan<float> x, int numTokens, ReadOnlySpan<float> normWeight, float eps, WeightMatrix wqkv, Span<float> qkv, Span<float> normalized, int dim, int numHeads, int numKvHeads, int headDim, ForwardBatch batch, PagedKvCache cache, int layer, float theta, RopeStyle style)
     {
         if (numTokens != batch.NumTokens) throw new ArgumentException($"{numTokens} rows for a batch of {batch.NumTokens} tokens.", nameof(numTokens));
         int qDim = numHeads * headDim;
@@ -66,18 +67,48 @@ public static partial class CpuKernels
 
         // Epilogue per token: one set of angles serves the q and k heads; then the rotated keys and the values go to
         // their cache slots a block's run of tokens at a time (see StoreTokens).
+        // A prefill's epilogue goes over the worker pool by tokens (each token's rotation and slots are its own).
         CheckRopeHeadDim(headDim);
         var table = RopeTable.For(theta, headDim, MaxPosition(batch));
-        for (int t = 0; t < numTokens; t++)
+        qkv = qkv.Slice(0, numTokens * qkvDim);
+        fixed (float* pqkv = qkv)
         {
-            var row = qkv.Slice(t * qkvDim, qkvDim);
-            int position = batch.Positions[t];
-            var cos = table.Cos(position);
-            var sin = table.Sin(position);
-            RotateHeads(row.Slice(0, qDim), numHeads, headDim, cos, sin, style);
-            RotateHeads(row.Slice(qDim, kvDim), numKvHeads, headDim, cos, sin, style);
+            var rows = new RopeKvWriteRows
+            {
+                Qkv = pqkv, NumTokens = numTokens, NumHeads = numHeads, NumKvHeads = numKvHeads, HeadDim = headDim, Style = style,
+                Table = table, Batch = batch, Cache = cache, Layer = layer,
+            };
+            Threading.ParallelRows.Run(ref rows, numTokens, qkvDim);
         }
-        StoreTokens(batch, cache, layer, qkv.Slice(qDim), qkvDim, qkv.Slice(qDim + kvDim), qkvDim);
+    }
+
+    /// <summary>The epilogue of <see cref="RmsNormQkvRopeKvWrite"/> for tokens [first, end): RoPE on q and k, then K/V to the cache.</summary>
+    private unsafe struct RopeKvWriteRows : Threading.IRowRange
+    {
+        public float* Qkv;
+        public int NumTokens, NumHeads, NumKvHeads, HeadDim, Layer;
+        public RopeStyle Style;
+        public RopeTable Table;
+        public ForwardBatch Batch;
+        public PagedKvCache Cache;
+
+        public readonly void Rows(int first, int end)
+        {
+            int qDim = NumHeads * HeadDim, kvDim = NumKvHeads * HeadDim, qkvDim = qDim + 2 * kvDim;
+            var qkv = new Span<float>(Qkv, NumTokens * qkvDim);
+            // One set of angles serves the q and k heads of a token.
+            for (int t = first; t < end; t++)
+            {
+                var row = qkv.Slice(t * qkvDim, qkvDim);
+                int position = Batch.Positions[t];
+                var cos = Table.Cos(position);
+                var sin = Table.Sin(position);
+                RotateHeads(row.Slice(0, qDim), NumHeads, HeadDim, cos, sin, Style);
+                RotateHeads(row.Slice(qDim, kvDim), NumKvHeads, HeadDim, cos, sin, Style);
+            }
+            // The rotated keys and the values go to their slots a block's run of tokens at a time (see StoreTokens).
+            StoreTokens(Batch, Cache, Layer, qkv.Slice(qDim), qkvDim, qkv.Slice(qDim + kvDim), qkvDim, first, end);
+        }
     }
 
     /// <summary>
@@ -136,8 +167,18 @@ public static partial class CpuKernels
                 ScoreScale = 1f / MathF.Sqrt(headDim),
                 PrefetchRuns = numTokens <= MaxPrefetchTokens,
             };
-            // As many adjacent KV heads per chunk as leave every worker thread a chunk: each block is read as one run.
             bool f16 = cache.DType == KvCacheDType.F16;
+            // A prefill (or a chunk of one) in the batch: query tiles against shared keys (see PrefillAttentionJob).
+            if (CpuFeatures.UseVector512 && cache.BlockSize % PrefillAttentionJob<F32Kv>.Lanes == 0 && headDim <= PrefillAttentionJob<F32Kv>.MaxHeadDim
+                && LongestQueryRun(batch) >= MinPrefillQueryRun)
+            {
+                if (f16)
+                    RunPrefillAttention(new PrefillAttentionJob<F16Kv> { Shape = shape, Keys = (byte*)pHalfKeys, Values = (byte*)pHalfValues }, batch, parallel);
+                else
+                    RunPrefillAttention(new PrefillAttentionJob<F32Kv> { Shape = shape, Keys = (byte*)pFloatKeys, Values = (byte*)pFloatValues }, batch, parallel);
+                return;
+            }
+            // As many adjacent KV heads per chunk as leave every worker thread a chunk: each block is read as one run.
             shape.KvHeadsPerChunk = PagedAttentionJob<F32Kv>.KvHeadsPerChunk(numHeads, numKvHeads, headDim, cache.BlockSize, numTokens, parallel ? Threading.WorkerPool.ThreadCount : 1);
             int numChunks = numTokens * (numKvHeads / shape.KvHeadsPerChunk);
             if (f16)
@@ -155,6 +196,73 @@ public static partial class CpuKernels
             Threading.WorkerPool.Run(ref job, numChunks);
     }
 
+    /// <summary>
+    /// Cuts the batch's runs of consecutive positions of one sequence into query tiles (a decode token is a tile of
+    /// one) and runs <paramref name="job"/> over tiles × KV heads × head blocks.
+    /// </summary>
+    private static unsafe void RunPrefillAttention<TKv>(PrefillAttentionJob<TKv> job, ForwardBatch batch, bool parallel) where TKv : struct, IKvElements
+    {
+        int groupSize = job.Shape.NumHeads / job.Shape.NumKvHeads;
+        job.HeadsPerChunk = Math.Min(groupSize, PrefillAttentionJob<TKv>.Lanes);
+        job.HeadBlocksPerKvHead = (groupSize + job.HeadsPerChunk - 1) / job.HeadsPerChunk;
+        int tokensPerTile = PrefillAttentionJob<TKv>.Lanes / job.HeadsPerChunk;
+        int numTokens = batch.NumTokens;
+        var tiles = t_queryTiles is { } cached && cached.Length >= 2 * numTokens ? cached : (t_queryTiles = new int[2 * numTokens]);
+        int numTiles = 0;
+        for (int t = 0; t < numTokens;)
+        {
+            int run = QueryRunLength(batch, t);
+            // Equal tiles: a run of 40 with tiles of 16 as 14 + 13 + 13, so that no chunk is mostly empty lanes.
+            int runTiles = (run + tokensPerTile - 1) / tokensPerTile;
+            for (int i = 0; i < runTiles; i++)
+            {
+                int first = run * i / runTiles, end = run * (i + 1) / runTiles;
+                tiles[numTiles] = t + first;
+                tiles[numTokens + numTiles] = end - first;
+                numTiles++;
+            }
+            t += run;
+        }
+        fixed (int* pTiles = tiles)
+        {
+            job.TileFirstToken = pTiles;
+            job.TileTokens = pTiles + numTokens;
+            job.NumTiles = numTiles;
+            if (!parallel)
+                for (int chunk = 0, n = job.NumChunks; chunk < n; chunk++) job.Execute(chunk);
+            else
+                Threading.WorkerPool.Run(ref job, job.NumChunks);
+        }
+    }
+
+    // First token and token count of each query tile, per calling thread (reused: attention runs once per layer).
+    [ThreadStatic] private static int[]? t_queryTiles;
+
+    /// <summary>Tokens from <paramref name="t"/> on that continue its sequence at consecutive positions.</summary>
+    private static int QueryRunLength(ForwardBatch batch, int t)
+    {
+        int sequence = batch.SequenceOfToken[t], position = batch.Positions[t], count = 1;
+        while (t + count < batch.NumTokens && batch.SequenceOfToken[t + count] == sequence && batch.Positions[t + count] == position + count) count++;
+        return count;
+    }
+
+    /// <summary>The most consecutive tokens of one sequence at consecutive positions in the batch.</summary>
+    private static int LongestQueryRun(ForwardBatch batch)
+    {
+        int longest = 0;
+        for (int t = 0; t < batch.NumTokens;)
+        {
+            int run = QueryRunLength(batch, t);
+            longest = Math.Max(longest, run);
+            t += run;
+        }
+        return longest;
+    }
+
+    // A run of this many query tokens in a batch sends it to PrefillAttentionJob: from here on query tiles fill at
+    // least half their lanes (groups of one head).
+    private const int MinPrefillQueryRun = 8;
+
     // Batches up to this many tokens (decode steps, up to maxSequences of them) prefetch KV blocks (AttentionShape.PrefetchRuns).
     private const int MaxPrefetchTokens = 16;
 
@@ -166,10 +274,14 @@ public static partial class CpuKernels
     /// of one sequence within one block in one <see cref="PagedKvCache.WriteTokens"/>; a block id of -1 (a table that is
     /// too short) is an error.
     /// </summary>
-    private static void StoreTokens(ForwardBatch batch, PagedKvCache cache, int layer, ReadOnlySpan<float> k, int kRowStride, ReadOnlySpan<float> v, int vRowStride)
+    private static void StoreTokens(ForwardBatch batch, PagedKvCache cache, int layer, ReadOnlySpan<float> k, int kRowStride, ReadOnlySpan<float> v, int vRowStride) =>
+        StoreTokens(batch, cache, layer, k, kRowStride, v, vRowStride, 0, batch.NumTokens);
+
+    /// <summary><see cref="StoreTokens(ForwardBatch, PagedKvCache, int, ReadOnlySpan{float}, int, ReadOnlySpan{float}, int)"/> for tokens [first, end) only.</summary>
+    private static void StoreTokens(ForwardBatch batch, PagedKvCache cache, int layer, ReadOnlySpan<float> k, int kRowStride, ReadOnlySpan<float> v, int vRowStride, int first, int end)
     {
         int blockSize = cache.BlockSize;
-        for (int t = 0; t < batch.NumTokens;)
+        for (int t = first; t < end;)
         {
             int sequence = batch.SequenceOfToken[t];
             int position = batch.Positions[t];
@@ -177,7 +289,7 @@ public static partial class CpuKernels
             if (block < 0)
                 throw new InvalidOperationException($"Token {t} at position {position} has no block in its sequence's table.");
             int offset = position % blockSize, count = 1;
-            while (t + count < batch.NumTokens && offset + count < blockSize
+            while (t + count < end && offset + count < blockSize
                 && batch.SequenceOfToken[t + count] == sequence && batch.Positions[t + count] == position + count)
                 count++;
             cache.WriteTokens(layer, block, offset, count, k.Slice(t * kRowStride), kRowStride, v.Slice(t * vRowStride), vRowStride);

@@ -95,20 +95,37 @@ public static partial class CpuKernels
     /// <param name="numTokens">Number of tokens.</param>
     /// <param name="hidden">Width of the MLP's hidden layer.</param>
     /// <param name="y"><c>[numTokens, hidden]</c> output; must not overlap <paramref name="gateUp"/> (rows have different strides).</param>
-    public static void SwiGlu(ReadOnlySpan<float> gateUp, int numTokens, int hidden, Span<float> y)
+    public static unsafe void SwiGlu(ReadOnlySpan<float> gateUp, int numTokens, int hidden, Span<float> y)
     {
-        for (int t = 0; t < numTokens; t++)
+        // The slices are the bounds checks of the rows' pointers below.
+        gateUp = gateUp.Slice(0, numTokens * 2 * hidden);
+        y = y.Slice(0, numTokens * hidden);
+        fixed (float* pGateUp = gateUp, py = y)
         {
-            ref float gate = ref MemoryMarshal.GetReference(gateUp.Slice(t * 2 * hidden, 2 * hidden));
-            ref float up = ref Unsafe.Add(ref gate, hidden);
-            ref float output = ref MemoryMarshal.GetReference(y.Slice(t * hidden, hidden));
-            int j = 0;
-            if (Vector256.IsHardwareAccelerated)
+            var rows = new SwiGluRows { GateUp = pGateUp, Y = py, Hidden = hidden };
+            Threading.ParallelRows.Run(ref rows, numTokens, 3L * hidden);
+        }
+    }
+
+    private unsafe struct SwiGluRows : Threading.IRowRange
+    {
+        public float* GateUp, Y;
+        public int Hidden;
+
+        public readonly void Rows(int first, int end)
+        {
+            int hidden = Hidden;
+            for (int t = first; t < end; t++)
             {
-                for (; j <= hidden - 8; j += 8)
-                    (SiluVector(Vector256.LoadUnsafe(ref gate, (nuint)j)) * Vector256.LoadUnsafe(ref up, (nuint)j)).StoreUnsafe(ref output, (nuint)j);
+                float* gate = GateUp + (nint)t * 2 * hidden, up = gate + hidden, output = Y + (nint)t * hidden;
+                int j = 0;
+                if (Vector256.IsHardwareAccelerated)
+                {
+                    for (; j <= hidden - 8; j += 8)
+                        (SiluVector(Vector256.Load(gate + j)) * Vector256.Load(up + j)).Store(output + j);
+                }
+                for (; j < hidden; j++) output[j] = SiluScalar(gate[j]) * up[j];
             }
-            for (; j < hidden; j++) Unsafe.Add(ref output, j) = SiluScalar(Unsafe.Add(ref gate, j)) * Unsafe.Add(ref up, j);
         }
     }
 

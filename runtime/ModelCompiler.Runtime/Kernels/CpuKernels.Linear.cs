@@ -14,15 +14,35 @@ public static partial class CpuKernels
     /// <param name="weight"><c>[dim]</c> gain.</param>
     /// <param name="eps">Added to the mean square before the square root.</param>
     /// <param name="y"><c>[numTokens, dim]</c> output; may be <paramref name="x"/>.</param>
-    public static void RmsNorm(ReadOnlySpan<float> x, int numTokens, int dim, ReadOnlySpan<float> weight, float eps, Span<float> y)
+    public static unsafe void RmsNorm(ReadOnlySpan<float> x, int numTokens, int dim, ReadOnlySpan<float> weight, float eps, Span<float> y)
     {
+        // The slices are the bounds checks of the rows' pointers below.
         weight = weight.Slice(0, dim);
-        for (int t = 0; t < numTokens; t++)
+        x = x.Slice(0, numTokens * dim);
+        y = y.Slice(0, numTokens * dim);
+        fixed (float* px = x, py = y, pw = weight)
         {
-            var row = x.Slice(t * dim, dim);
-            float meanSquare = Dot(row, row) / dim;
-            float inverseRms = 1f / MathF.Sqrt(meanSquare + eps);
-            ScaleByWeight(row, inverseRms, weight, y.Slice(t * dim, dim));
+            var rows = new RmsNormRows { X = px, Y = py, Weight = pw, Dim = dim, Eps = eps };
+            Threading.ParallelRows.Run(ref rows, numTokens, dim);
+        }
+    }
+
+    private unsafe struct RmsNormRows : Threading.IRowRange
+    {
+        public float* X, Y, Weight;
+        public int Dim;
+        public float Eps;
+
+        public readonly void Rows(int first, int end)
+        {
+            var weight = new ReadOnlySpan<float>(Weight, Dim);
+            for (int t = first; t < end; t++)
+            {
+                var row = new ReadOnlySpan<float>(X + (nint)t * Dim, Dim);
+                float meanSquare = Dot(row, row) / Dim;
+                float inverseRms = 1f / MathF.Sqrt(meanSquare + Eps);
+                ScaleByWeight(row, inverseRms, weight, new Span<float>(Y + (nint)t * Dim, Dim));
+            }
         }
     }
 

@@ -53,9 +53,30 @@ public class AttentionKernelTests
     [InlineData(8, 4, 8, 16, KvCacheDType.F16)]
     [InlineData(5, 1, 16, 32, KvCacheDType.F16)]
     [InlineData(3, 1, 8, 8, KvCacheDType.F16)]
-    public void PagedAttention_matches_naive_causal_attention_over_interleaved_block_tables(int numHeads, int numKvHeads, int headDim, int blockSize, KvCacheDType dtype, bool decodeStep = false)
+    public void PagedAttention_matches_naive_causal_attention_over_interleaved_block_tables(int numHeads, int numKvHeads, int headDim, int blockSize, KvCacheDType dtype, bool decodeStep = false) =>
+        CheckPagedAttention(decodeStep ? DecodeSequences : Sequences, numHeads, numKvHeads, headDim, blockSize, dtype);
+
+    // A batch with prefill-sized runs (PrefillAttentionJob's query tiles): a fresh prompt crossing the 64-position key
+    // tiles, chunks of chunked prefills whose earlier positions are cached and whose ends are off block boundaries,
+    // next to decode tokens and short runs.
+    private static readonly (int Start, int NumNew)[] PrefillSequences = [(0, 70), (200, 1), (13, 37), (5, 2), (90, 9), (0, 1), (131, 20)];
+
+    [Theory]
+    [InlineData(4, 4, 64, 16, KvCacheDType.F32)]   // Llama's heads: tiles of 16 tokens
+    [InlineData(4, 4, 64, 32, KvCacheDType.F16)]
+    [InlineData(6, 2, 16, 48, KvCacheDType.F32)]   // groups of 3: tiles of 5 tokens, lane 16 empty
+    [InlineData(6, 2, 16, 48, KvCacheDType.F16)]
+    [InlineData(8, 1, 24, 16, KvCacheDType.F32)]   // a group of 8: tiles of 2 tokens; width not a multiple of 16
+    [InlineData(2, 2, 128, 64, KvCacheDType.F16)]  // the widest head the tiles take
+    [InlineData(3, 3, 10, 16, KvCacheDType.F32)]   // narrow heads
+    [InlineData(32, 1, 16, 16, KvCacheDType.F32)]  // a group of 32: two head blocks of 16 per tile of one token
+    [InlineData(4, 2, 64, 8, KvCacheDType.F32)]    // blocks of 8: the per-token job takes the batch
+    [InlineData(2, 2, 136, 16, KvCacheDType.F32)]  // wider than the tiles take: the per-token job
+    public void PagedAttention_of_prefill_runs_matches_naive_causal_attention(int numHeads, int numKvHeads, int headDim, int blockSize, KvCacheDType dtype) =>
+        CheckPagedAttention(PrefillSequences, numHeads, numKvHeads, headDim, blockSize, dtype);
+
+    private static void CheckPagedAttention((int Start, int NumNew)[] sequences, int numHeads, int numKvHeads, int headDim, int blockSize, KvCacheDType dtype)
     {
-        var sequences = decodeStep ? DecodeSequences : Sequences;
         var random = new Random(numHeads * 100 + headDim);
         int qDim = numHeads * headDim, kvDim = numKvHeads * headDim;
         var tables = DealShuffledBlockTables(random, blockSize, out int numBlocks, sequences);

@@ -13,18 +13,18 @@ namespace ModelCompiler.Tests.Kernels;
 [Collection(WorkerPoolCollection.Name)]
 public class AttentionThreadingTests
 {
-    private const int NumHeads = 8, NumKvHeads = 2, HeadDim = 24, BlockSize = 8;
+    private const int NumHeads = 8, NumKvHeads = 2, HeadDim = 24;
 
-    private static (ForwardBatch Batch, PagedKvCache Cache, float[] Q) Setup(bool breakTable)
+    private static (ForwardBatch Batch, PagedKvCache Cache, float[] Q) Setup(int blockSize, bool breakTable)
     {
         var random = new Random(11);
         int kvDim = NumKvHeads * HeadDim;
-        var cache = new PagedKvCache(2, 64, BlockSize, kvDim);
+        var cache = new PagedKvCache(2, 64, blockSize, kvDim);
         for (int layer = 0; layer < cache.NumLayers; layer++)
             for (int block = 0; block < cache.NumBlocks; block++)
-                for (int offset = 0; offset < BlockSize; offset++)
+                for (int offset = 0; offset < blockSize; offset++)
                     cache.WriteToken(layer, block, offset, KernelTestData.RandomFloats(random, kvDim, 0.5f), KernelTestData.RandomFloats(random, kvDim, 0.5f));
-        var batch = new ForwardBatch(128, 2, 32, BlockSize);
+        var batch = new ForwardBatch(128, 2, 32, blockSize);
         var tableA = Enumerable.Range(0, 25).Select(i => 63 - i).ToArray();
         var tableB = Enumerable.Range(0, 20).Select(i => i * 2).ToArray();
         if (breakTable) tableB[3] = -1;
@@ -33,9 +33,9 @@ public class AttentionThreadingTests
         return (batch, cache, KernelTestData.RandomFloats(random, 70 * NumHeads * HeadDim));
     }
 
-    private static float[] Run(int threads, bool breakTable = false)
+    private static float[] Run(int threads, int blockSize, bool breakTable = false)
     {
-        var (batch, cache, q) = Setup(breakTable);
+        var (batch, cache, q) = Setup(blockSize, breakTable);
         var output = new float[q.Length];
         int saved = WorkerPool.ThreadCount;
         WorkerPool.SetThreadCount(threads);
@@ -50,16 +50,21 @@ public class AttentionThreadingTests
         return output;
     }
 
-    [Fact]
-    public void Two_threads_give_exactly_the_single_thread_output()
+    // Blocks of 8 take the per-token job (PagedAttentionJob), blocks of 16 the query tiles (PrefillAttentionJob).
+    [Theory]
+    [InlineData(8)]
+    [InlineData(16)]
+    public void Two_threads_give_exactly_the_single_thread_output(int blockSize)
     {
-        Assert.Equal(Run(1), Run(2));
+        Assert.Equal(Run(1, blockSize), Run(2, blockSize));
     }
 
-    [Fact]
-    public void A_missing_block_is_reported_from_the_parallel_path()
+    [Theory]
+    [InlineData(8)]
+    [InlineData(16)]
+    public void A_missing_block_is_reported_from_the_parallel_path(int blockSize)
     {
-        var e = Assert.Throws<InvalidOperationException>(() => Run(2, breakTable: true));
+        var e = Assert.Throws<InvalidOperationException>(() => Run(2, blockSize, breakTable: true));
         Assert.Contains("does not cover", e.Message);
     }
 }

@@ -73,7 +73,7 @@ internal static unsafe class LinearKernel
         public byte* W;
         public nint RowBytes;
         public WeightDType DType;
-        public int NumTokens, InDim, OutDim, RowsPerChunk, TokensPerBlock;
+        public int NumTokens, InDim, OutDim, TokensPerBlock;
         /// <summary>Floats between activation rows in <see cref="X"/> in the panel mode (InDim, or InDim + 16 when padded).</summary>
         public int XStride;
         public bool Accumulate;
@@ -82,10 +82,16 @@ internal static unsafe class LinearKernel
         public float* Dx;
         public int* Start;
 
+        /// <summary>Rows per unit of the split (the tile's 4, the packed layout's 8-row group or the 32-row panel).</summary>
+        public int UnitRows;
+        public int NumUnits, NumChunks;
+
+        // Chunk i takes units [i·n/k, (i+1)·n/k): sizes differ by at most one unit.
         public void Execute(int chunk)
         {
-            int first = chunk * RowsPerChunk;
-            Rows(ref this, first, Math.Min(first + RowsPerChunk, OutDim));
+            int first = (int)((long)NumUnits * chunk / NumChunks) * UnitRows;
+            int end = (int)((long)NumUnits * (chunk + 1) / NumChunks) * UnitRows;
+            Rows(ref this, first, Math.Min(end, OutDim));
         }
     }
 
@@ -129,8 +135,8 @@ internal static unsafe class LinearKernel
             // few percent of one projection and measured ~1.4x on the 2048-wide one (2048 vs 2032 columns).
             int stride = inDim + 16;
             float* padded = (float*)Scratch.Activations((nint)numTokens * stride * sizeof(float));
-            for (int t = 0; t < numTokens; t++)
-                Buffer.MemoryCopy(x + (nint)t * inDim, padded + (nint)t * stride, (long)inDim * sizeof(float), (long)inDim * sizeof(float));
+            var copy = new PadRows { Source = x, Destination = padded, InDim = inDim, Stride = stride };
+            ParallelRows.Run(ref copy, numTokens, inDim);
             job.X = padded;
             job.XStride = stride;
         }
@@ -159,7 +165,6 @@ internal static unsafe class LinearKernel
         int threads = WorkerPool.ThreadCount;
         if (threads == 1 || macs < ParallelThresholdMacs)
         {
-            job.RowsPerChunk = outDim;
             // Small f32 matrices at one token take sixteen rows at a time; leftover rows go the usual way.
             int firstRow = job.Mode == Mode.Direct && SmallDecode.Applies(numTokens, w.DType, inDim, macs)
                 ? SmallDecode.Project(x, (float*)w.Data, inDim, y, outDim, accumulate) : 0;
@@ -167,14 +172,27 @@ internal static unsafe class LinearKernel
             return;
         }
         // Chunks per thread: a few, so that a descheduled thread costs little (DecodeChunksPerThread for one token,
-        // else eight); multiples of the 4-row tile, of the packed layout's 8-row groups, or of the 32-row float panel
-        // (so that only the matrix's last panel can be partial).
+        // else eight), of whole units: 4-row tiles, the packed layout's 8-row groups or 32-row float panels (so that
+        // only the matrix's last panel can be partial), dealt evenly. Rounding the chunk size up instead split
+        // Llama110M's 72-panel q|k|v projection into 15 chunks of 5 panels, 8 : 7 over two threads.
         int chunks = threads * (numTokens == 1 ? DecodeChunksPerThread : 8);
-        int rowsPerChunk = Math.Max(4, (outDim + chunks - 1) / chunks + 3 & ~3);
-        if (job.Mode == Mode.Packed) rowsPerChunk = Math.Max(8, (outDim + chunks - 1) / chunks + 7 & ~7);
-        if (panels) rowsPerChunk = (rowsPerChunk + FloatPanel.PanelRows - 1) / FloatPanel.PanelRows * FloatPanel.PanelRows;
-        job.RowsPerChunk = rowsPerChunk;
-        WorkerPool.Run(ref job, (outDim + rowsPerChunk - 1) / rowsPerChunk);
+        job.UnitRows = panels ? FloatPanel.PanelRows : job.Mode == Mode.Packed ? PackedQuantizedLayout.RowsPerGroup : 4;
+        job.NumUnits = (outDim + job.UnitRows - 1) / job.UnitRows;
+        job.NumChunks = Math.Min(chunks, job.NumUnits);
+        WorkerPool.Run(ref job, job.NumChunks);
+    }
+
+    /// <summary>Copies <c>[rows, InDim]</c> activations to rows <see cref="Stride"/> floats apart (the panel mode's padding).</summary>
+    private struct PadRows : IRowRange
+    {
+        public float* Source, Destination;
+        public int InDim, Stride;
+
+        public readonly void Rows(int first, int end)
+        {
+            for (int t = first; t < end; t++)
+                Buffer.MemoryCopy(Source + (nint)t * InDim, Destination + (nint)t * Stride, (long)InDim * sizeof(float), (long)InDim * sizeof(float));
+        }
     }
 
     private static void ComputeRows(ref Job job, int firstRow, int endRow)
@@ -337,8 +355,8 @@ internal static unsafe class LinearKernel
     }
 
     // Load-time panels (FloatPanelLayout), any token count: nothing to pack; one token takes the panel's k-major
-    // stream with four k-chains, more run the microkernel. A chunk starts on a panel boundary (rowsPerChunk is a
-    // multiple of 32), so only the matrix's last panel can be partial.
+    // stream with four k-chains, more run the microkernel. A chunk starts on a panel boundary (chunks are whole panels),
+    // so only the matrix's last panel can be partial.
     private static void RunLoadedPanels<TPanel>(ref Job job, int firstRow, int endRow) where TPanel : struct, IPanelElement
     {
         int k = job.InDim;
