@@ -39,6 +39,8 @@ public class LinearDTypeTests
                     data.Add(dtype, threads, numTokens, quantized ? 160 : 172, 5);
                 }
                 data.Add(dtype, threads, 1, 768, 257);
+                // One token over two threads: a large chunk each, then a tail of small chunks that does not divide evenly.
+                data.Add(dtype, threads, 1, 256, 1000);
                 data.Add(dtype, threads, 2, quantized ? 256 : 250, 130);
                 if (quantized) continue;
                 // The packed outer-product path: token counts around its threshold (16) and its groups of up to 12,
