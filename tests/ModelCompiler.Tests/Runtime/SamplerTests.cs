@@ -3,6 +3,7 @@ using Xunit;
 
 namespace ModelCompiler.Tests.Runtime;
 
+[Trait("Category", TestCategories.CpuPaths)]
 public sealed class SamplerTests
 {
     // Logits whose softmax at T = 1 is exactly (0.1, 0.2, 0.3, 0.4).
