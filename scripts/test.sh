@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README: everything it needs, from a fresh Debian machine with the .NET SDK.
-#   1. the whole xunit suite (compiler, generator, runtime, engines against the reference), Release;
+#   1. the whole xunit suite (compiler, generator, runtime, engines against the reference), Release; then its
+#      CPU-dependent tests again at each lower instruction level (AVX-512 without AVX-VNNI, AVX2 with and without
+#      it, Vector128 only, no intrinsics), which the runtime's DOTNET_Enable* knobs select;
 #   2. the Stories260K engine published with Native AOT: zero trimming/AOT warnings, and greedy output
 #      byte-identical to the JIT build's, in f32 and from q8_0 and q4_0 files (the native code generator
 #      is not the JIT's: .NET 9's AOT compiler miscompiled the q8_0/q4_0 prefill tile, which no JIT test saw);
@@ -38,6 +40,58 @@ if [ "$status" -ne 0 ]; then
   echo "$passed passed, $failed failed"
   exit "$status"
 fi
+
+echo "== the CPU-dependent tests again at each lower instruction level"
+# The run above tests the kernel paths this CPU selects (AVX-512 with AVX-VNNI on the project's machine). Here the
+# tests tagged Category=CpuPaths (kernels against naive loops, the engines against the float64 reference, sampling,
+# the KV cache) run again with instruction sets disabled in the JIT by the runtime's knobs. .NET 10's names:
+# DOTNET_EnableAVX512 covers AVX-512 F/BW/CD/DQ/VL (DOTNET_EnableAVX512F no longer does anything), DOTNET_EnableAVX2=0
+# also drops FMA, AVX-VNNI and AVX-512, DOTNET_EnableHWIntrinsic=0 drops every intrinsic. MODELCOMPILER_EXPECT_ISA
+# names the level CpuPathTests must find (CpuFeatures.Level), so a knob that stops working fails here instead of
+# testing AVX-512 again. A level needs its instructions in this CPU (the flags listed); one it lacks is skipped.
+cpu_flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2 || true) "
+has_flags() { for f in "$@"; do [[ "$cpu_flags" == *" $f "* ]] || return 1; done; }
+avx512_flags="avx512f avx512bw avx512cd avx512dq avx512vl"
+# expected level | knobs | CPU flags needed | which CPUs run these paths
+isa_levels=(
+  "avx512|DOTNET_EnableAVXVNNI=0 DOTNET_PreferredVectorBitWidth=512|$avx512_flags|AVX-512 without AVX-VNNI (Skylake-X to Ice Lake, Zen 4)"
+  "avx2+vnni|DOTNET_EnableAVX512=0|avx2 fma avx_vnni|AVX2 with AVX-VNNI (Alder Lake and later client cores)"
+  "avx2|DOTNET_EnableAVX512=0 DOTNET_EnableAVXVNNI=0|avx2 fma|AVX2 (Haswell to Comet Lake, Zen 1-3)"
+  "avx2|DOTNET_PreferredVectorBitWidth=256 DOTNET_EnableAVXVNNI=0|$avx512_flags|AVX-512F present, Vector512 off (.NET's default on Skylake-X and Cascade Lake)"
+  "portable|DOTNET_EnableAVX2=0|sse4_2|Vector128 only (pre-AVX2 x86; the vector width of ARM64)"
+  "scalar|DOTNET_EnableHWIntrinsic=0||no hardware intrinsics"
+)
+for entry in "${isa_levels[@]}"; do
+  IFS='|' read -r level knobs flags what <<< "$entry"
+  # shellcheck disable=SC2086 # the flag list is split on purpose
+  if ! has_flags $flags; then
+    echo "-- $level ($what): skipped, this CPU lacks one of: $flags"
+    continue
+  fi
+  echo "-- $level ($what): $knobs"
+  level_log=$(mktemp)
+  level_start=$SECONDS
+  set +e
+  # shellcheck disable=SC2086 # the knobs are separate variables
+  env $knobs MODELCOMPILER_EXPECT_ISA="$level" \
+    dotnet test tests/ModelCompiler.Tests -c Release --no-build --filter Category=CpuPaths 2>&1 | tee "$level_log"
+  level_status=${PIPESTATUS[0]}
+  set -e
+  level_passed=$(grep -oE 'Passed: +[0-9]+' "$level_log" | awk '{s += $2} END {print s + 0}')
+  level_failed=$(grep -oE 'Failed: +[0-9]+' "$level_log" | awk '{s += $2} END {print s + 0}')
+  rm -f "$level_log"
+  passed=$((passed + level_passed))
+  failed=$((failed + level_failed))
+  echo "-- $level: $level_passed passed, $level_failed failed in $((SECONDS - level_start)) s"
+  if [ "$level_status" -ne 0 ]; then
+    echo "$passed passed, $failed failed"
+    exit "$level_status"
+  fi
+  if [ "$level_passed" -lt 100 ]; then
+    echo "error: only $level_passed tests ran at $level; the Category=CpuPaths filter has lost its tests" >&2
+    exit 1
+  fi
+done
 
 echo "== Native AOT: publish Stories260K and compare its output with the JIT build"
 publish_log=$(mktemp)

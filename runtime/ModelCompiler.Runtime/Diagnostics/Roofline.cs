@@ -26,8 +26,13 @@ public static unsafe class Roofline
     /// <summary>Independent FMA chains per thread: latency 4 × 2 pipes needs 8; 16 leaves margin and fits the 32 zmm registers.</summary>
     private const int NumChains = 16;
 
-    /// <summary>f32 lanes per FMA of the widest path this process runs.</summary>
-    public static int FmaLanes => Avx512F.IsSupported ? 16 : Fma.IsSupported && Avx.IsSupported ? 8 : 1;
+    /// <summary>
+    /// f32 lanes per FMA of the widest path this process runs: 512-bit only where the kernels use Vector512
+    /// (<c>CpuFeatures.UseVector512</c>), not wherever AVX-512F exists: .NET leaves Vector512 off by default on CPUs
+    /// whose 512-bit instructions lower the clock (Skylake-X, Cascade Lake) and under <c>DOTNET_PreferredVectorBitWidth=256</c>,
+    /// and the kernels then run 256-bit code, whose peak is half.
+    /// </summary>
+    public static int FmaLanes => Kernels.MatMul.CpuFeatures.UseVector512 ? 16 : Fma.IsSupported && Avx.IsSupported ? 8 : 1;
 
     /// <summary>Measures both limits.</summary>
     /// <param name="numThreads">Threads to spread each probe over (normally one per core).</param>
@@ -139,7 +144,7 @@ public static unsafe class Roofline
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static float FmaChains(long iterations)
     {
-        if (Avx512F.IsSupported) return FmaChains512(iterations);
+        if (Kernels.MatMul.CpuFeatures.UseVector512) return FmaChains512(iterations);
         if (Fma.IsSupported && Avx.IsSupported) return FmaChains256(iterations);
         float m = 0.999f, c = 1e-3f;
         float s0 = 0, s1 = 0.1f, s2 = 0.2f, s3 = 0.3f;

@@ -32,6 +32,7 @@ internal sealed record BenchReport(
         json.WriteString("weights", Weights);
         json.WriteString("matrixDTypes", MatrixDTypes);
         json.WriteNumber("threads", NumThreads);
+        json.WriteString("cpuKernels", Kernels.MatMul.CpuFeatures.Level);
         json.WriteNumber("promptTokens", o.NumPromptTokens);
         json.WriteNumber("genTokens", o.NumDecodeSteps);
         json.WriteNumber("repetitions", o.NumRepetitions);
@@ -67,7 +68,7 @@ internal sealed record BenchReport(
     {
         var ci = CultureInfo.InvariantCulture;
         var o = Timings.Options;
-        w.WriteLine(string.Format(ci, "{0}: {1}; matrices {2}; {3} thread(s)", Model, Weights, MatrixDTypes, NumThreads));
+        w.WriteLine(string.Format(ci, "{0}: {1}; matrices {2}; {3} thread(s); {4} kernels", Model, Weights, MatrixDTypes, NumThreads, Kernels.MatMul.CpuFeatures.Level));
         w.WriteLine(string.Format(ci, "prompt {0} tokens, {1} decode steps, {2} repetitions after {3} warm-up", o.NumPromptTokens, o.NumDecodeSteps, o.NumRepetitions, Timings.NumWarmupsRun));
         w.WriteLine();
         w.WriteLine(string.Format(ci, "  prefill                {0,12:F1} tokens/s   {1,8:F1} GFLOP/s{2}",

@@ -13,6 +13,7 @@ namespace ModelCompiler.Tests.Engine;
 /// position (max abs difference ≤ 1e-4), for one sequence and for batches whose block tables
 /// interleave in the KV pool, and greedy token ids over 256 steps.
 /// </summary>
+[Trait("Category", TestCategories.CpuPaths)]
 public class GeneratedEngineTests
 {
     [Fact]

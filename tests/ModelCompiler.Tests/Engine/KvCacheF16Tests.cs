@@ -14,6 +14,7 @@ namespace ModelCompiler.Tests.Engine;
 /// keeps K and V in double): the only difference is the rounding of every cached key and value to f16, so the
 /// logits differ by more than the f32 engine's 1e-4 but stay within <see cref="F16LogitsTolerance"/>.
 /// </summary>
+[Trait("Category", TestCategories.CpuPaths)]
 public class KvCacheF16Tests(ITestOutputHelper output)
 {
     /// <summary>
@@ -102,6 +103,7 @@ public sealed class KvCacheF16DeviceTests
 /// compilation replacing a method mid-run was seen to, 1–8 KB in full-suite runs), while a per-step allocation of
 /// any size shows in every step.
 /// </summary>
+[Trait("Category", TestCategories.CpuPaths)]
 public class DecodeAllocationTests
 {
     [Theory]

@@ -17,6 +17,7 @@ namespace ModelCompiler.Tests.Formats;
 /// test output) with margin; a regression in conversion, the reader or a kernel's format path trips them.
 /// In Stories260K the down projection's 172 columns are not whole blocks, so q8_0/q4_0 files keep it f16 (llama.cpp's fallback).
 /// </summary>
+[Trait("Category", TestCategories.CpuPaths)]
 public class QuantizationAccuracyTests(ITestOutputHelper output)
 {
     // dtype, minimum top-1 agreement, maximum mean KL (nats). Measured on Stories260K over StoryTokens (84 positions),

@@ -34,6 +34,7 @@ public class BenchCommandTests
         Assert.Contains("stories260K.bin", root.GetProperty("weights").GetString());
         Assert.Equal("f32", root.GetProperty("matrixDTypes").GetString());
         Assert.Equal(2, root.GetProperty("threads").GetInt32());
+        Assert.Equal(ModelCompiler.Runtime.Kernels.MatMul.CpuFeatures.Level, root.GetProperty("cpuKernels").GetString());
         Assert.Equal(8, root.GetProperty("promptTokens").GetInt32());
         Assert.Equal(8, root.GetProperty("genTokens").GetInt32());
         Assert.Equal(2, root.GetProperty("repetitions").GetInt32());

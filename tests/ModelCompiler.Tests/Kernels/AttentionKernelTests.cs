@@ -11,6 +11,7 @@ namespace ModelCompiler.Tests.Kernels;
 /// with several sequences of different lengths in one batch and block tables dealt from a shuffled pool
 /// one block at a time, so that the tables interleave and no sequence's blocks are contiguous.
 /// </summary>
+[Trait("Category", TestCategories.CpuPaths)]
 public class AttentionKernelTests
 {
     private const int NumLayers = 2;

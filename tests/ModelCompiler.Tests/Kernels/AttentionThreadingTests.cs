@@ -10,6 +10,7 @@ namespace ModelCompiler.Tests.Kernels;
 /// threads must equal the single-thread output exactly (each chunk does the same arithmetic wherever it runs),
 /// and a bad block table must still surface as the documented exception from a worker.
 /// </summary>
+[Trait("Category", TestCategories.CpuPaths)]
 [Collection(WorkerPoolCollection.Name)]
 public class AttentionThreadingTests
 {

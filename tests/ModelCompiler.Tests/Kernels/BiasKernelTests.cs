@@ -5,6 +5,7 @@ using Xunit;
 namespace ModelCompiler.Tests.Kernels;
 
 /// <summary>The bias add of Qwen2's q/k/v projections, and the checkpoint names its biases bind from.</summary>
+[Trait("Category", TestCategories.CpuPaths)]
 public class BiasKernelTests
 {
     [Theory]

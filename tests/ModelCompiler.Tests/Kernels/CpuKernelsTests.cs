@@ -10,6 +10,7 @@ namespace ModelCompiler.Tests.Kernels;
 /// Each non-attention kernel against a naive double-precision loop written here, at widths that are not
 /// multiples of any vector size (1, 7, 17, 33, 70, 129) so every SIMD tail runs.
 /// </summary>
+[Trait("Category", TestCategories.CpuPaths)]
 public class CpuKernelsTests
 {
     public static TheoryData<int> OddWidths => new() { 1, 7, 17, 33, 70, 129 };

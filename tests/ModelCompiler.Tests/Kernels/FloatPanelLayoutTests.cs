@@ -18,6 +18,7 @@ namespace ModelCompiler.Tests.Kernels;
 /// one activation block, 4096-wide rows (the padded activation copy), accumulate mode, one to three threads. Then the
 /// rows read back from the panels, and a CPU runner whose large matrices are packed against the float64 reference.
 /// </summary>
+[Trait("Category", TestCategories.CpuPaths)]
 [Collection(WorkerPoolCollection.Name)]
 public class FloatPanelLayoutTests
 {

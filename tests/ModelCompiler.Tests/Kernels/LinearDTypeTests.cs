@@ -22,6 +22,7 @@ namespace ModelCompiler.Tests.Kernels;
 /// nearest), so each xⱼ moves by at most d/2 = max_b|x|/254 and the dot product by at most
 /// Σ_b (max_b|x| / 254)·Σ_{j∈b}|wⱼ|; that bound (plus the accumulation term) is what those outputs are held to.
 /// </remarks>
+[Trait("Category", TestCategories.CpuPaths)]
 [Collection(WorkerPoolCollection.Name)]
 public class LinearDTypeTests
 {
@@ -42,7 +43,13 @@ public class LinearDTypeTests
                 // One token over two threads: a large chunk each, then a tail of small chunks that does not divide evenly.
                 data.Add(dtype, threads, 1, 256, 1000);
                 data.Add(dtype, threads, 2, quantized ? 256 : 250, 130);
-                if (quantized) continue;
+                if (quantized)
+                {
+                    // Either side of the switch from int8 activations to widened weights (16 tokens).
+                    data.Add(dtype, threads, 15, 96, 37);
+                    data.Add(dtype, threads, 16, 160, 37);
+                    continue;
+                }
                 // The packed outer-product path: token counts around its threshold (16) and its groups of up to 12,
                 // 32-row panels with a partial last one (70 = 2·32 + 6, 100 over two threads' chunks), k with and
                 // without a 16-wide tail.

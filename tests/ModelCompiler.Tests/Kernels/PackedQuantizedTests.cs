@@ -16,6 +16,7 @@ namespace ModelCompiler.Tests.Kernels;
 /// activations to int8 blocks at every token count, so every output is held to the int8-activation bound of
 /// <see cref="LinearDTypeTests"/>.
 /// </summary>
+[Trait("Category", TestCategories.CpuPaths)]
 [Collection(WorkerPoolCollection.Name)]
 public class PackedQuantizedTests
 {

@@ -10,6 +10,7 @@ namespace ModelCompiler.Tests.Kernels;
 /// reference, three sequences batched together with chunked prefill and decode steps over paged,
 /// shuffled block tables from the real <see cref="BlockManager"/>. Agreement validates both sides.
 /// </summary>
+[Trait("Category", TestCategories.CpuPaths)]
 public class ReferenceTransformerTests
 {
     private const double LogitsTolerance = 1e-4;

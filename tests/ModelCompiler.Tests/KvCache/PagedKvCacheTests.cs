@@ -5,6 +5,7 @@ using Xunit;
 namespace ModelCompiler.Tests.KvCache;
 
 /// <summary>The pool's own contract, for both element types: what is written is read back (rounded for f16), copy-on-write copies whole blocks of every layer, sizes.</summary>
+[Trait("Category", TestCategories.CpuPaths)]
 public class PagedKvCacheTests
 {
     [Theory]

@@ -3,6 +3,7 @@ using Xunit;
 
 namespace ModelCompiler.Tests.Runtime;
 
+[Trait("Category", TestCategories.CpuPaths)]
 public sealed class SamplerTests
 {
     // Logits whose softmax at T = 1 is exactly (0.1, 0.2, 0.3, 0.4).
@@ -113,9 +114,17 @@ public sealed class SamplerTests
         float[] logits = RandomLogits(new Random(3), 32000);
         var sampler = new Sampler(32000, new SamplingOptions(Temperature: 0.9f, TopK: 40, TopP: 0.9f, Seed: 1));
         sampler.Sample(logits);
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 20; i++) sampler.Sample(logits);
-        Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
+        // Each call measured on its own: the runtime itself may allocate on the thread now and then (tiered
+        // compilation replacing a method mid-run; seen once in a loaded full-suite run, 1.3 KB over 20 calls), while an
+        // allocation of the sampler's shows in every call.
+        int numAllocating = 0;
+        for (int i = 0; i < 40; i++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            sampler.Sample(logits);
+            if (GC.GetAllocatedBytesForCurrentThread() != before) numAllocating++;
+        }
+        Assert.True(numAllocating <= 2, $"{numAllocating} of 40 calls allocated");
     }
 
     [Fact]

@@ -7,6 +7,12 @@ namespace ModelCompiler.Runtime.Kernels.MatMul;
 /// Instruction-set choices, read once. As static readonly fields they are constants to the tiered JIT and to
 /// Native AOT (with <c>IlcInstructionSet</c> set), so the untaken paths are removed from the compiled kernels.
 /// </summary>
+/// <remarks>
+/// Every kernel choice that depends on the CPU goes through these fields (or, for the element-wise kernels, through
+/// <c>Vector256/Vector128.IsHardwareAccelerated</c>, which agree with them), so that <see cref="Level"/> names what
+/// runs. The test command runs the kernel and engine tests once per <see cref="Level"/> with the runtime's
+/// <c>DOTNET_Enable*</c> knobs and checks this name, so a knob that stops working fails instead of re-testing AVX-512.
+/// </remarks>
 internal static class CpuFeatures
 {
     /// <summary>The f32/f16/bf16 tiles use Vector512 (AVX-512F).</summary>
@@ -17,4 +23,15 @@ internal static class CpuFeatures
 
     /// <summary>AVX-VNNI's vpdpbusd replaces maddubs + madd.</summary>
     public static readonly bool UseVnni = AvxVnni.IsSupported;
+
+    /// <summary>
+    /// The kernel paths this process runs, as one name: <c>avx512</c> (Vector512 float tiles and panels; q8_0/q4_0 in
+    /// AVX2 integer tiles, widened to f32 for prefill), <c>avx2</c> (no Vector512: float types decode rows and take
+    /// Vector256 dot products; q8_0/q4_0 in AVX2 integer tiles for decode), <c>portable</c> (no AVX2: every type
+    /// decodes rows to f32, dot products in Vector128) or <c>scalar</c> (no hardware intrinsics at all); <c>+vnni</c>
+    /// when AVX-VNNI is used too (q8_0/q4_0 packed at load into 8-row groups, any token count).
+    /// </summary>
+    public static readonly string Level =
+        (UseVector512 ? "avx512" : UseInt8 ? "avx2" : Vector128.IsHardwareAccelerated ? "portable" : "scalar")
+        + (UseInt8 && UseVnni ? "+vnni" : "");
 }
