@@ -197,45 +197,104 @@ public static partial class CpuKernels
     }
 
     /// <summary>
-    /// Cuts the batch's runs of consecutive positions of one sequence into query tiles (a decode token is a tile of
-    /// one) and runs <paramref name="job"/> over tiles × KV heads × head blocks.
+    /// Cuts the batch's runs of consecutive positions of one sequence into query tiles and runs them (tiles × KV heads ×
+    /// head blocks) in one parallel run with the tokens of runs too short to fill a tile usefully (decode tokens of a
+    /// mixed batch), which take <see cref="PagedAttentionJob{TKv}"/> on compacted copies of their queries and positions.
     /// </summary>
     private static unsafe void RunPrefillAttention<TKv>(PrefillAttentionJob<TKv> job, ForwardBatch batch, bool parallel) where TKv : struct, IKvElements
     {
-        int groupSize = job.Shape.NumHeads / job.Shape.NumKvHeads;
+        ref readonly var shape = ref job.Shape;
+        int groupSize = shape.NumHeads / shape.NumKvHeads;
         job.HeadsPerChunk = Math.Min(groupSize, PrefillAttentionJob<TKv>.Lanes);
         job.HeadBlocksPerKvHead = (groupSize + job.HeadsPerChunk - 1) / job.HeadsPerChunk;
         int tokensPerTile = PrefillAttentionJob<TKv>.Lanes / job.HeadsPerChunk;
-        int numTokens = batch.NumTokens;
-        var tiles = t_queryTiles is { } cached && cached.Length >= 2 * numTokens ? cached : (t_queryTiles = new int[2 * numTokens]);
-        int numTiles = 0;
+        int numTokens = batch.NumTokens, qDim = shape.NumHeads * shape.HeadDim;
+        // [tile first tokens | tile token counts | short-run tokens | their positions | their sequences]
+        var ints = t_queryTiles is { } cached && cached.Length >= 5 * numTokens ? cached : (t_queryTiles = new int[5 * numTokens]);
+        int numTiles = 0, numShort = 0;
         for (int t = 0; t < numTokens;)
         {
             int run = QueryRunLength(batch, t);
+            if (run * job.HeadsPerChunk < MinTileRows)
+            {
+                for (int i = 0; i < run; i++)
+                {
+                    ints[2 * numTokens + numShort] = t + i;
+                    ints[3 * numTokens + numShort] = batch.Positions[t + i];
+                    ints[4 * numTokens + numShort] = batch.SequenceOfToken[t + i];
+                    numShort++;
+                }
+                t += run;
+                continue;
+            }
             // Equal tiles: a run of 40 with tiles of 16 as 14 + 13 + 13, so that no chunk is mostly empty lanes.
             int runTiles = (run + tokensPerTile - 1) / tokensPerTile;
             for (int i = 0; i < runTiles; i++)
             {
                 int first = run * i / runTiles, end = run * (i + 1) / runTiles;
-                tiles[numTiles] = t + first;
-                tiles[numTokens + numTiles] = end - first;
+                ints[numTiles] = t + first;
+                ints[numTokens + numTiles] = end - first;
                 numTiles++;
             }
             t += run;
         }
-        fixed (int* pTiles = tiles)
+        int scratchFloats = 2 * numShort * qDim;
+        var floats = t_shortRunRows is { } rows && rows.Length >= scratchFloats ? rows : (t_shortRunRows = new float[Math.Max(scratchFloats, 1)]);
+        fixed (int* pInts = ints)
+        fixed (float* pFloats = floats)
         {
-            job.TileFirstToken = pTiles;
-            job.TileTokens = pTiles + numTokens;
+            job.TileFirstToken = pInts;
+            job.TileTokens = pInts + numTokens;
             job.NumTiles = numTiles;
+            var mixed = new MixedAttentionJob<TKv> { Tiles = job, TileChunks = job.NumChunks };
+            float* shortQ = pFloats, shortOutput = pFloats + numShort * qDim;
+            if (numShort > 0)
+            {
+                int* shortTokens = pInts + 2 * numTokens;
+                for (int i = 0; i < numShort; i++)
+                    Buffer.MemoryCopy(shape.Q + (nint)shortTokens[i] * shape.QRowStride, shortQ + (nint)i * qDim, (long)qDim * sizeof(float), (long)qDim * sizeof(float));
+                var tokenShape = shape;
+                tokenShape.Q = shortQ;
+                tokenShape.QRowStride = qDim;
+                tokenShape.Output = shortOutput;
+                tokenShape.Positions = pInts + 3 * numTokens;
+                tokenShape.SequenceOfToken = pInts + 4 * numTokens;
+                tokenShape.PrefetchRuns = false;
+                tokenShape.KvHeadsPerChunk = 1;
+                mixed.Tokens = new PagedAttentionJob<TKv> { Shape = tokenShape, Keys = job.Keys, Values = job.Values };
+            }
+            int numChunks = mixed.TileChunks + numShort * shape.NumKvHeads;
             if (!parallel)
-                for (int chunk = 0, n = job.NumChunks; chunk < n; chunk++) job.Execute(chunk);
+                for (int chunk = 0; chunk < numChunks; chunk++) mixed.Execute(chunk);
             else
-                Threading.WorkerPool.Run(ref job, job.NumChunks);
+                Threading.WorkerPool.Run(ref mixed, numChunks);
+            for (int i = 0; i < numShort; i++)
+                Buffer.MemoryCopy(shortOutput + (nint)i * qDim, shape.Output + (nint)pInts[2 * numTokens + i] * qDim, (long)qDim * sizeof(float), (long)qDim * sizeof(float));
         }
     }
 
-    // First token and token count of each query tile, per calling thread (reused: attention runs once per layer).
+    /// <summary>The query tiles' chunks, then one chunk per (short-run token, KV head) of the per-token job.</summary>
+    private struct MixedAttentionJob<TKv> : Threading.IParallelJob where TKv : struct, IKvElements
+    {
+        public PrefillAttentionJob<TKv> Tiles;
+        public PagedAttentionJob<TKv> Tokens;
+        public int TileChunks;
+
+        public void Execute(int chunk)
+        {
+            if (chunk < TileChunks) Tiles.Execute(chunk);
+            else Tokens.Execute(chunk - TileChunks);
+        }
+    }
+
+    // Query rows (tokens × heads of a block) below which a run's tokens take the per-token job: a tile that fills
+    // fewer lanes computes mostly empty ones, where the per-token job puts 16 positions in the lanes instead.
+    private const int MinTileRows = 4;
+
+    // Compacted queries and outputs of the short runs' tokens, per calling thread.
+    [ThreadStatic] private static float[]? t_shortRunRows;
+
+    // Tiles and short-run tokens (see RunPrefillAttention), per calling thread (reused: attention runs once per layer).
     [ThreadStatic] private static int[]? t_queryTiles;
 
     /// <summary>Tokens from <paramref name="t"/> on that continue its sequence at consecutive positions.</summary>
