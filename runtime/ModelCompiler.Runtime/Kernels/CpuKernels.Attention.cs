@@ -259,11 +259,13 @@ public static partial class CpuKernels
                 tokenShape.Output = shortOutput;
                 tokenShape.Positions = pInts + 3 * numTokens;
                 tokenShape.SequenceOfToken = pInts + 4 * numTokens;
-                tokenShape.PrefetchRuns = false;
-                tokenShape.KvHeadsPerChunk = 1;
+                // The decode tokens of a serving step: their KV comes cold from DRAM like a decode step's, so they
+                // prefetch and read several KV heads per chunk the same way (see PagedAttentionJob.KvHeadsPerChunk).
+                tokenShape.PrefetchRuns = numShort <= MaxPrefetchTokens;
+                tokenShape.KvHeadsPerChunk = PagedAttentionJob<F32Kv>.KvHeadsPerChunk(shape.NumHeads, shape.NumKvHeads, shape.HeadDim, shape.BlockSize, numShort, parallel ? Threading.WorkerPool.ThreadCount : 1);
                 mixed.Tokens = new PagedAttentionJob<TKv> { Shape = tokenShape, Keys = job.Keys, Values = job.Values };
             }
-            int numChunks = mixed.TileChunks + numShort * shape.NumKvHeads;
+            int numChunks = mixed.TileChunks + (numShort > 0 ? numShort * (shape.NumKvHeads / mixed.Tokens.Shape.KvHeadsPerChunk) : 0);
             if (!parallel)
                 for (int chunk = 0; chunk < numChunks; chunk++) mixed.Execute(chunk);
             else
