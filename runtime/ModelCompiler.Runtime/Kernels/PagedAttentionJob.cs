@@ -52,6 +52,23 @@ internal unsafe struct AttentionShape
     /// </summary>
     public int KvHeadsPerChunk;
     /// <summary>
+    /// Element offset, in the layer's keys or values, of a sequence's logical block (both attention jobs' one lookup); a
+    /// block the table lacks is an error naming batch token <paramref name="t"/> of <paramref name="sequence"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly nint BlockOffset(int* blockTable, int logicalBlock, int t, int sequence)
+    {
+        int block = blockTable[logicalBlock];
+        if ((uint)block >= (uint)NumBlocks) ThrowUncovered(t, sequence, logicalBlock * BlockSize);
+        return (nint)(LayerOffset + (long)block * BlockSize * KvDim);
+    }
+
+    // Kept out of line so that the lookup above inlines into the kernels' loops.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowUncovered(int t, int sequence, int position) =>
+        throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {position}, which its block table does not cover.");
+
+    /// <summary>
     /// Prefetch each next block's keys and values (wide heads only): set for decode-sized batches, whose KV comes cold
     /// from DRAM after a step's weights went through the caches; a prefill revisits the same hot blocks for every token.
     /// </summary>
@@ -88,20 +105,6 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
 
     public AttentionShape Shape;
     public byte* Keys, Values;
-
-    /// <summary>Element offset of a sequence's logical block in the layer; a block the table lacks is an error.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private readonly nint BlockOffset(int* blockTable, int logicalBlock, int t, int sequence)
-    {
-        int block = blockTable[logicalBlock];
-        if ((uint)block >= (uint)Shape.NumBlocks) ThrowUncovered(t, sequence, logicalBlock * Shape.BlockSize);
-        return (nint)(Shape.LayerOffset + (long)block * Shape.BlockSize * Shape.KvDim);
-    }
-
-    // Kept out of line so that the lookup above inlines into the run loop.
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void ThrowUncovered(int t, int sequence, int position) =>
-        throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {position}, which its block table does not cover.");
 
     public void Execute(int chunk)
     {
@@ -156,7 +159,7 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                 {
                     runStarts[numRuns] = i;
                     // Channel c of KV head h, slot o: element (h × headDim + c) × blockSize + o of the block.
-                    runOffsets[numRuns] = BlockOffset(blockTable, logicalBlock, t, sequence) + offset;
+                    runOffsets[numRuns] = s.BlockOffset(blockTable, logicalBlock, t, sequence) + offset;
                     i += Math.Min(blockSize - offset, tileLength - i);
                 }
                 runStarts[numRuns] = tileLength;

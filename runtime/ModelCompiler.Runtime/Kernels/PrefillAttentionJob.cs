@@ -105,11 +105,8 @@ internal unsafe struct PrefillAttentionJob<TKv> : Threading.IParallelJob where T
             for (int g = 0; g < numGroups; g++)
             {
                 int position = tileStart + g * Lanes;
-                int logicalBlock = position / blockSize;
-                int block = blockTable[logicalBlock];
-                if ((uint)block >= (uint)s.NumBlocks) ThrowUncovered(firstToken, sequence, logicalBlock * blockSize);
                 // Channel c of this KV head at slot o: element (kvHead × headDim + c) × blockSize + o of the block.
-                nint offset = (nint)(s.LayerOffset + (long)block * blockSize * s.KvDim) + kvHeadElements + position % blockSize;
+                nint offset = s.BlockOffset(blockTable, position / blockSize, firstToken, sequence) + kvHeadElements + position % blockSize;
                 byte* k = Keys + offset * TKv.Size;
                 if (TKv.Size == sizeof(float))
                     Scores((float*)k, blockSize, queries, headDim, scores + g * Lanes * Lanes);
@@ -206,10 +203,6 @@ internal unsafe struct PrefillAttentionJob<TKv> : Threading.IParallelJob where T
             }
         }
     }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void ThrowUncovered(int t, int sequence, int position) =>
-        throw new InvalidOperationException($"Token {t} (sequence {sequence}) attends position {position}, which its block table does not cover.");
 
     /// <summary>
     /// Scores of 16 consecutive positions for the 16 rows: <c>scores[j, r] = Σ_c k[c × channelStride + j] × queries[c, r]</c>,
