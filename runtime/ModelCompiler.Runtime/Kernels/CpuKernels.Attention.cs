@@ -231,7 +231,7 @@ public static partial class CpuKernels
             int runTiles = (run + tokensPerTile - 1) / tokensPerTile;
             for (int i = 0; i < runTiles; i++)
             {
-                int first = run * i / runTiles, end = run * (i + 1) / runTiles;
+                int first = Threading.ParallelRows.ShareStart(run, runTiles, i), end = Threading.ParallelRows.ShareStart(run, runTiles, i + 1);
                 ints[numTiles] = t + first;
                 ints[numTokens + numTiles] = end - first;
                 numTiles++;
@@ -299,11 +299,15 @@ public static partial class CpuKernels
     // Tiles and short-run tokens (see RunPrefillAttention), per calling thread (reused: attention runs once per layer).
     [ThreadStatic] private static int[]? t_queryTiles;
 
-    /// <summary>Tokens from <paramref name="t"/> on that continue its sequence at consecutive positions.</summary>
-    private static int QueryRunLength(ForwardBatch batch, int t)
+    /// <summary>
+    /// Tokens from <paramref name="t"/> on (at most <paramref name="maxCount"/>, by default to the end of the batch) that
+    /// continue its sequence at consecutive positions.
+    /// </summary>
+    private static int QueryRunLength(ForwardBatch batch, int t, int maxCount = int.MaxValue)
     {
         int sequence = batch.SequenceOfToken[t], position = batch.Positions[t], count = 1;
-        while (t + count < batch.NumTokens && batch.SequenceOfToken[t + count] == sequence && batch.Positions[t + count] == position + count) count++;
+        int limit = Math.Min(maxCount, batch.NumTokens - t);
+        while (count < limit && batch.SequenceOfToken[t + count] == sequence && batch.Positions[t + count] == position + count) count++;
         return count;
     }
 
@@ -349,10 +353,8 @@ public static partial class CpuKernels
             int block = batch.BlockTable(sequence)[position / blockSize];
             if (block < 0)
                 throw new InvalidOperationException($"Token {t} at position {position} has no block in its sequence's table.");
-            int offset = position % blockSize, count = 1;
-            while (t + count < end && offset + count < blockSize
-                && batch.SequenceOfToken[t + count] == sequence && batch.Positions[t + count] == position + count)
-                count++;
+            int offset = position % blockSize;
+            int count = QueryRunLength(batch, t, Math.Min(end - t, blockSize - offset));
             cache.WriteTokens(layer, block, offset, count, k.Slice(t * kRowStride), kRowStride, v.Slice(t * vRowStride), vRowStride);
             t += count;
         }

@@ -37,13 +37,18 @@ internal static class ParallelRows
         WorkerPool.Run(ref job, job.NumChunks);
     }
 
+    /// <summary>
+    /// Where share <paramref name="share"/> of <paramref name="count"/> items dealt evenly into <paramref name="shares"/>
+    /// begins (share i is <c>[i·n/k, (i+1)·n/k)</c>, so sizes differ by at most one; <paramref name="share"/> =
+    /// <paramref name="shares"/> gives the end).
+    /// </summary>
+    public static int ShareStart(int count, int shares, int share) => (int)((long)count * share / shares);
+
     private struct Job<TBody> : IParallelJob where TBody : struct, IRowRange
     {
         public TBody Body;
         public int NumRows, NumChunks;
 
-        // Equal shares: chunk i takes rows [i·n/k, (i+1)·n/k).
-        public void Execute(int chunk) =>
-            Body.Rows((int)((long)NumRows * chunk / NumChunks), (int)((long)NumRows * (chunk + 1) / NumChunks));
+        public void Execute(int chunk) => Body.Rows(ShareStart(NumRows, NumChunks, chunk), ShareStart(NumRows, NumChunks, chunk + 1));
     }
 }

@@ -102,8 +102,8 @@ internal static unsafe class LinearKernel
         /// <summary>Leading chunks of <see cref="LargeUnits"/> units each (a one-token projection's; 0 otherwise).</summary>
         public int NumLargeChunks, LargeUnits;
 
-        // The first NumLargeChunks chunks take LargeUnits units each; the others deal the remaining units evenly, chunk i
-        // of k taking [i·n/k, (i+1)·n/k) of them, so their sizes differ by at most one unit.
+        // The first NumLargeChunks chunks take LargeUnits units each; the others deal the remaining units evenly
+        // (ParallelRows.ShareStart: sizes differ by at most one unit).
         public void Execute(int chunk)
         {
             int firstUnit, endUnit;
@@ -115,8 +115,8 @@ internal static unsafe class LinearKernel
             else
             {
                 int start = NumLargeChunks * LargeUnits, units = NumUnits - start, count = NumChunks - NumLargeChunks, i = chunk - NumLargeChunks;
-                firstUnit = start + (int)((long)units * i / count);
-                endUnit = start + (int)((long)units * (i + 1) / count);
+                firstUnit = start + ParallelRows.ShareStart(units, count, i);
+                endUnit = start + ParallelRows.ShareStart(units, count, i + 1);
             }
             Rows(ref this, firstUnit * UnitRows, Math.Min(endUnit * UnitRows, OutDim));
         }
