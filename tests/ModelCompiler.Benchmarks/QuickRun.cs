@@ -8,6 +8,13 @@ internal static class QuickRun
     public static void Run(string[] args)
     {
         if (args.Length > 0 && args[0] == "bandwidth") { Bandwidth(); return; }
+        if (args.Length > 0 && args[0] == "fma")
+        {
+            // The FMA peak on one thread and on two: a lower per-thread rate on two would mean the clock drops with both cores busy.
+            foreach (int t in new[] { 1, 2, 1, 2 })
+                Console.WriteLine($"f32 FMA peak, {t} thread(s): {ModelCompiler.Runtime.Diagnostics.Roofline.MeasureFmaPeak(t, 50_000_000, 5) / 1e9:F1} GFLOP/s");
+            return;
+        }
         if (args.Length > 0 && args[0] == "step") { StepRun.Run(args.Skip(1).ToArray()); return; }
         if (args.Length > 0 && args[0] == "decode-attention") { DecodeAttentionRun.Run(args.Skip(1).ToArray()); return; }
         string[] dtypes = args.Length > 0 ? args[0].Split(',') : ["f32", "bf16", "f16", "q8_0", "q4_0"];
@@ -89,7 +96,8 @@ internal static class QuickRun
 }
 
 /// <summary>
-/// <c>quick step [dtypes] [passes]</c>: the one-token projections of a Llama110M decode step (12 layers of q|k|v, o,
+/// <c>quick step [dtypes] [passes] [tokens]</c>: the projections of a Llama110M forward step of <c>tokens</c> tokens (1, a
+/// decode step, by default; 16 is a serving step of 16 sequences) (12 layers of q|k|v, o,
 /// gate|up and down, then the 32,000-row LM head; 49 distinct matrices, DRAM-resident like a real step's) on two
 /// threads, pass after pass: median, p10 and fastest pass, and the weights' bytes per second. Attention and the
 /// elementwise kernels are left out, so this is the matrices' share of a step on their own.
@@ -100,6 +108,7 @@ internal static class StepRun
     {
         string[] dtypes = args.Length > 0 ? args[0].Split(',') : ["f32", "bf16", "q8_0", "q4_0"];
         int passes = args.Length > 1 ? int.Parse(args[1]) : 100;
+        int numTokens = args.Length > 2 ? int.Parse(args[2]) : 1;
         ModelCompiler.Runtime.Threading.WorkerPool.SetThreadCount(2);
         var shapes = new List<(int In, int Out)>();
         for (int l = 0; l < 12; l++) { shapes.Add((768, 2304)); shapes.Add((768, 768)); shapes.Add((768, 4096)); shapes.Add((2048, 768)); }
@@ -125,19 +134,21 @@ internal static class StepRun
                 buffers.Add(buffer);
                 matrices.Add(buffer.Matrix(0));
             }
-            var x = new float[2048];
+            var x = new float[2048 * numTokens];
             for (int i = 0; i < x.Length; i++) x[i] = (float)(random.NextDouble() * 2 - 1);
-            var y = new float[32000];
+            var y = new float[32000 * numTokens];
+            long flops = 0;
+            foreach (var (inDim, outDim) in shapes) flops += 2L * inDim * outDim * numTokens;
             var times = new List<double>();
             for (int p = 0; p < passes; p++)
             {
                 long start = Stopwatch.GetTimestamp();
-                for (int m = 0; m < matrices.Count; m++) ModelCompiler.Runtime.Kernels.CpuKernels.Linear(x, 1, matrices[m], y, shapes[m].In, shapes[m].Out);
+                for (int m = 0; m < matrices.Count; m++) ModelCompiler.Runtime.Kernels.CpuKernels.Linear(x, numTokens, matrices[m], y, shapes[m].In, shapes[m].Out);
                 times.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
             }
             times.Sort();
             double median = times[times.Count / 2];
-            Console.WriteLine($"{dtype,-5} step projections ({bytes / 1e6:F1} MB): median {median * 1e3:F3} ms ({bytes / median / 1e9:F1} GB/s)  p10 {times[times.Count / 10] * 1e3:F3} ms  fastest {times[0] * 1e3:F3} ms ({bytes / times[0] / 1e9:F1} GB/s)");
+            Console.WriteLine($"{dtype,-5} step projections, {numTokens} token(s) ({bytes / 1e6:F1} MB): median {median * 1e3:F3} ms ({bytes / median / 1e9:F1} GB/s, {flops / median / 1e9:F1} GFLOP/s)  p10 {times[times.Count / 10] * 1e3:F3} ms  fastest {times[0] * 1e3:F3} ms ({bytes / times[0] / 1e9:F1} GB/s)");
             foreach (var buffer in buffers) buffer.Dispose();
         }
     }

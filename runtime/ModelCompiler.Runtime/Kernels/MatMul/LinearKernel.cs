@@ -50,31 +50,36 @@ internal static unsafe class LinearKernel
     /// </summary>
     public const int MinTokensToPack = 16;
     /// <summary>
-    /// Chunks per thread of a one-token (decode) projection split over the pool. Such a projection streams its weights
-    /// once, and each chunk boundary restarts a thread's sequential stream (the hardware prefetcher ramps up again at
-    /// the new address) and takes a claim on the shared chunk counter; a Llama110M step's projections are 0.3–1.8 MB
-    /// each in q4_0 (20–110 KB chunks at eight per thread). Measured with the benchmarks' <c>quick step</c> mode (the
-    /// 49 projections of a step, DRAM-resident, two threads) with a temporary switch that alternated the chunk counts
-    /// pass by pass, so that the shared machine's load fell on each alike (2026-12-02, load 10–12): eight chunks per thread took 4–11% longer than
-    /// two for q4_0 (median of the per-pass ratios over three runs of 150–400 passes) and their fastest pass 1.91–1.97 ms
-    /// against 1.47–1.58 ms, and a fourth run at load 4.7 read 5% (1.79 against 1.61 ms); q8_0, bf16 and f32 were 0–5%
-    /// faster with two in the first runs and no different in the last. One chunk per thread was no better than two.
-    /// Since then a one-token projection is one large chunk per thread plus a tail (<see cref="DecodeTailFraction"/>);
-    /// this count remains for projections too small for that split.
+    /// Chunks per thread of a projection split over the pool when it is too small for <see cref="TailFraction"/>'s
+    /// split. A projection streams its weights once, and each chunk boundary restarts a thread's sequential stream (the
+    /// hardware prefetcher ramps up again at the new address) and takes a claim on the shared chunk counter; a Llama110M
+    /// step's projections are 0.3–1.8 MB each in q4_0 (20–110 KB chunks at eight per thread). Measured with the
+    /// benchmarks' <c>quick step</c> mode (the 49 projections of a step, DRAM-resident, two threads) with a temporary
+    /// switch that alternated the chunk counts pass by pass, so that the shared machine's load fell on each alike
+    /// (2026-12-02, load 10–12): eight chunks per thread took 4–11% longer than two for q4_0 (median of the per-pass
+    /// ratios over three runs of 150–400 passes) and their fastest pass 1.91–1.97 ms against 1.47–1.58 ms, and a fourth
+    /// run at load 4.7 read 5% (1.79 against 1.61 ms); q8_0, bf16 and f32 were 0–5% faster with two in the first runs and
+    /// no different in the last. One chunk per thread was no better than two.
     /// </summary>
-    public const int DecodeChunksPerThread = 2;
+    public const int ChunksPerThread = 2;
     /// <summary>
-    /// Share of a one-token projection's rows dealt as small chunks after each thread's one large chunk. With equal chunks
-    /// the thread that finishes its last chunk first waits for the other, on average for half a chunk: with two chunks per
-    /// thread, a perf profile of f32 decode had the worker spinning for 7% of all samples (~14% of its time), nearly all
-    /// of it while the main thread ran its last chunk. Measured (`bench --random-weights 1 --dtype D --prompt-tokens 16
-    /// --gen-tokens 128 --repetitions 3 --threads 2`, five runs of each binary alternating, helpers paused, 2026-12-02
-    /// 05:10 UTC): decode medians f32 87.4 → 96.1, bf16 145.2 → 153.8, q4_0 443 → 477 tokens/s against two equal chunks
-    /// per thread, and the worker's spin in a profile 7.0% → 5.0% of the samples.
+    /// Share of a projection's rows dealt as small chunks after each thread's one large chunk (one long sequential
+    /// stream per thread). With equal chunks the thread that finishes its last chunk first waits for the other, on
+    /// average for half a chunk: with two chunks per thread, a perf profile of f32 decode had the worker spinning for 7%
+    /// of all samples (~14% of its time), nearly all of it while the main thread ran its last chunk. Measured for one
+    /// token (`bench --random-weights 1 --dtype D --prompt-tokens 16 --gen-tokens 128 --repetitions 3 --threads 2`, five
+    /// runs of each binary alternating, helpers paused, 2026-12-02 05:10 UTC): decode medians f32 87.4 → 96.1, bf16
+    /// 145.2 → 153.8, q4_0 443 → 477 tokens/s against two equal chunks per thread, and the worker's spin in a profile
+    /// 7.0% → 5.0% of the samples. Several tokens used eight equal chunks per thread until the same split measured
+    /// faster there too: <c>quick step DTYPE PASSES TOKENS</c> with a temporary switch alternating the two pass by pass
+    /// (2026-12-02 06:40 UTC, load ~1.3), median per-pass time ratios f32 0.90 (16 tokens, a 16-sequence serving step),
+    /// 0.93 (32), 0.96 (128); bf16 0.94 (16), 0.975 (128); q4_0 0.98 (16), 0.99 (128); q8_0 0.99 (16), 1.01 (128).
+    /// Leaving the last units one per chunk instead (so that the first thread done waits at most one unit) was no
+    /// better: each chunk boundary breaks a stream and its look-ahead prefetch.
     /// </summary>
-    public const double DecodeTailFraction = 0.25;
-    /// <summary>Small chunks per thread in a one-token projection's tail.</summary>
-    public const int DecodeTailChunksPerThread = 2;
+    public const double TailFraction = 0.25;
+    /// <summary>Small chunks per thread in a projection's tail.</summary>
+    public const int TailChunksPerThread = 2;
     /// <summary>Activation bytes per token block: about a third of Zen 5's 1 MiB L2.</summary>
     public const int ActivationBlockBytes = 384 * 1024;
 
@@ -99,7 +104,7 @@ internal static unsafe class LinearKernel
         /// <summary>Rows per unit of the split (the tile's 4, the packed layout's 8-row group or the 32-row panel).</summary>
         public int UnitRows;
         public int NumUnits, NumChunks;
-        /// <summary>Leading chunks of <see cref="LargeUnits"/> units each (a one-token projection's; 0 otherwise).</summary>
+        /// <summary>Leading chunks of <see cref="LargeUnits"/> units each (one per thread; 0 when there are too few units).</summary>
         public int NumLargeChunks, LargeUnits;
 
         // The first NumLargeChunks chunks take LargeUnits units each; the others deal the remaining units evenly
@@ -198,26 +203,22 @@ internal static unsafe class LinearKernel
             if (firstRow < outDim) Rows(ref job, firstRow, outDim);
             return;
         }
-        // Chunks per thread: a few, so that a descheduled thread costs little (DecodeChunksPerThread for one token,
-        // else eight), of whole units: 4-row tiles, the packed layout's 8-row groups or 32-row float panels (so that
-        // only the matrix's last panel can be partial), dealt evenly. Rounding the chunk size up instead split
-        // Llama110M's 72-panel q|k|v projection into 15 chunks of 5 panels, 8 : 7 over two threads.
-        int chunks = threads * (numTokens == 1 ? DecodeChunksPerThread : 8);
+        // Whole units: 4-row tiles, the packed layout's 8-row groups or 32-row float panels (so that only the matrix's
+        // last panel can be partial). A large chunk per thread (one long sequential stream each), then the rest in small
+        // chunks, so that the thread whose stream ran faster takes more of the tail instead of waiting for the other at
+        // the end; a descheduled thread (this machine is shared) is covered by the tail. Too few units for that: a few
+        // equal chunks per thread, dealt evenly (rounding the chunk size up instead split a 72-panel projection into 15
+        // chunks of 5 panels, 8 : 7 over two threads).
         job.UnitRows = panels ? FloatPanel.PanelRows : job.Mode == Mode.Packed ? PackedQuantizedLayout.RowsPerGroup : 4;
         job.NumUnits = (outDim + job.UnitRows - 1) / job.UnitRows;
-        job.NumChunks = Math.Min(chunks, job.NumUnits);
-        if (numTokens == 1)
+        job.NumChunks = Math.Min(threads * ChunksPerThread, job.NumUnits);
+        int largeUnits = (int)(job.NumUnits * (1 - TailFraction) / threads);
+        int numTailChunks = Math.Min(job.NumUnits - threads * largeUnits, TailChunksPerThread * threads);
+        if (largeUnits > 0 && numTailChunks > 0)
         {
-            // One token: a large chunk per thread (one long sequential stream each), then the rest in small chunks, so that
-            // the thread whose stream ran faster takes more of the tail instead of waiting for the other at the end.
-            int largeUnits = (int)(job.NumUnits * (1 - DecodeTailFraction) / threads);
-            int numTailChunks = Math.Min(job.NumUnits - threads * largeUnits, DecodeTailChunksPerThread * threads);
-            if (largeUnits > 0 && numTailChunks > 0)
-            {
-                job.NumLargeChunks = threads;
-                job.LargeUnits = largeUnits;
-                job.NumChunks = threads + numTailChunks;
-            }
+            job.NumLargeChunks = threads;
+            job.LargeUnits = largeUnits;
+            job.NumChunks = threads + numTailChunks;
         }
         WorkerPool.Run(ref job, job.NumChunks);
     }
