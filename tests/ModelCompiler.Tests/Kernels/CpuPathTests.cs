@@ -32,9 +32,10 @@ public class CpuPathTests
     public void The_load_time_layouts_are_those_of_the_level()
     {
         // Packing a matrix into a layout that the level's kernels cannot read would be wrong at every call.
-        bool avx512 = CpuFeatures.Level.StartsWith("avx512", StringComparison.Ordinal);
+        // Float panels: read by the AVX-512 kernels and by the AVX2 ones (FloatPanel256); below AVX2 the rows stay.
+        bool panels = CpuFeatures.Level.StartsWith("avx512", StringComparison.Ordinal) || CpuFeatures.Level.StartsWith("avx2", StringComparison.Ordinal);
         foreach (var dtype in new[] { WeightDType.F32, WeightDType.F16, WeightDType.BF16 })
-            Assert.Equal(avx512, FloatPanelLayout.Supports(dtype));
+            Assert.Equal(panels, FloatPanelLayout.Supports(dtype));
         Assert.Equal(CpuFeatures.Level.EndsWith("+vnni", StringComparison.Ordinal), PackedQuantizedLayout.IsSupported);
         Assert.Equal(CpuFeatures.Level is "avx512" or "avx512+vnni", Vector512.IsHardwareAccelerated);
         Assert.Equal(CpuFeatures.Level is not "scalar", Vector128.IsHardwareAccelerated);

@@ -35,6 +35,8 @@ public class FloatPanelLayoutTests
                 {
                     data.Add(dtype, threads, numTokens, 96, 13);
                     data.Add(dtype, threads, numTokens, 37, 70);
+                    // A last panel of 26 rows: both 16-row halves partial or full (the AVX2 kernel's halves).
+                    data.Add(dtype, threads, numTokens, 45, 90);
                 }
                 data.Add(dtype, threads, 1, 1, 32);
                 data.Add(dtype, threads, 1, 768, 257);

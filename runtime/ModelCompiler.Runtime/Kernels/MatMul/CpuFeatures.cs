@@ -21,13 +21,19 @@ internal static class CpuFeatures
     /// <summary>The q8_0/q4_0 integer dot products need AVX2 (maddubs/madd), with AVX-VNNI when present.</summary>
     public static readonly bool UseInt8 = Avx2.IsSupported && Fma.IsSupported;
 
+    /// <summary>
+    /// f32/f16/bf16 projection matrices are packed at load into 32-row panels (<see cref="FloatPanelLayout"/>): run by
+    /// <see cref="FloatPanel"/> with AVX-512, by <see cref="FloatPanel256"/> with AVX2 and FMA.
+    /// </summary>
+    public static readonly bool UseFloatPanels = UseVector512 || (Avx2.IsSupported && Fma.IsSupported);
+
     /// <summary>AVX-VNNI's vpdpbusd replaces maddubs + madd.</summary>
     public static readonly bool UseVnni = AvxVnni.IsSupported;
 
     /// <summary>
     /// The kernel paths this process runs, as one name: <c>avx512</c> (Vector512 float tiles and panels; q8_0/q4_0 in
-    /// AVX2 integer tiles, widened to f32 for prefill), <c>avx2</c> (no Vector512: float types decode rows and take
-    /// Vector256 dot products; q8_0/q4_0 in AVX2 integer tiles for decode), <c>portable</c> (no AVX2: every type
+    /// AVX2 integer tiles, widened to f32 for prefill), <c>avx2</c> (no Vector512: float types in the same panels with
+    /// Vector256 (<see cref="FloatPanel256"/>); q8_0/q4_0 in AVX2 integer tiles for decode), <c>portable</c> (no AVX2: every type
     /// decodes rows to f32, dot products in Vector128) or <c>scalar</c> (no hardware intrinsics at all); <c>+vnni</c>
     /// when AVX-VNNI is used too (q8_0/q4_0 packed at load into 8-row groups, any token count).
     /// </summary>

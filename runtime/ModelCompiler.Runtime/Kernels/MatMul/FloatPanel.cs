@@ -23,6 +23,8 @@ internal unsafe interface IPanelElement
     static abstract Vector512<float> Low(byte* p);
     /// <summary>Rows 16–31 of the k at <paramref name="p"/>.</summary>
     static abstract Vector512<float> High(byte* p);
+    /// <summary>Rows <c>8·quarter</c> to <c>8·quarter + 7</c> of the k at <paramref name="p"/> (the AVX2 kernels, <see cref="FloatPanel256"/>).</summary>
+    static abstract Vector256<float> Quarter(byte* p, int quarter);
 }
 
 /// <summary>f32 panels (load-time f32 matrices, and the per-call scratch panels of every float type).</summary>
@@ -31,6 +33,7 @@ internal unsafe struct F32Panel : IPanelElement
     public static int BytesPerK => 128;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Low(byte* p) => Vector512.Load((float*)p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> High(byte* p) => Vector512.Load((float*)p + 16);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Quarter(byte* p, int quarter) => Vector256.Load((float*)p + 8 * quarter);
 }
 
 /// <summary>bf16 panels, widened in registers (a shift): half the bytes of f32 per k.</summary>
@@ -39,6 +42,7 @@ internal unsafe struct Bf16Panel : IPanelElement
     public static int BytesPerK => 64;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Low(byte* p) => HalfBits.BFloat16ToSingle(Vector256.Load((ushort*)p));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> High(byte* p) => HalfBits.BFloat16ToSingle(Vector256.Load((ushort*)p + 16));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Quarter(byte* p, int quarter) => HalfBits.BFloat16ToSingle(Vector128.Load((ushort*)p + 8 * quarter));
 }
 
 /// <summary>f16 panels, widened in registers (vcvtph2ps).</summary>
@@ -47,6 +51,7 @@ internal unsafe struct F16Panel : IPanelElement
     public static int BytesPerK => 64;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Low(byte* p) => HalfBits.HalfToSingle(Vector256.Load((ushort*)p));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> High(byte* p) => HalfBits.HalfToSingle(Vector256.Load((ushort*)p + 16));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Quarter(byte* p, int quarter) => HalfBits.HalfToSingle(Vector128.Load((ushort*)p + 8 * quarter));
 }
 
 /// <summary>

@@ -26,8 +26,8 @@ internal static unsafe class FloatPanelLayout
     public static bool ShouldPack(WeightDType dtype, int rows, int cols) =>
         Supports(dtype) && rows >= 1 && (long)rows * cols >= LinearKernel.ParallelThresholdMacs;
 
-    /// <summary>Whether the CPU kernels can read a matrix of <paramref name="dtype"/> in this layout (the float types, with AVX-512).</summary>
-    public static bool Supports(WeightDType dtype) => CpuFeatures.UseVector512 && dtype is WeightDType.F32 or WeightDType.F16 or WeightDType.BF16;
+    /// <summary>Whether the CPU kernels can read a matrix of <paramref name="dtype"/> in this layout (the float types, with AVX-512 or AVX2 and FMA).</summary>
+    public static bool Supports(WeightDType dtype) => CpuFeatures.UseFloatPanels && dtype is WeightDType.F32 or WeightDType.F16 or WeightDType.BF16;
 
     /// <summary>Whether <paramref name="matrix"/> carries float panels (its <see cref="WeightMatrix.PackedData"/> is this layout).</summary>
     public static bool IsPacked(WeightMatrix matrix) =>
@@ -53,9 +53,20 @@ internal static unsafe class FloatPanelLayout
             int firstRow = p * FloatPanel.PanelRows, numRows = Math.Min(FloatPanel.PanelRows, source.Rows - firstRow);
             byte* rows = (byte*)source.Data + (long)firstRow * source.RowSizeInBytes;
             byte* panel = destination + p * panelBytes;
-            if (source.DType == WeightDType.F32)
+            if (source.DType == WeightDType.F32 && CpuFeatures.UseVector512)
             {
                 FloatPanel.Pack<F32Row>(rows, source.RowSizeInBytes, numRows, k, (float*)panel);
+                continue;
+            }
+            if (source.DType == WeightDType.F32)
+            {
+                // Without AVX-512 (whose 16x16 transposes Pack uses): one float at a time, once at load.
+                float* floats = (float*)panel;
+                for (int r = 0; r < FloatPanel.PanelRows; r++)
+                {
+                    float* row = (float*)(rows + (long)r * source.RowSizeInBytes);
+                    for (int i = 0; i < k; i++) floats[(nint)i * FloatPanel.PanelRows + r] = r < numRows ? row[i] : 0f;
+                }
                 continue;
             }
             // f16/bf16: the bits as they are (a load-time loop; the microkernel widens them).

@@ -91,6 +91,11 @@ internal static class HalfBits
         return (magnitude | ((h & Vector128.Create(0x8000u)) << 16)).AsSingle();
     }
 
+    /// <summary>8 bf16 values to f32 (needs AVX2).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> BFloat16ToSingle(Vector128<ushort> values) =>
+        (Avx2.ConvertToVector256Int32(values).AsUInt32() << 16).AsSingle();
+
     /// <summary>16 bf16 values to f32 (needs AVX-512F).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> BFloat16ToSingle(Vector256<ushort> values) =>

@@ -17,7 +17,10 @@ namespace ModelCompiler.Runtime.Kernels.MatMul;
 /// <item>q8_0/q4_0 matrices packed at load (<see cref="WeightMatrix.PackedData"/>, on CPUs with AVX-VNNI), any token
 /// count: the activations are quantized to int8 blocks once per call and <see cref="PackedQuantizedTile"/> runs
 /// 8-row groups × 1–4 tokens (decode) or 16 rows × 4 tokens (prefill), all in integer dot products.</item>
-/// <item>f32/f16/bf16 with at least <see cref="MinTokensToPack"/> tokens (prefill, batched decode): each panel of
+/// <item>f32/f16/bf16 matrices packed at load into 32-row panels (<see cref="FloatPanelLayout"/>, the large ones, on CPUs
+/// with AVX-512 or AVX2 and FMA), any token count: <see cref="FloatPanel"/>'s kernels, or <see cref="FloatPanel256"/>'s
+/// without AVX-512.</item>
+/// <item>Other f32/f16/bf16 matrices with at least <see cref="MinTokensToPack"/> tokens (prefill, batched decode): each panel of
 /// 32 weight rows is packed (transposed, widened to f32) into per-thread scratch once per token block and
 /// <see cref="FloatPanel"/>'s outer-product microkernel runs every token of the block against it.</item>
 /// <item>f32/f16/bf16 with fewer tokens: <see cref="FloatTile"/> reads the weights in place (f16/bf16 widened in
@@ -141,7 +144,7 @@ internal static unsafe class LinearKernel
             job.Mode = Mode.Packed;
             job.W = (byte*)w.PackedData;
         }
-        else if (FloatPanelLayout.IsPacked(w) && CpuFeatures.UseVector512)
+        else if (FloatPanelLayout.IsPacked(w) && CpuFeatures.UseFloatPanels)
         {
             job.Mode = Mode.LoadedPanels;
             job.W = (byte*)w.PackedData;
@@ -396,8 +399,8 @@ internal static unsafe class LinearKernel
     }
 
     // Load-time panels (FloatPanelLayout), any token count: nothing to pack; one token takes the panel's k-major
-    // stream with four k-chains, more run the microkernel. A chunk starts on a panel boundary (chunks are whole panels),
-    // so only the matrix's last panel can be partial.
+    // stream with four k-chains, more run the microkernel (the AVX2 forms without AVX-512). A chunk starts on a panel
+    // boundary (chunks are whole panels), so only the matrix's last panel can be partial.
     private static void RunLoadedPanels<TPanel>(ref Job job, int firstRow, int endRow) where TPanel : struct, IPanelElement
     {
         int k = job.InDim;
@@ -411,6 +414,12 @@ internal static unsafe class LinearKernel
                 int numRows = Math.Min(FloatPanel.PanelRows, endRow - r);
                 byte* panel = job.W + r / FloatPanel.PanelRows * panelBytes;
                 float* y = job.Y + (nint)t0 * job.OutDim + r;
+                if (!CpuFeatures.UseVector512)
+                {
+                    if (numTokens == 1) FloatPanel256.Single<TPanel>(panel, numRows, x, k, y, job.Accumulate);
+                    else FloatPanel256.Tokens<TPanel>(panel, numRows, x, job.XStride, numTokens, k, y, job.OutDim, job.Accumulate);
+                    continue;
+                }
                 if (numTokens == 1)
                 {
                     FloatPanel.Single<TPanel>(panel, numRows, x, k, y, job.Accumulate);
