@@ -96,7 +96,7 @@ internal static class QuickRun
 }
 
 /// <summary>
-/// <c>quick step [dtypes] [passes] [tokens]</c>: the projections of a Llama110M forward step of <c>tokens</c> tokens (1, a
+/// <c>quick step [dtypes] [passes] [tokens]</c> (a dtype <c>f32-stored</c> keeps the stored rows): the projections of a Llama110M forward step of <c>tokens</c> tokens (1, a
 /// decode step, by default; 16 is a serving step of 16 sequences) (12 layers of q|k|v, o,
 /// gate|up and down, then the 32,000-row LM head; 49 distinct matrices, DRAM-resident like a real step's) on two
 /// threads, pass after pass: median, p10 and fastest pass, and the weights' bytes per second. Attention and the
@@ -115,7 +115,9 @@ internal static class StepRun
         shapes.Add((768, 32000));
         foreach (string dtype in dtypes)
         {
-            var type = ModelCompiler.Runtime.Weights.WeightDTypes.TryParse(dtype, out var d) ? d : throw new ArgumentException(dtype);
+            // DTYPE-stored: the matrices keep their stored rows (not packed at load), as the quick mode's "-stored".
+            bool stored = dtype.EndsWith("-stored", StringComparison.Ordinal);
+            var type = ModelCompiler.Runtime.Weights.WeightDTypes.TryParse(stored ? dtype[..^"-stored".Length] : dtype, out var d) ? d : throw new ArgumentException(dtype);
             var buffers = new List<ModelCompiler.Runtime.ModelWeights>();
             var matrices = new List<ModelCompiler.Runtime.WeightMatrix>();
             var random = new Random(1);
@@ -130,7 +132,7 @@ internal static class StepRun
                 // Bound like the engine binds them: the stored rows, plus the load-time packed copy.
                 var buffer = new ModelCompiler.Runtime.ModelWeights(1, null);
                 encoded.CopyTo(buffer.Allocate(0, type, outDim, inDim));
-                buffer.PackForCpu(0);
+                if (!stored) buffer.PackForCpu(0);
                 buffers.Add(buffer);
                 matrices.Add(buffer.Matrix(0));
             }

@@ -36,6 +36,9 @@ public class CpuPathTests
         bool panels = CpuFeatures.Level.StartsWith("avx512", StringComparison.Ordinal) || CpuFeatures.Level.StartsWith("avx2", StringComparison.Ordinal);
         foreach (var dtype in new[] { WeightDType.F32, WeightDType.F16, WeightDType.BF16 })
             Assert.Equal(panels, FloatPanelLayout.Supports(dtype));
+        // Engines pack f32 only with AVX-512 (on AVX2 its decode measured faster from rows); bf16/f16 wherever supported.
+        Assert.Equal(CpuFeatures.Level.StartsWith("avx512", StringComparison.Ordinal), FloatPanelLayout.ShouldPack(WeightDType.F32, 1024, 1024));
+        Assert.Equal(panels, FloatPanelLayout.ShouldPack(WeightDType.BF16, 1024, 1024));
         Assert.Equal(CpuFeatures.Level.EndsWith("+vnni", StringComparison.Ordinal), PackedQuantizedLayout.IsSupported);
         Assert.Equal(CpuFeatures.Level is "avx512" or "avx512+vnni", Vector512.IsHardwareAccelerated);
         Assert.Equal(CpuFeatures.Level is not "scalar", Vector128.IsHardwareAccelerated);

@@ -135,7 +135,8 @@ public class FloatPanelLayoutTests
 
         var source = InMemoryWeightSource.CreateRandomLlama(config, seed: 21); // owned by the runner
         using var runner = new ModelRunner(engine, source);
-        if (FloatPanelLayout.Supports(WeightDType.F32))
+        // The levels that pack f32 matrices for the engines (AVX-512; AVX2 keeps f32 rows, see ShouldPack).
+        if (FloatPanelLayout.ShouldPack(WeightDType.F32, 1024, 1024))
         {
             int numPacked = 0;
             foreach (var spec in engine.WeightSpecs)

@@ -32,8 +32,9 @@ internal static class CpuFeatures
 
     /// <summary>
     /// The kernel paths this process runs, as one name: <c>avx512</c> (Vector512 float tiles and panels; q8_0/q4_0 in
-    /// AVX2 integer tiles, widened to f32 for prefill), <c>avx2</c> (no Vector512: float types in the same panels with
-    /// Vector256 (<see cref="FloatPanel256"/>); q8_0/q4_0 in AVX2 integer tiles for decode), <c>portable</c> (no AVX2: every type
+    /// AVX2 integer tiles, widened to f32 for prefill), <c>avx2</c> (no Vector512: bf16/f16 in the same panels with
+    /// Vector256 (<see cref="FloatPanel256"/>), f32 rows with Vector256 dot products (see
+    /// <see cref="FloatPanelLayout.ShouldPack"/>); q8_0/q4_0 in AVX2 integer tiles for decode), <c>portable</c> (no AVX2: every type
     /// decodes rows to f32, dot products in Vector128) or <c>scalar</c> (no hardware intrinsics at all); <c>+vnni</c>
     /// when AVX-VNNI is used too (q8_0/q4_0 packed at load into 8-row groups, any token count).
     /// </summary>

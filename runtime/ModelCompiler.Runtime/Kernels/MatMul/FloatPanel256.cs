@@ -152,10 +152,17 @@ internal static unsafe class FloatPanel256
             a2 = Vector256.FusedMultiplyAdd(TPanel.Quarter(panel, 2), xi, a2);
             a3 = Vector256.FusedMultiplyAdd(TPanel.Quarter(panel, 3), xi, a3);
         }
+        if (numRows == FloatPanel.PanelRows)
+        {
+            Store(a0 + b0, a1 + b1, y, accumulate);
+            Store(a2 + b2, a3 + b3, y + 16, accumulate);
+            return;
+        }
         StoreRows(a0 + b0, a1 + b1, a2 + b2, a3 + b3, numRows, y, accumulate);
     }
 
-    // Kept out of Single: a stackalloc there made the JIT keep Single's eight accumulators on the stack.
+    // A last panel of fewer than 32 rows. Kept out of Single: a stackalloc there made the JIT keep Single's eight
+    // accumulators on the stack.
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void StoreRows(Vector256<float> q0, Vector256<float> q1, Vector256<float> q2, Vector256<float> q3, int numRows, float* y, bool accumulate)
     {

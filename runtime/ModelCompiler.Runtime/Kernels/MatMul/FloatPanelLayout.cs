@@ -23,8 +23,16 @@ internal static unsafe class FloatPanelLayout
     /// packed on this CPU: the float types with AVX-512, and only matrices whose one-token projection is split over the
     /// worker pool; the small ones run on the calling thread (<see cref="SmallDecode"/>) and keep their rows.
     /// </summary>
+    /// <remarks>
+    /// Without AVX-512, f32 matrices keep their rows: with the AVX2 panel kernels (<see cref="FloatPanel256"/>) a
+    /// Llama110M f32 prefill ran 1.9× faster but its decode 15% slower end to end (Native AOT for x86-64-v3 on this
+    /// project's Zen 5 machine, five alternating runs each: 77.5 against 92.3 tokens/s median), although the panel stream
+    /// alone (<c>quick step f32</c> vs <c>f32-stored</c>) was as fast as the rows; until that is understood, decode
+    /// speed decides. bf16/f16 rows had no vector path on AVX2 at all, so their panels win everywhere (decode 7–9×).
+    /// </remarks>
     public static bool ShouldPack(WeightDType dtype, int rows, int cols) =>
-        Supports(dtype) && rows >= 1 && (long)rows * cols >= LinearKernel.ParallelThresholdMacs;
+        Supports(dtype) && (CpuFeatures.UseVector512 || dtype != WeightDType.F32)
+        && rows >= 1 && (long)rows * cols >= LinearKernel.ParallelThresholdMacs;
 
     /// <summary>Whether the CPU kernels can read a matrix of <paramref name="dtype"/> in this layout (the float types, with AVX-512 or AVX2 and FMA).</summary>
     public static bool Supports(WeightDType dtype) => CpuFeatures.UseFloatPanels && dtype is WeightDType.F32 or WeightDType.F16 or WeightDType.BF16;

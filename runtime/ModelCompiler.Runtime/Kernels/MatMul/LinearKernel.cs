@@ -18,7 +18,7 @@ namespace ModelCompiler.Runtime.Kernels.MatMul;
 /// count: the activations are quantized to int8 blocks once per call and <see cref="PackedQuantizedTile"/> runs
 /// 8-row groups × 1–4 tokens (decode) or 16 rows × 4 tokens (prefill), all in integer dot products.</item>
 /// <item>f32/f16/bf16 matrices packed at load into 32-row panels (<see cref="FloatPanelLayout"/>, the large ones, on CPUs
-/// with AVX-512 or AVX2 and FMA), any token count: <see cref="FloatPanel"/>'s kernels, or <see cref="FloatPanel256"/>'s
+/// with AVX-512, and bf16/f16 on CPUs with AVX2 and FMA), any token count: <see cref="FloatPanel"/>'s kernels, or <see cref="FloatPanel256"/>'s
 /// without AVX-512.</item>
 /// <item>Other f32/f16/bf16 matrices with at least <see cref="MinTokensToPack"/> tokens (prefill, batched decode): each panel of
 /// 32 weight rows is packed (transposed, widened to f32) into per-thread scratch once per token block and
