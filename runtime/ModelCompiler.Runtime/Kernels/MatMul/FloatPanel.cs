@@ -293,7 +293,22 @@ internal static unsafe class FloatPanel
         float* tile = stackalloc float[PanelRows];
         low.Store(tile);
         high.Store(tile + 16);
-        for (int r = 0; r < numRows; r++) y[r] = accumulate ? y[r] + tile[r] : tile[r];
+        StoreTile(tile, 1, numRows, y, 0, accumulate);
+    }
+
+    /// <summary>
+    /// Writes (or with <paramref name="accumulate"/> adds) the first <paramref name="numRows"/> outputs of
+    /// <paramref name="count"/> tokens from a 32-wide tile (<see cref="PanelRows"/> floats per token) to
+    /// <c>y[t * yStride + r]</c>: how a panel with fewer than 32 real rows, the end of a matrix, is stored.
+    /// </summary>
+    internal static void StoreTile(float* tile, int count, int numRows, float* y, nint yStride, bool accumulate)
+    {
+        for (int t = 0; t < count; t++)
+        {
+            float* yt = y + t * yStride;
+            float* source = tile + t * PanelRows;
+            for (int r = 0; r < numRows; r++) yt[r] = accumulate ? yt[r] + source[r] : source[r];
+        }
     }
 
     /// <summary>
@@ -323,11 +338,7 @@ internal static unsafe class FloatPanel
     {
         float* tile = stackalloc float[MaxTokens * PanelRows];
         Group<TPanel>(count, panel, x, xStride, k, tile, PanelRows, false, prefetch, prefetchLines);
-        for (int t = 0; t < count; t++)
-        {
-            float* yt = y + t * yStride;
-            for (int r = 0; r < numRows; r++) yt[r] = accumulate ? yt[r] + tile[t * PanelRows + r] : tile[t * PanelRows + r];
-        }
+        StoreTile(tile, count, numRows, y, yStride, accumulate);
     }
 
     private static void Group<TPanel>(int count, byte* panel, float* x, nint xStride, int k, float* y, nint yStride, bool accumulate, byte* prefetch, nint prefetchLines)

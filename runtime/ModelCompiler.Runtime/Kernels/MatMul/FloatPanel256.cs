@@ -94,11 +94,7 @@ internal static unsafe class FloatPanel256
             {
                 Group<TPanel>(count, panel, 0, xg, xStride, k, tile, FloatPanel.PanelRows, false);
                 if (numRows > 16) Group<TPanel>(count, panel, 1, xg, xStride, k, tile, FloatPanel.PanelRows, false);
-                for (int i = 0; i < count; i++)
-                {
-                    float* yt = yg + i * yStride;
-                    for (int r = 0; r < numRows; r++) yt[r] = accumulate ? yt[r] + tile[i * FloatPanel.PanelRows + r] : tile[i * FloatPanel.PanelRows + r];
-                }
+                FloatPanel.StoreTile(tile, count, numRows, yg, yStride, accumulate);
             }
             t += count;
         }
@@ -171,6 +167,6 @@ internal static unsafe class FloatPanel256
         q1.Store(tile + 8);
         q2.Store(tile + 16);
         q3.Store(tile + 24);
-        for (int r = 0; r < numRows; r++) y[r] = accumulate ? y[r] + tile[r] : tile[r];
+        FloatPanel.StoreTile(tile, 1, numRows, y, 0, accumulate);
     }
 }

@@ -20,7 +20,7 @@ internal static unsafe class FloatPanelLayout
 {
     /// <summary>
     /// Whether a matrix of <paramref name="dtype"/> with <paramref name="rows"/> × <paramref name="cols"/> weights is
-    /// packed on this CPU: the float types with AVX-512, and only matrices whose one-token projection is split over the
+    /// packed on this CPU: the float types with AVX-512, bf16/f16 with AVX2 and FMA, and only matrices whose one-token projection is split over the
     /// worker pool; the small ones run on the calling thread (<see cref="SmallDecode"/>) and keep their rows.
     /// </summary>
     /// <remarks>
@@ -62,28 +62,21 @@ internal static unsafe class FloatPanelLayout
             byte* rows = (byte*)source.Data + (long)firstRow * source.RowSizeInBytes;
             byte* panel = destination + p * panelBytes;
             if (source.DType == WeightDType.F32 && CpuFeatures.UseVector512)
-            {
                 FloatPanel.Pack<F32Row>(rows, source.RowSizeInBytes, numRows, k, (float*)panel);
-                continue;
-            }
-            if (source.DType == WeightDType.F32)
-            {
-                // Without AVX-512 (whose 16x16 transposes Pack uses): one float at a time, once at load.
-                float* floats = (float*)panel;
-                for (int r = 0; r < FloatPanel.PanelRows; r++)
-                {
-                    float* row = (float*)(rows + (long)r * source.RowSizeInBytes);
-                    for (int i = 0; i < k; i++) floats[(nint)i * FloatPanel.PanelRows + r] = r < numRows ? row[i] : 0f;
-                }
-                continue;
-            }
-            // f16/bf16: the bits as they are (a load-time loop; the microkernel widens them).
-            ushort* halves = (ushort*)panel;
-            for (int r = 0; r < FloatPanel.PanelRows; r++)
-            {
-                ushort* row = (ushort*)(rows + (long)r * source.RowSizeInBytes);
-                for (int i = 0; i < k; i++) halves[(nint)i * FloatPanel.PanelRows + r] = r < numRows ? row[i] : (ushort)0;
-            }
+            else if (source.DType == WeightDType.F32)
+                Transpose(rows, source.RowSizeInBytes, numRows, k, (float*)panel); // FloatPanel.Pack's transposes need AVX-512
+            else
+                Transpose(rows, source.RowSizeInBytes, numRows, k, (ushort*)panel); // f16/bf16: the bits as they are; the kernels widen them
+        }
+    }
+
+    // panel[i * 32 + r] = row r's element i, rows numRows..31 zero: one element at a time, once at load.
+    private static void Transpose<T>(byte* rows, nint rowBytes, int numRows, int k, T* panel) where T : unmanaged
+    {
+        for (int r = 0; r < FloatPanel.PanelRows; r++)
+        {
+            T* row = (T*)(rows + r * rowBytes);
+            for (int i = 0; i < k; i++) panel[(nint)i * FloatPanel.PanelRows + r] = r < numRows ? row[i] : default;
         }
     }
 
