@@ -11,7 +11,7 @@ internal unsafe interface IKvElements
 {
     /// <summary>Bytes per element.</summary>
     static abstract int Size { get; }
-    /// <summary>16 elements (needs AVX-512F).</summary>
+    /// <summary>16 elements (needs <see cref="CpuFeatures.UseAttentionLanes"/>).</summary>
     static abstract Vector512<float> Load16(byte* p);
     /// <summary>One element.</summary>
     static abstract float Load1(byte* p);
@@ -32,7 +32,10 @@ internal unsafe struct F16Kv : IKvElements
 {
     public static int Size => sizeof(ushort);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Load16(byte* p) => HalfBits.HalfToSingle(Vector256.Load((ushort*)p));
+    public static Vector512<float> Load16(byte* p) => CpuFeatures.UseVector512
+        ? HalfBits.HalfToSingle(Vector256.Load((ushort*)p))
+        // AVX2 (see CpuFeatures.UseAttentionLanes): the two halves widened with the 256-bit form, same values.
+        : Vector512.Create(HalfBits.HalfToSingle(Vector128.Load((ushort*)p)), HalfBits.HalfToSingle(Vector128.Load((ushort*)p + 8)));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Load1(byte* p) => HalfBits.HalfToSingle(*(ushort*)p);
 }
@@ -82,10 +85,10 @@ internal unsafe struct AttentionShape
 /// one rescale of the running output (the online softmax, a tile at a time), then the values.
 /// </summary>
 /// <remarks>
-/// With AVX-512 and blocks of a multiple of 16 slots, positions are the vector lanes throughout: q·k of 16 positions
-/// is one FMA per channel with the query element broadcast, and the value sum keeps per (head, channel) a vector
-/// of 16 per-position partial sums, folded once at the end; no horizontal sum per position. Otherwise one position
-/// at a time (the portable path). A partial last 16 computes scores for slots past the attended positions (inside
+/// With AVX-512 or AVX2 (<see cref="CpuFeatures.UseAttentionLanes"/>) and blocks of a multiple of 16 slots, positions
+/// are the vector lanes throughout: q·k of 16 positions is one FMA per channel with the query element broadcast, and
+/// the value sum keeps per (head, channel) a vector of 16 per-position partial sums, folded once at the end; no
+/// horizontal sum per position. Otherwise one position at a time (the portable path). A partial last 16 computes scores for slots past the attended positions (inside
 /// the same block, so in bounds); they are never read, and their value lanes are masked out.
 /// </remarks>
 [SkipLocalsInit] // every stack buffer is written before it is read; zeroing them was 15% of the kernel's own time
@@ -112,7 +115,7 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
         int chunksPerToken = s.NumKvHeads / s.KvHeadsPerChunk;
         int t = chunk / chunksPerToken, firstKvHead = chunk % chunksPerToken * s.KvHeadsPerChunk;
         int headDim = s.HeadDim, groupSize = s.NumHeads / s.NumKvHeads, blockSize = s.BlockSize;
-        bool vector = CpuFeatures.UseVector512 && blockSize % Lanes == 0;
+        bool vector = CpuFeatures.UseAttentionLanes && blockSize % Lanes == 0;
         int lanes = vector ? Lanes : 1;
         // The chunk's query heads: whole groups; several KV heads' groups only when they fit one pass (see PassHeads).
         int chunkFirstHead = firstKvHead * groupSize, chunkEndHead = (firstKvHead + s.KvHeadsPerChunk) * groupSize;
@@ -265,7 +268,7 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
     /// </remarks>
     public static int KvHeadsPerChunk(int numHeads, int numKvHeads, int headDim, int blockSize, int numTokens, int numThreads)
     {
-        int lanes = CpuFeatures.UseVector512 && blockSize % Lanes == 0 ? Lanes : 1;
+        int lanes = CpuFeatures.UseAttentionLanes && blockSize % Lanes == 0 ? Lanes : 1;
         int groupSize = numHeads / numKvHeads;
         for (int g = numKvHeads; g > 1; g--)
         {

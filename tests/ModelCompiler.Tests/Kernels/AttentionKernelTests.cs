@@ -179,8 +179,8 @@ public class AttentionKernelTests
     [InlineData(12, 12, 64, 5, 16, 3, 3)]    // 5 tokens on 16 threads: 4 chunks of 3 KV heads per token
     public void KvHeadsPerChunk_takes_the_most_heads_that_fit_and_leave_every_thread_a_chunk(int numHeads, int numKvHeads, int headDim, int numTokens, int numThreads, int expectedWith16Lanes, int expectedWith1Lane)
     {
-        // The accumulators hold 16 per-lane partial sums per channel on the AVX-512 path, one on the portable path.
-        int expected = global::ModelCompiler.Runtime.Kernels.MatMul.CpuFeatures.UseVector512 ? expectedWith16Lanes : expectedWith1Lane;
+        // The accumulators hold 16 per-lane partial sums per channel on the AVX-512 and AVX2 paths, one on the portable path.
+        int expected = global::ModelCompiler.Runtime.Kernels.MatMul.CpuFeatures.UseAttentionLanes ? expectedWith16Lanes : expectedWith1Lane;
         Assert.Equal(expected, PagedAttentionJob<F32Kv>.KvHeadsPerChunk(numHeads, numKvHeads, headDim, 16, numTokens, numThreads));
     }
 
