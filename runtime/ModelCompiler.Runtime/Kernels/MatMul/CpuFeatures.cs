@@ -48,7 +48,7 @@ internal static class CpuFeatures
     /// <summary>
     /// The kernel paths this process runs, as one name: <c>avx512</c> (Vector512 float tiles and panels; q8_0/q4_0 in
     /// AVX2 integer tiles, widened to f32 for prefill), <c>avx2</c> (no Vector512: bf16/f16 in the same panels with
-    /// Vector256 (<see cref="FloatPanel256"/>), f32 rows with Vector256 dot products (see
+    /// Vector256 (<see cref="FloatPanel256"/>), f32 rows with Vector256 dot products and per-call AVX2 panels from 16 tokens (see
     /// <see cref="FloatPanelLayout.ShouldPack"/>); q8_0/q4_0 in AVX2 integer tiles for decode; decode attention in Vector512 lanes run as Vector256 pairs, see
     /// <see cref="UseAttentionLanes"/>), <c>portable</c> (no AVX2: every type
     /// decodes rows to f32, dot products in Vector128) or <c>scalar</c> (no hardware intrinsics at all); <c>+vnni</c>

@@ -1,6 +1,7 @@
 using System;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace ModelCompiler.Runtime.Kernels.MatMul;
 
@@ -113,6 +114,68 @@ internal static unsafe class FloatPanel256
             case 6: Run<Six, TPanel>(panel, half, x, xStride, k, y, yStride, accumulate); break;
             default: throw new ArgumentOutOfRangeException(nameof(count), count, "A group has 1 to 6 tokens.");
         }
+    }
+
+    /// <summary>
+    /// Packs rows <c>[0, numRows)</c> (at most 32) of an f32 matrix into <paramref name="panel"/> in the load-time layout
+    /// (<c>panel[i * 32 + r] = W[r, i]</c>, rows <c>numRows..31</c> zero), for the matrices that keep their rows on AVX2
+    /// and meet many tokens at once: 8 × 8 blocks transposed in registers (unpack, shuffle, 128-bit permute), the k
+    /// columns past the last multiple of 8 and the missing rows one element at a time.
+    /// </summary>
+    /// <param name="w">First weight row.</param>
+    /// <param name="rowBytes">Bytes between weight rows.</param>
+    /// <param name="numRows">Rows to pack (1..32).</param>
+    /// <param name="k">Row length.</param>
+    /// <param name="panel">Destination, <c>32 * k</c> floats.</param>
+    public static void PackF32(byte* w, nint rowBytes, int numRows, int k, float* panel)
+    {
+        int fullGroups = numRows / 8, k8 = k & ~7;
+        for (int g = 0; g < fullGroups; g++)
+        {
+            byte* rows = w + 8 * g * rowBytes;
+            float* destination = panel + 8 * g;
+            for (int i = 0; i < k8; i += 8) Transpose8(rows, rowBytes, i, destination + (nint)i * FloatPanel.PanelRows);
+            for (int i = k8; i < k; i++)
+                for (int r = 0; r < 8; r++) destination[(nint)i * FloatPanel.PanelRows + r] = ((float*)(rows + r * rowBytes))[i];
+        }
+        // The partial group and the padding rows.
+        for (int r = 8 * fullGroups; r < FloatPanel.PanelRows; r++)
+        {
+            float* row = r < numRows ? (float*)(w + r * rowBytes) : null;
+            for (int i = 0; i < k; i++) panel[(nint)i * FloatPanel.PanelRows + r] = row is null ? 0f : row[i];
+        }
+    }
+
+    /// <summary>Loads 8 rows × 8 k-values at <paramref name="i"/> and stores them transposed, one Vector256 per k, 32 floats apart.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8(byte* rows, nint rowBytes, int i, float* destination)
+    {
+        var r0 = Vector256.Load((float*)rows + i);
+        var r1 = Vector256.Load((float*)(rows + rowBytes) + i);
+        var r2 = Vector256.Load((float*)(rows + 2 * rowBytes) + i);
+        var r3 = Vector256.Load((float*)(rows + 3 * rowBytes) + i);
+        var r4 = Vector256.Load((float*)(rows + 4 * rowBytes) + i);
+        var r5 = Vector256.Load((float*)(rows + 5 * rowBytes) + i);
+        var r6 = Vector256.Load((float*)(rows + 6 * rowBytes) + i);
+        var r7 = Vector256.Load((float*)(rows + 7 * rowBytes) + i);
+        // Within 128-bit lanes: pairs of rows interleaved, then 4 × 4 transposes; then the lanes' halves exchanged.
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
+        var u0 = Avx.Shuffle(t0, t2, 0x44); var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44); var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44); var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44); var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        const int stride = FloatPanel.PanelRows;
+        Avx.Permute2x128(u0, u4, 0x20).Store(destination);
+        Avx.Permute2x128(u1, u5, 0x20).Store(destination + stride);
+        Avx.Permute2x128(u2, u6, 0x20).Store(destination + 2 * stride);
+        Avx.Permute2x128(u3, u7, 0x20).Store(destination + 3 * stride);
+        Avx.Permute2x128(u0, u4, 0x31).Store(destination + 4 * stride);
+        Avx.Permute2x128(u1, u5, 0x31).Store(destination + 5 * stride);
+        Avx.Permute2x128(u2, u6, 0x31).Store(destination + 6 * stride);
+        Avx.Permute2x128(u3, u7, 0x31).Store(destination + 7 * stride);
     }
 
     /// <summary>

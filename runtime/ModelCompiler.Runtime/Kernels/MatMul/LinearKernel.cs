@@ -22,7 +22,9 @@ namespace ModelCompiler.Runtime.Kernels.MatMul;
 /// without AVX-512.</item>
 /// <item>Other f32/f16/bf16 matrices with at least <see cref="MinTokensToPack"/> tokens (prefill, batched decode): each panel of
 /// 32 weight rows is packed (transposed, widened to f32) into per-thread scratch once per token block and
-/// <see cref="FloatPanel"/>'s outer-product microkernel runs every token of the block against it.</item>
+/// <see cref="FloatPanel"/>'s outer-product microkernel runs every token of the block against it. Without AVX-512 the
+/// same for f32 (which keeps its rows there), with <see cref="FloatPanel256.PackF32"/> and <see cref="FloatPanel256"/>'s
+/// microkernel.</item>
 /// <item>f32/f16/bf16 with fewer tokens: <see cref="FloatTile"/> reads the weights in place (f16/bf16 widened in
 /// registers).</item>
 /// <item>Unpacked q8_0/q4_0 with fewer than <see cref="MinTokensToDequantize"/> tokens (decode): the activations are
@@ -31,7 +33,7 @@ namespace ModelCompiler.Runtime.Kernels.MatMul;
 /// per-thread scratch once per token block and run through the f32 tile, so the conversion is amortized over
 /// the tokens and the inner loop is the FMA-bound f32 one.</item>
 /// <item>f32 at one token, small enough to stay on the calling thread: <see cref="SmallDecode"/>, sixteen rows at a time.</item>
-/// <item>Without AVX-512 (or AVX2 for the quantized types) a portable path decodes rows and uses the
+/// <item>Otherwise, without AVX-512 (or AVX2 for the quantized types), a portable path decodes rows and uses the
 /// Vector256/Vector128 dot product.</item>
 /// </list>
 /// Decode (one token) walks the weight rows one at a time: one sequential stream per thread is what the
@@ -153,7 +155,10 @@ internal static unsafe class LinearKernel
             job.Mode = Mode.LoadedPanels;
             job.W = (byte*)w.PackedData;
         }
-        else if (!CpuFeatures.UseVector512) job.Mode = quantized && CpuFeatures.UseInt8 && numTokens < MinTokensToDequantize ? Mode.Int8 : Mode.Portable;
+        else if (!CpuFeatures.UseVector512)
+            job.Mode = quantized ? (CpuFeatures.UseInt8 && numTokens < MinTokensToDequantize ? Mode.Int8 : Mode.Portable)
+                // f32 rows on AVX2 (see FloatPanelLayout.ShouldPack) with many tokens: panels packed per call, like AVX-512's small matrices.
+                : w.DType == WeightDType.F32 && CpuFeatures.UseFloatPanels && numTokens >= MinTokensToPack ? Mode.Panels : Mode.Portable;
         else if (!quantized) job.Mode = numTokens >= MinTokensToPack ? Mode.Panels : Mode.Direct;
         else if (numTokens >= MinTokensToDequantize) job.Mode = Mode.Dequantize;
         else job.Mode = CpuFeatures.UseInt8 ? Mode.Int8 : Mode.Dequantize;
@@ -387,6 +392,13 @@ internal static unsafe class LinearKernel
             {
                 int numRows = Math.Min(FloatPanel.PanelRows, endRow - r);
                 byte* w = job.W + r * job.RowBytes;
+                if (!CpuFeatures.UseVector512)
+                {
+                    // AVX2: f32 only (see Project).
+                    FloatPanel256.PackF32(w, job.RowBytes, numRows, k, panel);
+                    FloatPanel256.Tokens<F32Panel>((byte*)panel, numRows, job.X + (nint)t0 * job.XStride, job.XStride, numTokens, k, job.Y + (nint)t0 * job.OutDim + r, job.OutDim, job.Accumulate);
+                    continue;
+                }
                 switch (job.DType)
                 {
                     case WeightDType.F32: FloatPanel.Pack<F32Row>(w, job.RowBytes, numRows, k, panel); break;
