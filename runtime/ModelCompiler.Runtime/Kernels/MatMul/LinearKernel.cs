@@ -32,7 +32,8 @@ namespace ModelCompiler.Runtime.Kernels.MatMul;
 /// <item>q8_0/q4_0 with many tokens (prefill): each group of 4 weight rows is widened to f32 in
 /// per-thread scratch once per token block and run through the f32 tile, so the conversion is amortized over
 /// the tokens and the inner loop is the FMA-bound f32 one.</item>
-/// <item>f32 at one token, small enough to stay on the calling thread: <see cref="SmallDecode"/>, sixteen rows at a time.</item>
+/// <item>f32 at one token, small enough to stay on the calling thread: <see cref="SmallDecode"/>, sixteen rows at a time
+/// (eight on AVX2).</item>
 /// <item>Otherwise, without AVX-512 (or AVX2 for the quantized types), a portable path decodes rows and uses the
 /// Vector256/Vector128 dot product.</item>
 /// </list>
@@ -210,7 +211,7 @@ internal static unsafe class LinearKernel
         if (threads == 1 || macs < ParallelThresholdMacs)
         {
             // Small f32 matrices at one token take sixteen rows at a time; leftover rows go the usual way.
-            int firstRow = job.Mode == Mode.Direct && SmallDecode.Applies(numTokens, w.DType, inDim, macs)
+            int firstRow = job.Mode is Mode.Direct or Mode.Portable && SmallDecode.Applies(numTokens, w.DType, inDim, macs)
                 ? SmallDecode.Project(x, (float*)w.Data, inDim, y, outDim, accumulate) : 0;
             if (firstRow < outDim) Rows(ref job, firstRow, outDim);
             return;
