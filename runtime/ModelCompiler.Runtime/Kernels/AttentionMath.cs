@@ -60,7 +60,7 @@ internal static unsafe class AttentionMath
             e.Store(x + i);
             acc += e;
         }
-        return Vector512.Sum(acc);
+        return Sum(acc);
     }
 
     /// <summary>
@@ -130,10 +130,10 @@ internal static unsafe class AttentionMath
             e0.Store(x0 + i); e1.Store(x1 + i); e2.Store(x2 + i); e3.Store(x3 + i);
             a0 += e0; a1 += e1; a2 += e2; a3 += e3;
         }
-        sums[0] += Vector512.Sum(a0);
-        sums[1] += Vector512.Sum(a1);
-        sums[2] += Vector512.Sum(a2);
-        sums[3] += Vector512.Sum(a3);
+        sums[0] += Sum(a0);
+        sums[1] += Sum(a1);
+        sums[2] += Sum(a2);
+        sums[3] += Sum(a3);
     }
 
     /// <summary>All-ones in the lanes below <paramref name="count"/>, zero above.</summary>
@@ -156,7 +156,7 @@ internal static unsafe class AttentionMath
                 e.Store(x + i);
                 acc += e;
             }
-            sum = Vector512.Sum(acc);
+            sum = Sum(acc);
         }
         else if (Vector256.IsHardwareAccelerated)
         {
@@ -186,18 +186,29 @@ internal static unsafe class AttentionMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> ExpNonPositive(Vector512<float> x)
     {
+        // AVX2 (CpuFeatures.UseAttentionLanes): .NET's software Vector512.Round and ConvertToInt32 go element by
+        // element, so the halves take the Vector256 form (vroundps, vcvtps2dq).
+        if (!Vector512.IsHardwareAccelerated) return Vector512.Create(ExpNonPositive(x.GetLower()), ExpNonPositive(x.GetUpper()));
         x = Vector512.Max(x, Vector512.Create(-87.33654f));
-        var n = Vector512.Round(x * Vector512.Create(1.44269504088896341f));
-        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), x);
-        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
-        var p = Vector512.Create(1.9875691500e-4f);
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.3981999507e-3f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894e-2f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
-        p = Vector512.FusedMultiplyAdd(p, r * r, r) + Vector512.Create(1f);
+        var p = CephesExp.Polynomial(CephesExp.Reduce(x, out var n));
         var scale = (Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23;
         return p * scale.AsSingle();
     }
+
+    /// <summary>
+    /// <see cref="ExpNonPositive(Vector512{float})"/> on 8 lanes: the same steps (<see cref="CephesExp"/>) in the same order,
+    /// so each lane's value is the same on either instruction set.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> ExpNonPositive(Vector256<float> x)
+    {
+        x = Vector256.Max(x, Vector256.Create(-87.33654f));
+        var p = CephesExp.Polynomial(CephesExp.Reduce(x, out var n));
+        var scale = (Vector256.ConvertToInt32(n) + Vector256.Create(127)) << 23;
+        return p * scale.AsSingle();
+    }
+
+    /// <summary>The sum of 16 lanes: <c>Vector512.Sum</c>, or on AVX2 the two halves added first (one call, not sixteen elements).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Vector512<float> v) => Vector512.IsHardwareAccelerated ? Vector512.Sum(v) : Vector256.Sum(v.GetLower() + v.GetUpper());
 }

@@ -238,7 +238,7 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                 float* acc = accumulators + j * accumulatorFloats;
                 float* output = outputRow + (firstHead + j) * headDim;
                 if (vector)
-                    for (int d = 0; d < headDim; d++) output[d] = Vector512.Sum(Vector512.Load(acc + d * Lanes)) * inverseSum;
+                    for (int d = 0; d < headDim; d++) output[d] = AttentionMath.Sum(Vector512.Load(acc + d * Lanes)) * inverseSum;
                 else
                     for (int d = 0; d < headDim; d++) output[d] = acc[d] * inverseSum;
             }

@@ -177,16 +177,7 @@ public sealed class Sampler
     {
         var x = (logit - Vector512.Create(max)) * Vector512.Create(inverseTemperature);
         var inRange = Vector512.GreaterThanOrEqual(x, Vector512.Create(-28f)); // false for NaN too
-        var n = Vector512.Round(x * Vector512.Create(1.44269504f));
-        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), x);
-        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
-        var p = Vector512.Create(1.9875691500e-4f);
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.3981999507e-3f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894e-2f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
-        p = Vector512.FusedMultiplyAdd(p, r * r, r) + Vector512.Create(1f);
+        var p = Kernels.CephesExp.Polynomial(Kernels.CephesExp.Reduce(x, out var n));
         var scale = Vector512.ShiftLeft(Vector512.Create(127 + 40) + Vector512.ConvertToInt32(n), 23).AsSingle();
         return Vector512.ConditionalSelect(inRange, Vector512.Truncate(p * scale), Vector512<float>.Zero);
     }
@@ -195,16 +186,7 @@ public sealed class Sampler
     {
         var x = (logit - Vector256.Create(max)) * Vector256.Create(inverseTemperature);
         var inRange = Vector256.GreaterThanOrEqual(x, Vector256.Create(-28f));
-        var n = Vector256.Round(x * Vector256.Create(1.44269504f));
-        var r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-0.693359375f), x);
-        r = Vector256.FusedMultiplyAdd(n, Vector256.Create(2.12194440e-4f), r);
-        var p = Vector256.Create(1.9875691500e-4f);
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1.3981999507e-3f));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(8.3334519073e-3f));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(4.1665795894e-2f));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1.6666665459e-1f));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(5.0000001201e-1f));
-        p = Vector256.FusedMultiplyAdd(p, r * r, r) + Vector256.Create(1f);
+        var p = Kernels.CephesExp.Polynomial(Kernels.CephesExp.Reduce(x, out var n));
         var scale = Vector256.ShiftLeft(Vector256.Create(127 + 40) + Vector256.ConvertToInt32(n), 23).AsSingle();
         return Vector256.ConditionalSelect(inRange, Vector256.Truncate(p * scale), Vector256<float>.Zero);
     }

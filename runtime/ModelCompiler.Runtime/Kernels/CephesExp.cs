@@ -1,0 +1,59 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace ModelCompiler.Runtime.Kernels;
+
+/// <summary>
+/// The vector steps of Cephes' expf that attention's softmax (<see cref="AttentionMath.ExpNonPositive(Vector512{float})"/>)
+/// and the sampler's weights share: the range reduction <c>x = n·ln2 + r</c> (|r| ≤ ln2/2, ln2 in two parts) and the
+/// polynomial <c>e^r ≈ 1 + r + r²·P(r)</c>, in f32 FMAs. Each caller builds 2ⁿ its own way. The 512- and 256-bit forms
+/// run the same operations in the same order, so a lane's value is the same on either instruction set; the sampler's
+/// results must also match the CUDA prelude's <c>mc_sample_weight</c> bit for bit (tested), so a change here is a
+/// change there.
+/// </summary>
+internal static class CephesExp
+{
+    /// <summary>n = round(x / ln2) and the reduced r; returns r.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Reduce(Vector512<float> x, out Vector512<float> n)
+    {
+        n = Vector512.Round(x * Vector512.Create(1.44269504f));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), x);
+        return Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
+    }
+
+    /// <summary>e^r for a reduced <paramref name="r"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Polynomial(Vector512<float> r)
+    {
+        var p = Vector512.Create(1.9875691500e-4f);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.3981999507e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894e-2f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
+        return Vector512.FusedMultiplyAdd(p, r * r, r) + Vector512.Create(1f);
+    }
+
+    /// <inheritdoc cref="Reduce(Vector512{float}, out Vector512{float})"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Reduce(Vector256<float> x, out Vector256<float> n)
+    {
+        n = Vector256.Round(x * Vector256.Create(1.44269504f));
+        var r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-0.693359375f), x);
+        return Vector256.FusedMultiplyAdd(n, Vector256.Create(2.12194440e-4f), r);
+    }
+
+    /// <inheritdoc cref="Polynomial(Vector512{float})"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Polynomial(Vector256<float> r)
+    {
+        var p = Vector256.Create(1.9875691500e-4f);
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1.3981999507e-3f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(8.3334519073e-3f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(4.1665795894e-2f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1.6666665459e-1f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(5.0000001201e-1f));
+        return Vector256.FusedMultiplyAdd(p, r * r, r) + Vector256.Create(1f);
+    }
+}
