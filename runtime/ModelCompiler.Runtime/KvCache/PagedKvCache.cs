@@ -1,4 +1,6 @@
 using System;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace ModelCompiler.Runtime.KvCache;
 
@@ -141,15 +143,73 @@ public sealed class PagedKvCache
         {
             var halfKeys = HalfKeys.AsSpan((int)start, blockSize * kvDim);
             var halfValues = HalfValues.AsSpan((int)start, blockSize * kvDim);
-            for (int c = 0; c < kvDim; c++)
+            // Converted a few tokens' rows at a time into stack buffers (contiguous, so in vectors: the scalar Half
+            // conversion was ~12% of a Llama110M q4_0 prefill with an f16 cache), then stored channel by channel.
+            int rowsPerPass = Math.Clamp(MaxConvertedHalves / kvDim, 1, count);
+            Span<ushort> keyBits = stackalloc ushort[rowsPerPass * kvDim];
+            Span<ushort> valueBits = stackalloc ushort[rowsPerPass * kvDim];
+            var halfKeyBits = MemoryMarshal.Cast<Half, ushort>(halfKeys);
+            var halfValueBits = MemoryMarshal.Cast<Half, ushort>(halfValues);
+            for (int j0 = 0; j0 < count; j0 += rowsPerPass)
             {
-                for (int j = 0; j < count; j++)
+                int rows = Math.Min(rowsPerPass, count - j0);
+                for (int j = 0; j < rows; j++)
                 {
-                    halfKeys[c * blockSize + offset + j] = ToHalf(keys[j * keyStride + c]);
-                    halfValues[c * blockSize + offset + j] = ToHalf(values[j * valueStride + c]);
+                    ToHalfBits(keys.Slice((j0 + j) * keyStride, kvDim), keyBits.Slice(j * kvDim, kvDim));
+                    ToHalfBits(values.Slice((j0 + j) * valueStride, kvDim), valueBits.Slice(j * kvDim, kvDim));
+                }
+                for (int c = 0; c < kvDim; c++)
+                {
+                    int slot = c * blockSize + offset + j0;
+                    for (int j = 0; j < rows; j++)
+                    {
+                        halfKeyBits[slot + j] = keyBits[j * kvDim + c];
+                        halfValueBits[slot + j] = valueBits[j * kvDim + c];
+                    }
                 }
             }
         }
+    }
+
+    /// <summary>Halves of converted rows <see cref="WriteTokens"/> keeps on the stack per tensor (16 KiB).</summary>
+    private const int MaxConvertedHalves = 8192;
+
+    /// <summary>
+    /// <see cref="ToHalf"/> of every element of <paramref name="source"/>, as bits, into <paramref name="destination"/>:
+    /// eight at a time where Vector256 is accelerated, with the same results (round to nearest even, saturated at
+    /// ±65504); a vector holding a NaN, and the tail, go through <see cref="ToHalf"/> itself.
+    /// </summary>
+    internal static void ToHalfBits(ReadOnlySpan<float> source, Span<ushort> destination)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; i <= source.Length - 8; i += 8)
+            {
+                var x = Vector256.Create(source.Slice(i, 8));
+                if (!Vector256.EqualsAll(x, x)) { for (int k = i; k < i + 8; k++) destination[k] = BitConverter.HalfToUInt16Bits(ToHalf(source[k])); continue; }
+                var halves = ToHalfBits(x);
+                // The eight 16-bit results sit in the low halves of the 32-bit lanes.
+                Vector128.Narrow(halves.GetLower(), halves.GetUpper()).CopyTo(destination.Slice(i, 8));
+            }
+        }
+        for (; i < source.Length; i++) destination[i] = BitConverter.HalfToUInt16Bits(ToHalf(source[i]));
+    }
+
+    // f32 → f16 bits for eight non-NaN values, round to nearest even, saturated at ±65504 (F. Giesen's
+    // float_to_half_fast3_rtne): normal results add the exponent rebias and the rounding increment to the f32 bits and
+    // shift; subnormal ones (|x| < 2^-14) let an f32 addition of 0.5 do the rounding.
+    private static Vector256<uint> ToHalfBits(Vector256<float> x)
+    {
+        x = Vector256.Min(Vector256.Max(x, Vector256.Create(-65504f)), Vector256.Create(65504f));
+        var bits = x.AsUInt32();
+        var sign = (bits >> 16) & Vector256.Create(0x8000u);
+        var magnitude = bits & Vector256.Create(0x7FFFFFFFu);
+        var odd = (magnitude >> 13) & Vector256.Create(1u);
+        var normal = (magnitude + Vector256.Create(0xC8000FFFu) + odd) >> 13;
+        var subnormal = (magnitude.AsSingle() + Vector256.Create(0.5f)).AsUInt32() - Vector256.Create(0x3F000000u);
+        var isSubnormal = Vector256.LessThan(magnitude, Vector256.Create(0x38800000u));
+        return Vector256.ConditionalSelect(isSubnormal, subnormal, normal) | sign;
     }
 
     /// <summary>

@@ -44,6 +44,33 @@ public class PagedKvCacheTests
     }
 
     [Fact]
+    public void F16_conversion_in_vectors_gives_the_scalar_conversions_bits_for_every_kind_of_float()
+    {
+        // Every f16 value, the midpoints between neighbours (ties: round to even) and the floats next to them, both
+        // signs, the subnormal and overflow ranges, infinities, NaNs, and random bit patterns.
+        var inputs = new List<float>();
+        for (int h = 0; h < 0x7C00; h++)
+        {
+            float a = (float)BitConverter.UInt16BitsToHalf((ushort)h), b = (float)BitConverter.UInt16BitsToHalf((ushort)(h + 1));
+            float mid = (float)(((double)a + b) / 2);
+            foreach (float v in new[] { a, mid, MathF.BitDecrement(mid), MathF.BitIncrement(mid) }) { inputs.Add(v); inputs.Add(-v); }
+        }
+        inputs.AddRange([65504f, 65519f, 65520f, 70000f, 1e30f, float.MaxValue, float.PositiveInfinity, float.NegativeInfinity, float.NaN,
+            BitConverter.Int32BitsToSingle(0x7FC00001), BitConverter.Int32BitsToSingle(unchecked((int)0xFF800001)), 1e-45f, 1e-10f, 5.9604645e-8f, 2.9802322e-8f]);
+        var random = new Random(5);
+        for (int i = 0; i < 200_000; i++) inputs.Add(BitConverter.Int32BitsToSingle(random.Next() ^ (random.Next(2) << 31)));
+        var source = inputs.ToArray();
+        var bits = new ushort[source.Length];
+        PagedKvCache.ToHalfBits(source, bits);
+        for (int i = 0; i < source.Length; i++)
+        {
+            ushort expected = BitConverter.HalfToUInt16Bits(PagedKvCache.ToHalf(source[i]));
+            if (bits[i] != expected)
+                Assert.Fail($"{source[i]:R} (0x{BitConverter.SingleToUInt32Bits(source[i]):X8}) became 0x{bits[i]:X4}, not 0x{expected:X4}");
+        }
+    }
+
+    [Fact]
     public void F16_saturates_values_beyond_its_range_instead_of_storing_infinities()
     {
         var cache = new PagedKvCache(1, 1, 1, 4, KvCacheDType.F16);
