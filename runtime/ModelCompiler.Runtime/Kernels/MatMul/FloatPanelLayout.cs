@@ -66,19 +66,20 @@ internal static unsafe class FloatPanelLayout
             if (source.DType == WeightDType.F32 && CpuFeatures.UseVector512)
                 FloatPanel.Pack<F32Row>(rows, source.RowSizeInBytes, numRows, k, (float*)panel);
             else if (source.DType == WeightDType.F32)
-                Transpose(rows, source.RowSizeInBytes, numRows, k, (float*)panel); // FloatPanel.Pack's transposes need AVX-512
+                FloatPanel256.PackF32(rows, source.RowSizeInBytes, numRows, k, (float*)panel); // AVX2: the per-call packing's transposes
             else
-                Transpose(rows, source.RowSizeInBytes, numRows, k, (ushort*)panel); // f16/bf16: the bits as they are; the kernels widen them
+                TransposeHalves(rows, source.RowSizeInBytes, numRows, k, (ushort*)panel);
         }
     }
 
-    // panel[i * 32 + r] = row r's element i, rows numRows..31 zero: one element at a time, once at load.
-    private static void Transpose<T>(byte* rows, nint rowBytes, int numRows, int k, T* panel) where T : unmanaged
+    // f16/bf16: panel[i * 32 + r] = row r's element i, the bits as they are (the kernels widen them), rows numRows..31
+    // zero: one element at a time, once at load.
+    private static void TransposeHalves(byte* rows, nint rowBytes, int numRows, int k, ushort* panel)
     {
         for (int r = 0; r < FloatPanel.PanelRows; r++)
         {
-            T* row = (T*)(rows + r * rowBytes);
-            for (int i = 0; i < k; i++) panel[(nint)i * FloatPanel.PanelRows + r] = r < numRows ? row[i] : default;
+            ushort* row = (ushort*)(rows + r * rowBytes);
+            for (int i = 0; i < k; i++) panel[(nint)i * FloatPanel.PanelRows + r] = r < numRows ? row[i] : (ushort)0;
         }
     }
 
