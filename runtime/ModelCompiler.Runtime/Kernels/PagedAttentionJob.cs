@@ -88,8 +88,9 @@ internal unsafe struct AttentionShape
 /// With AVX-512 or AVX2 (<see cref="CpuFeatures.UseAttentionLanes"/>) and blocks of a multiple of 16 slots, positions
 /// are the vector lanes throughout: q·k of 16 positions is one FMA per channel with the query element broadcast, and
 /// the value sum keeps per (head, channel) a vector of 16 per-position partial sums, folded once at the end; no
-/// horizontal sum per position. Otherwise one position at a time (the portable path). A partial last 16 computes scores for slots past the attended positions (inside
-/// the same block, so in bounds); they are never read, and their value lanes are masked out.
+/// horizontal sum per position. Otherwise one position at a time (the portable path). A partial last 16 computes
+/// scores for slots past the attended positions (inside the same block, so in bounds); they are never read, and their
+/// value lanes are masked out.
 /// </remarks>
 [SkipLocalsInit] // every stack buffer is written before it is read; zeroing them was 15% of the kernel's own time
 internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv : struct, IKvElements

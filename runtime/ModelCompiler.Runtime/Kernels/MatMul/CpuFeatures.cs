@@ -18,14 +18,17 @@ internal static class CpuFeatures
     /// <summary>The f32/f16/bf16 tiles use Vector512 (AVX-512F).</summary>
     public static readonly bool UseVector512 = Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
 
+    // AVX2 with FMA: what every non-AVX-512 vector path below needs (x86-64-v3).
+    private static readonly bool s_avx2Fma = Avx2.IsSupported && Fma.IsSupported;
+
     /// <summary>The q8_0/q4_0 integer dot products need AVX2 (maddubs/madd), with AVX-VNNI when present.</summary>
-    public static readonly bool UseInt8 = Avx2.IsSupported && Fma.IsSupported;
+    public static readonly bool UseInt8 = s_avx2Fma;
 
     /// <summary>
     /// f32/f16/bf16 projection matrices are packed at load into 32-row panels (<see cref="FloatPanelLayout"/>): run by
     /// <see cref="FloatPanel"/> with AVX-512, by <see cref="FloatPanel256"/> with AVX2 and FMA.
     /// </summary>
-    public static readonly bool UseFloatPanels = UseVector512 || (Avx2.IsSupported && Fma.IsSupported);
+    public static readonly bool UseFloatPanels = UseVector512 || s_avx2Fma;
 
     /// <summary>
     /// The decode attention job (<see cref="PagedAttentionJob{TKv}"/>) puts 16 positions in the lanes of a
@@ -40,7 +43,7 @@ internal static class CpuFeatures
     /// The prefill attention job (<see cref="PrefillAttentionJob{TKv}"/>) stays AVX-512 only: it transposes with
     /// AVX-512 permutes. Without it a prefill takes the decode job, token by token.
     /// </remarks>
-    public static readonly bool UseAttentionLanes = UseVector512 || (Avx2.IsSupported && Fma.IsSupported);
+    public static readonly bool UseAttentionLanes = UseVector512 || s_avx2Fma;
 
     /// <summary>AVX-VNNI's vpdpbusd replaces maddubs + madd.</summary>
     public static readonly bool UseVnni = AvxVnni.IsSupported;
