@@ -106,36 +106,31 @@ native="$root/models/Stories260K/bin/Release/net10.0/linux-x64/publish/Stories26
 work=$(mktemp -d)
 "$native" quantize --to q8_0 --out "$work/q8_0.gguf" > /dev/null
 "$native" quantize --to q4_0 --out "$work/q4_0.gguf" > /dev/null
-for weights in f32 q8_0 q4_0; do
-  args=(generate --prompt "Once upon a time" --max-tokens 256 --temperature 0)
-  if [ "$weights" != f32 ]; then args+=(--weights "$work/$weights.gguf"); fi
-  "$native" "${args[@]}" > "$work/aot.txt"
-  dotnet run --project models/Stories260K -c Release -- "${args[@]}" > "$work/jit.txt"
-  if ! cmp "$work/aot.txt" "$work/jit.txt"; then
-    echo "error: Native AOT output ($weights weights) differs from the JIT build's" >&2
-    diff "$work/aot.txt" "$work/jit.txt" | head -20 >&2
-    exit 1
-  fi
-  echo "Native AOT output ($weights weights) is byte-identical to the JIT build's ($(wc -c < "$work/aot.txt") bytes)"
-  passed=$((passed + 1))
-done
+# compare_with_jit BINARY WHAT [VAR=VALUE ...]: BINARY's greedy output for f32, q8_0 and q4_0 weights must equal the
+# JIT build's, the JIT run with the given environment (which selects its instruction level).
+compare_with_jit() {
+  local binary=$1 what=$2
+  shift 2
+  for weights in f32 q8_0 q4_0; do
+    args=(generate --prompt "Once upon a time" --max-tokens 256 --temperature 0)
+    if [ "$weights" != f32 ]; then args+=(--weights "$work/$weights.gguf"); fi
+    "$binary" "${args[@]}" > "$work/aot.txt"
+    env "$@" dotnet run --project models/Stories260K -c Release -- "${args[@]}" > "$work/jit.txt"
+    if ! cmp "$work/aot.txt" "$work/jit.txt"; then
+      echo "error: $what output ($weights weights) differs from the JIT build's" >&2
+      diff "$work/aot.txt" "$work/jit.txt" | head -20 >&2
+      exit 1
+    fi
+    echo "$what output ($weights weights) is byte-identical to the JIT build's ($(wc -c < "$work/aot.txt") bytes)"
+    passed=$((passed + 1))
+  done
+}
+compare_with_jit "$native" "Native AOT"
 # The AVX2 paths natively too, where this CPU has more than AVX2 (the binary above then never runs them): a build
 # for x86-64-v3 against the JIT with AVX-512 off. Its native code is the AOT compiler's, not the JIT's.
 if grep -qw avx512f /proc/cpuinfo && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
   dotnet publish models/Stories260K -c Release -r linux-x64 -p:IlcInstructionSet=x86-64-v3 -o "$work/v3" > /dev/null
-  for weights in f32 q8_0 q4_0; do
-    args=(generate --prompt "Once upon a time" --max-tokens 256 --temperature 0)
-    if [ "$weights" != f32 ]; then args+=(--weights "$work/$weights.gguf"); fi
-    "$work/v3/Stories260K" "${args[@]}" > "$work/aot.txt"
-    DOTNET_EnableAVX512=0 dotnet run --project models/Stories260K -c Release -- "${args[@]}" > "$work/jit.txt"
-    if ! cmp "$work/aot.txt" "$work/jit.txt"; then
-      echo "error: Native AOT output for x86-64-v3 ($weights weights) differs from the JIT build's without AVX-512" >&2
-      diff "$work/aot.txt" "$work/jit.txt" | head -20 >&2
-      exit 1
-    fi
-    echo "Native AOT output for x86-64-v3 ($weights weights) is byte-identical to the JIT build's without AVX-512"
-    passed=$((passed + 1))
-  done
+  compare_with_jit "$work/v3/Stories260K" "Native AOT for x86-64-v3 (against the JIT without AVX-512)" DOTNET_EnableAVX512=0
 fi
 rm -rf "$work"
 
