@@ -1,4 +1,5 @@
 using System;
+using System.Runtime.Intrinsics;
 using ModelCompiler.Runtime.KvCache;
 
 namespace ModelCompiler.Runtime.Kernels;
@@ -70,10 +71,25 @@ public static partial class CpuKernels
         }
     }
 
-    /// <summary>Rotates <c>[numHeads, headDim]</c> heads by one token's angles.</summary>
-    private static void RotateHeads(Span<float> heads, int numHeads, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, RopeStyle style)
+    /// <summary>
+    /// Rotates <c>[numHeads, headDim]</c> heads by one token's angles. The vector forms compute each element with the
+    /// scalar loop's operations (two rounded products, one rounded sum), so the result is the same bit for bit.
+    /// </summary>
+    private static unsafe void RotateHeads(Span<float> heads, int numHeads, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, RopeStyle style)
     {
         int numPairs = headDim / 2;
+        heads = heads.Slice(0, numHeads * headDim);
+        cos = cos.Slice(0, numPairs);
+        sin = sin.Slice(0, numPairs);
+        if (Vector256.IsHardwareAccelerated && numPairs % (style == RopeStyle.Interleaved ? 4 : 8) == 0)
+        {
+            fixed (float* pHeads = heads, pCos = cos, pSin = sin)
+            {
+                if (style == RopeStyle.Interleaved) RotateInterleaved(pHeads, numHeads, numPairs, pCos, pSin);
+                else RotateHalves(pHeads, numHeads, numPairs, pCos, pSin);
+            }
+            return;
+        }
         for (int h = 0; h < numHeads; h++)
         {
             var head = heads.Slice(h * headDim, headDim);
@@ -94,6 +110,44 @@ public static partial class CpuKernels
                     head[i] = x0 * cos[i] - x1 * sin[i];
                     head[i + numPairs] = x0 * sin[i] + x1 * cos[i];
                 }
+            }
+        }
+    }
+
+    // Adjacent pairs, four per vector: x = (a0 b0 a1 b1 ...), the angles' cos and sin each repeated for a pair;
+    // x·cos + swap(x)·(−sin, sin) gives a·c − b·s in the even lanes and b·c + a·s in the odd ones. numPairs % 4 == 0.
+    private static unsafe void RotateInterleaved(float* heads, int numHeads, int numPairs, float* cos, float* sin)
+    {
+        var repeatPairs = Vector256.Create(0, 0, 1, 1, 2, 2, 3, 3);
+        var swapPairs = Vector256.Create(1, 0, 3, 2, 5, 4, 7, 6);
+        var alternateSign = Vector256.Create(-1f, 1f, -1f, 1f, -1f, 1f, -1f, 1f);
+        for (int i = 0; i < numPairs; i += 4)
+        {
+            var c = Vector256.Shuffle(Vector256.Create(Vector128.Load(cos + i), Vector128<float>.Zero), repeatPairs);
+            var s = Vector256.Shuffle(Vector256.Create(Vector128.Load(sin + i), Vector128<float>.Zero), repeatPairs) * alternateSign;
+            for (int h = 0; h < numHeads; h++)
+            {
+                float* p = heads + h * 2 * numPairs + 2 * i;
+                var x = Vector256.Load(p);
+                (x * c + Vector256.Shuffle(x, swapPairs) * s).Store(p);
+            }
+        }
+    }
+
+    // Halves: pair i is (x[i], x[i + numPairs]), eight pairs per vector. numPairs % 8 == 0.
+    private static unsafe void RotateHalves(float* heads, int numHeads, int numPairs, float* cos, float* sin)
+    {
+        for (int i = 0; i < numPairs; i += 8)
+        {
+            var c = Vector256.Load(cos + i);
+            var s = Vector256.Load(sin + i);
+            for (int h = 0; h < numHeads; h++)
+            {
+                float* p = heads + h * 2 * numPairs + i;
+                var x0 = Vector256.Load(p);
+                var x1 = Vector256.Load(p + numPairs);
+                (x0 * c - x1 * s).Store(p);
+                (x0 * s + x1 * c).Store(p + numPairs);
             }
         }
     }

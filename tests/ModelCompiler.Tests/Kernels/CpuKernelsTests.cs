@@ -171,11 +171,15 @@ public class CpuKernelsTests
     [InlineData(RopeStyle.Half, 8)]
     [InlineData(RopeStyle.Interleaved, 34)]
     [InlineData(RopeStyle.Half, 34)]
+    [InlineData(RopeStyle.Interleaved, 16)]
+    [InlineData(RopeStyle.Half, 16)]
+    [InlineData(RopeStyle.Interleaved, 64)]
+    [InlineData(RopeStyle.Half, 64)]
     public void Rope_rotates_only_the_addressed_heads_by_each_tokens_position(RopeStyle style, int headDim)
     {
         // Two sequences with positions far apart (up to ~1000) so angle precision matters; heads sit at a
         // column offset inside wider rows, and every column outside them must stay as it was.
-        const int numHeads = 3, columnOffset = 5, maxHeadDim = 34, rowStride = columnOffset + numHeads * maxHeadDim + 4;
+        const int numHeads = 3, columnOffset = 5, maxHeadDim = 64, rowStride = columnOffset + numHeads * maxHeadDim + 4;
         const float theta = 10000f;
         var batch = new ForwardBatch(maxTokens: 8, maxSequences: 2, maxBlocksPerSequence: 1100, blockSize: 1);
         batch.AddSequence([1, 2, 3], startPosition: 0, blockTable: Enumerable.Range(0, 3).ToArray());
@@ -201,6 +205,74 @@ public class CpuKernelsTests
                 AssertClose(head, rows.AsSpan(headStart, headDim), what: $"token {t} head {h}");
             }
         }
+    }
+
+    /// <summary>
+    /// The vector forms (head widths with 4 or 8 pairs per vector) must give exactly what the scalar loop gives: per
+    /// element two f32 products and one f32 sum of the table's angles. A greedy output that stays byte-identical to the
+    /// reference relies on no kernel change moving a bit it need not.
+    /// </summary>
+    [Theory]
+    [InlineData(RopeStyle.Interleaved, 8)]
+    [InlineData(RopeStyle.Interleaved, 64)]
+    [InlineData(RopeStyle.Half, 16)]
+    [InlineData(RopeStyle.Half, 128)]
+    [InlineData(RopeStyle.Half, 34)]
+    public void Rope_gives_the_scalar_formulas_result_bit_for_bit(RopeStyle style, int headDim)
+    {
+        const int numHeads = 5;
+        const float theta = 10000f;
+        int numPairs = headDim / 2;
+        var batch = new ForwardBatch(maxTokens: 4, maxSequences: 1, maxBlocksPerSequence: 700, blockSize: 1);
+        batch.AddSequence([1, 2, 3, 4], startPosition: 613, blockTable: Enumerable.Range(0, 700).ToArray());
+        var rows = RandomFloats(new Random(headDim + (int)style), batch.NumTokens * numHeads * headDim, 4f);
+        var expected = (float[])rows.Clone();
+        var inverseFrequencies = new double[numPairs];
+        var cos = new float[numPairs];
+        var sin = new float[numPairs];
+        CpuKernels.RopeInverseFrequencies(theta, headDim, inverseFrequencies);
+        for (int t = 0; t < batch.NumTokens; t++)
+        {
+            CpuKernels.RopeAngles(batch.Positions[t], inverseFrequencies, cos, sin);
+            for (int h = 0; h < numHeads; h++)
+            for (int i = 0; i < numPairs; i++)
+            {
+                int start = (t * numHeads + h) * headDim;
+                int a = start + (style == RopeStyle.Interleaved ? 2 * i : i), b = start + (style == RopeStyle.Interleaved ? 2 * i + 1 : i + numPairs);
+                float x0 = expected[a], x1 = expected[b];
+                expected[a] = x0 * cos[i] - x1 * sin[i];
+                expected[b] = x0 * sin[i] + x1 * cos[i];
+            }
+        }
+        CpuKernels.Rope(rows, numHeads * headDim, 0, numHeads, headDim, batch, theta, style);
+        Assert.Equal(expected, rows);
+    }
+
+    /// <summary>SiLU's f32 exponential (CephesExp) against double over a dense sweep, the saturated tails included.</summary>
+    [Fact]
+    public void Silu_is_within_a_few_ulp_of_double_everywhere()
+    {
+        var x = new List<float>();
+        for (float v = -120f; v <= 120f; v += 0.0137f) x.Add(v);
+        x.AddRange([0f, -0f, 1e-30f, -1e-30f, 87.3f, -87.3f, 88.1f, -88.1f, 89f, -89f, 1e6f, -1e6f, float.MaxValue, -float.MaxValue]);
+        var input = x.ToArray();
+        var y = new float[input.Length];
+        CpuKernels.Silu(input, y, input.Length);
+        for (int i = 0; i < input.Length; i++)
+        {
+            double expected = input[i] / (1 + Math.Exp(-(double)input[i]));
+            if (expected == 0 || Math.Abs(expected) < 1e-30)
+            {
+                Assert.True(Math.Abs(y[i]) < 1e-30, $"silu({input[i]}) = {y[i]}, expected about 0");
+                continue;
+            }
+            float magnitude = Math.Abs((float)expected);
+            double ulp = MathF.BitIncrement(magnitude) - magnitude;
+            Assert.True(Math.Abs(y[i] - expected) <= 4 * ulp, $"silu({input[i]}) = {y[i]}, expected {expected} (error {Math.Abs(y[i] - expected) / ulp:F1} ulp)");
+        }
+        Assert.True(float.IsNaN(SiluOf(float.NaN)), "silu(NaN) must be NaN");
+
+        static float SiluOf(float v) { var r = new float[8]; CpuKernels.Silu(Enumerable.Repeat(v, 8).ToArray(), r, 8); return r[0]; }
     }
 
     [Fact]
