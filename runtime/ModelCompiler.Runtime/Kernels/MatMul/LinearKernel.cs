@@ -104,7 +104,7 @@ internal static unsafe class LinearKernel
     /// <see cref="TailFraction"/> for one-token projections of packed q8_0/q4_0 weights. Their matrices are small (0.3–1.8
     /// MB a layer in q4_0) and their kernels have the least arithmetic per byte to cover a restarted stream, so a
     /// shorter tail (longer large chunks) pays: <c>quick step q4_0 300 1</c> with a temporary switch alternating the
-    /// tail share pass by pass against 25% (2026-12-02 12:45 UTC, after the guided tail): median per-pass ratios 0.935,
+    /// tail share pass by pass against 25% (2026-12-02 12:40 UTC, after the guided tail): median per-pass ratios 0.935,
     /// 0.897, 0.910 and 0.949 at 10%, 0.951 and 0.940 at 15%, 0.953 at 5%; q8_0 0.995 and 0.980 at 10%, 0.977 at 15%.
     /// Float panels are slower with it (f32 1.023 at 10%, 1.052 at 15%; bf16 0.99–1.0), and 16 or 128 tokens of q4_0 or
     /// q8_0 no better (1.011, 0.997, 1.021), so they keep <see cref="TailFraction"/>.
