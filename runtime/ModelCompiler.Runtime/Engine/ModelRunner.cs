@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using ModelCompiler.Runtime.KvCache;
+using ModelCompiler.Runtime.Sampling;
 using ModelCompiler.Runtime.Weights;
 
 namespace ModelCompiler.Runtime.Engine;
@@ -15,6 +16,7 @@ public sealed class ModelRunner : IModelRunner
     private readonly float[] _arena;
     private readonly float[] _logits;
     private int _numLogits;     // logits rows of the last forward pass
+    private Sampler[] _rowSamplers = [];   // ForwardSample's samplers during a parallel run (see there)
 
     /// <summary>Binds <paramref name="source"/> to <paramref name="model"/>'s weight table (the runner owns the source from here on).</summary>
     public ModelRunner(CompiledModel model, IWeightSource source)
@@ -104,6 +106,54 @@ public sealed class ModelRunner : IModelRunner
         Model.Forward(batch, Weights, KvCache, _arena, _logits);
         _numLogits = batch.NumLogits;
         return _logits.AsSpan(0, batch.NumLogits * Config.VocabSize);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// The rows are sampled in parallel over the worker pool, a row per chunk. Each row's sampler is its own (its
+    /// generator, its buffers), so the tokens are the same on any thread count. A row with top-p sorts its candidates
+    /// (~0.5 ms at 32,000 tokens), so a 16-sequence serving step of such rows spent ~8 ms on the calling thread alone
+    /// while the workers waited.
+    /// </remarks>
+    public unsafe void ForwardSample(ForwardBatch batch, ReadOnlySpan<Sampler> samplers, Span<int> tokens)
+    {
+        IModelRunner.CheckSampling(this, batch, samplers, tokens);
+        ReadOnlySpan<float> logits = Forward(batch);
+        int rows = batch.NumLogits, vocab = Config.VocabSize;
+        if (rows < 2 || Threading.WorkerPool.ThreadCount == 1)
+        {
+            for (int i = 0; i < rows; i++) tokens[i] = samplers[i].Sample(logits.Slice(i * vocab, vocab));
+            return;
+        }
+        // The job reaches the samplers through an array (a struct the pool runs cannot hold a span); the buffer grows
+        // to the largest batch once and holds no sampler past the call.
+        if (_rowSamplers.Length < rows) _rowSamplers = new Sampler[rows];
+        samplers.Slice(0, rows).CopyTo(_rowSamplers);
+        try
+        {
+            fixed (float* pLogits = logits)
+            fixed (int* pTokens = tokens)
+            {
+                var job = new SampleRows { Samplers = _rowSamplers, Logits = pLogits, Tokens = pTokens, VocabSize = vocab };
+                Threading.WorkerPool.Run(ref job, rows);
+            }
+        }
+        finally
+        {
+            Array.Clear(_rowSamplers, 0, rows);
+        }
+    }
+
+    /// <summary>Row <c>chunk</c>'s token from its logits by its own sampler.</summary>
+    private unsafe struct SampleRows : Threading.IParallelJob
+    {
+        public Sampler[] Samplers;
+        public float* Logits;
+        public int* Tokens;
+        public int VocabSize;
+
+        public readonly void Execute(int chunk) =>
+            Tokens[chunk] = Samplers[chunk].Sample(new ReadOnlySpan<float>(Logits + (nint)chunk * VocabSize, VocabSize));
     }
 
     /// <inheritdoc/>
