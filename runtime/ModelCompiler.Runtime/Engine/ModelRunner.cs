@@ -120,13 +120,8 @@ public sealed class ModelRunner : IModelRunner
         IModelRunner.CheckSampling(this, batch, samplers, tokens);
         ReadOnlySpan<float> logits = Forward(batch);
         int rows = batch.NumLogits, vocab = Config.VocabSize;
-        if (rows < 2 || Threading.WorkerPool.ThreadCount == 1)
-        {
-            for (int i = 0; i < rows; i++) tokens[i] = samplers[i].Sample(logits.Slice(i * vocab, vocab));
-            return;
-        }
         // The job reaches the samplers through an array (a struct the pool runs cannot hold a span); the buffer grows
-        // to the largest batch once and holds no sampler past the call.
+        // to the largest batch once and holds no sampler past the call. One row, or one thread, runs inline.
         if (_rowSamplers.Length < rows) _rowSamplers = new Sampler[rows];
         samplers.Slice(0, rows).CopyTo(_rowSamplers);
         try
