@@ -190,9 +190,7 @@ internal static unsafe class AttentionMath
         // element, so the halves take the Vector256 form (vroundps, vcvtps2dq).
         if (!Vector512.IsHardwareAccelerated) return Vector512.Create(ExpNonPositive(x.GetLower()), ExpNonPositive(x.GetUpper()));
         x = Vector512.Max(x, Vector512.Create(-87.33654f));
-        var p = CephesExp.Polynomial(CephesExp.Reduce(x, out var n));
-        var scale = (Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23;
-        return p * scale.AsSingle();
+        return CephesExp.Polynomial(CephesExp.Reduce(x, out var n)) * CephesExp.PowerOfTwo(n);
     }
 
     /// <summary>
@@ -203,9 +201,7 @@ internal static unsafe class AttentionMath
     public static Vector256<float> ExpNonPositive(Vector256<float> x)
     {
         x = Vector256.Max(x, Vector256.Create(-87.33654f));
-        var p = CephesExp.Polynomial(CephesExp.Reduce(x, out var n));
-        var scale = (Vector256.ConvertToInt32(n) + Vector256.Create(127)) << 23;
-        return p * scale.AsSingle();
+        return CephesExp.Polynomial(CephesExp.Reduce(x, out var n)) * CephesExp.PowerOfTwo(n);
     }
 
     /// <summary>The sum of 16 lanes: <c>Vector512.Sum</c>, or on AVX2 the two halves added first (one call, not sixteen elements).</summary>

@@ -4,9 +4,10 @@ using System.Runtime.Intrinsics;
 namespace ModelCompiler.Runtime.Kernels;
 
 /// <summary>
-/// The vector steps of Cephes' expf that attention's softmax (<see cref="AttentionMath.ExpNonPositive(Vector512{float})"/>)
-/// and the sampler's weights share: the range reduction <c>x = n·ln2 + r</c> (|r| ≤ ln2/2, ln2 in two parts) and the
-/// polynomial <c>e^r ≈ 1 + r + r²·P(r)</c>, in f32 FMAs. Each caller builds 2ⁿ its own way. The 512- and 256-bit forms
+/// The vector steps of Cephes' expf that attention's softmax (<see cref="AttentionMath.ExpNonPositive(Vector512{float})"/>),
+/// SiLU (<see cref="Exp(Vector256{float})"/>) and the sampler's weights share: the range reduction <c>x = n·ln2 + r</c>
+/// (|r| ≤ ln2/2, ln2 in two parts), the polynomial <c>e^r ≈ 1 + r + r²·P(r)</c>, in f32 FMAs, and 2ⁿ from the exponent
+/// bits (<see cref="PowerOfTwo(Vector512{float})"/>; the sampler builds its own 2^(40 + n)). The 512- and 256-bit forms
 /// run the same operations in the same order, so a lane's value is the same on either instruction set; the sampler's
 /// results must also match the CUDA prelude's <c>mc_sample_weight</c> bit for bit (tested), so a change here is a
 /// change there.
@@ -43,10 +44,16 @@ internal static class CephesExp
     public static Vector256<float> Exp(Vector256<float> x)
     {
         x = Vector256.Min(Vector256.Max(x, Vector256.Create(-87.33654f)), Vector256.Create(88.02f));
-        var p = Polynomial(Reduce(x, out var n));
-        var scale = (Vector256.ConvertToInt32(n) + Vector256.Create(127)) << 23;
-        return p * scale.AsSingle();
+        return Polynomial(Reduce(x, out var n)) * PowerOfTwo(n);
     }
+
+    /// <summary>2ⁿ for a whole <paramref name="n"/> in [−126, 127] (a normal float), from its exponent bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> PowerOfTwo(Vector512<float> n) => ((Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23).AsSingle();
+
+    /// <inheritdoc cref="PowerOfTwo(Vector512{float})"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> PowerOfTwo(Vector256<float> n) => ((Vector256.ConvertToInt32(n) + Vector256.Create(127)) << 23).AsSingle();
 
     /// <inheritdoc cref="Reduce(Vector512{float}, out Vector512{float})"/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
