@@ -187,6 +187,8 @@ internal static class DecodeAttentionRun
         int numSequences = args.Length > 1 ? int.Parse(args[1]) : 16;
         int context = args.Length > 2 ? int.Parse(args[2]) : 192;
         int passes = args.Length > 3 ? int.Parse(args[3]) : 50;
+        // Query tokens per sequence, ending at the context's last position: 1 is a decode step, more a prefill chunk.
+        int queryTokens = args.Length > 4 ? int.Parse(args[4]) : 1;
         const int numLayers = 12, numHeads = 12, headDim = 64, blockSize = 16, kvDim = numHeads * headDim;
         ModelCompiler.Runtime.Threading.WorkerPool.SetThreadCount(2);
         int blocksPerSequence = (context + blockSize - 1) / blockSize;
@@ -206,10 +208,11 @@ internal static class DecodeAttentionRun
                 }
             // Scattered blocks: a random permutation of the pool dealt out to the sequences.
             int[] order = Enumerable.Range(0, numBlocks).OrderBy(_ => random.Next()).ToArray();
-            var batch = new ModelCompiler.Runtime.KvCache.ForwardBatch(numSequences, numSequences, blocksPerSequence, blockSize);
+            var batch = new ModelCompiler.Runtime.KvCache.ForwardBatch(numSequences * queryTokens, numSequences, blocksPerSequence, blockSize);
+            var tokens = new int[queryTokens];
             for (int s = 0; s < numSequences; s++)
-                batch.AddSequence([1], context - 1, order.AsSpan(s * blocksPerSequence, blocksPerSequence));
-            var q = new float[numSequences * kvDim];
+                batch.AddSequence(tokens, context - queryTokens, order.AsSpan(s * blocksPerSequence, blocksPerSequence));
+            var q = new float[numSequences * queryTokens * kvDim];
             for (int i = 0; i < q.Length; i++) q[i] = (float)random.NextDouble() - 0.5f;
             var output = new float[q.Length];
             double bytes = 2.0 * numLayers * numSequences * context * kvDim * ModelCompiler.Runtime.KvCacheDTypes.ElementSizeInBytes(dtype);
@@ -223,7 +226,7 @@ internal static class DecodeAttentionRun
             }
             times.Sort();
             double median = times[times.Count / 2];
-            Console.WriteLine($"{name} decode attention, {numSequences} sequences x {context} positions x {numLayers} layers ({bytes / 1e6:F1} MB): median {median * 1e3:F3} ms ({bytes / median / 1e9:F1} GB/s)  fastest {times[0] * 1e3:F3} ms ({bytes / times[0] / 1e9:F1} GB/s)");
+            Console.WriteLine($"{name} attention, {numSequences} sequences x {queryTokens} queries x {context} positions x {numLayers} layers ({bytes / 1e6:F1} MB): median {median * 1e3:F3} ms ({bytes / median / 1e9:F1} GB/s)  fastest {times[0] * 1e3:F3} ms ({bytes / times[0] / 1e9:F1} GB/s)");
         }
     }
 }

@@ -22,6 +22,7 @@ internal sealed class CSharpEmitter
     private readonly HyperParameters _h;
     private readonly CodeWriter _w = new();
     private readonly Dictionary<Buffer, string> _names = new();
+    private readonly LastLayerRows? _lastLayerRows;
     private int _kernelNumber;
 
     private CSharpEmitter(KernelPlan plan, EngineClassInfo info)
@@ -29,6 +30,7 @@ internal sealed class CSharpEmitter
         _plan = plan;
         _info = info;
         _h = plan.Model.Hyper;
+        _lastLayerRows = LastLayerRows.Of(plan);
         var used = new HashSet<string>();
         foreach (var b in plan.Buffers)
         {
@@ -149,6 +151,16 @@ internal sealed class CSharpEmitter
         _w.Line("/// <inheritdoc />");
         _w.Line("public override global::System.Collections.Generic.IReadOnlyList<global::ModelCompiler.Runtime.WeightSpec> WeightSpecs => s_weightSpecs;");
         _w.Line();
+        if (_lastLayerRows is not null)
+        {
+            var weights = _plan.Block.Skip(_lastLayerRows.AttentionIndex + 1).OfType<LinearStep>().Select(s => Int(_plan.TableIndex(s.Weight, _h.NumLayers - 1)));
+            _w.Line("// The matrices the last layer multiplies only for the rows that need logits (see Forward).");
+            _w.Line($"private static readonly int[] s_lastLayerLogitsRowsWeights = new int[] {{ {string.Join(", ", weights)} }};");
+            _w.Line();
+            _w.Line("/// <inheritdoc />");
+            _w.Line("public override global::System.Collections.Generic.IReadOnlyList<int> LastLayerLogitsRowsWeights => s_lastLayerLogitsRowsWeights;");
+            _w.Line();
+        }
     }
 
     private void EmitForward()
@@ -240,8 +252,22 @@ internal sealed class CSharpEmitter
             case AttentionStep s:
                 if (s.Keys is not null && s.Values is not null)
                     _w.Line($"{K}.KvWrite({B(s.Keys.Buffer)}, {Int(s.Keys.Buffer.Width)}, {Int(s.Keys.ColumnOffset)}, {B(s.Values.Buffer)}, {Int(s.Values.Buffer.Width)}, {Int(s.Values.ColumnOffset)}, batch, kvCache, {layer});");
-                _w.Line($"{K}.PagedAttention({B(s.Queries.Buffer)}, {Int(s.Queries.Buffer.Width)}, {Int(s.Queries.ColumnOffset)}, batch, kvCache, {layer}, " +
-                        $"{Int(_h.NumHeads)}, {Int(_h.NumKvHeads)}, {Int(_h.HeadDim)}, {B(s.Output)});");
+                string attention = $"{K}.PagedAttention({B(s.Queries.Buffer)}, {Int(s.Queries.Buffer.Width)}, {Int(s.Queries.ColumnOffset)}, batch, kvCache, {layer}, " +
+                                   $"{Int(_h.NumHeads)}, {Int(_h.NumKvHeads)}, {Int(_h.HeadDim)}, {B(s.Output)}";
+                if (_lastLayerRows is null || layer is null)
+                {
+                    _w.Line(attention + ");");
+                    break;
+                }
+                _w.Open($"if ({layer} == NumLayers - 1 && batch.NumLogits < numTokens)");
+                _w.Line("// The last layer: no later layer reads the other rows, so from its attention on only the rows that need logits");
+                _w.Line("// are computed, compacted to the front in order (the attention's output, then every buffer still to be read).");
+                _w.Line(attention + ", new global::System.ReadOnlySpan<int>(batch.LogitsTokenIndices, 0, batch.NumLogits));");
+                foreach (var b in _lastLayerRows.Compacted)
+                    _w.Line($"{K}.GatherRows({B(b)}, batch.LogitsTokenIndices, batch.NumLogits, {B(b)}, {Int(b.Width)});");
+                _w.Line("numTokens = batch.NumLogits;");
+                _w.Close();
+                _w.Line("else " + attention + ");");
                 break;
             case SwiGluStep s:
                 _w.Line($"{K}.SwiGlu({B(s.GateUp)}, numTokens, {Int(s.Hidden)}, {B(s.Output)});");
@@ -255,8 +281,16 @@ internal sealed class CSharpEmitter
                 _w.Line($"{B(s.Source)}.Slice(0, numTokens * {Int(s.Width)}).CopyTo({B(s.Destination)});");
                 break;
             case LogitsStep s:
+                string head = $"batch.NumLogits, {W(s.Norm)}, {eps}, {M(s.Head)}, logits, {Int(s.Dim)}, {Int(s.VocabSize)}, {B(s.Normalized)});";
+                if (_lastLayerRows is not null)
+                {
+                    _w.Line("// Rows already compacted by the last layer (numTokens is then batch.NumLogits) need no gathering.");
+                    _w.Line($"if (numTokens < batch.NumTokens) {K}.RmsNormLinear({B(s.Input)}, {head}");
+                    _w.Open("else");
+                }
                 _w.Line($"{K}.GatherRows({B(s.Input)}, batch.LogitsTokenIndices, batch.NumLogits, {B(s.Gathered)}, {Int(s.Dim)});");
-                _w.Line($"{K}.RmsNormLinear({B(s.Gathered)}, batch.NumLogits, {W(s.Norm)}, {eps}, {M(s.Head)}, logits, {Int(s.Dim)}, {Int(s.VocabSize)}, {B(s.Normalized)});");
+                _w.Line($"{K}.RmsNormLinear({B(s.Gathered)}, {head}");
+                if (_lastLayerRows is not null) _w.Close();
                 break;
         }
     }

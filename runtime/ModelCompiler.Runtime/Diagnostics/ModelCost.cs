@@ -17,7 +17,13 @@ namespace ModelCompiler.Runtime.Diagnostics;
 /// <param name="NumLayers">Transformer blocks.</param>
 /// <param name="AttentionWidth">Query width (numHeads × headDim): each (query, key) pair costs this many multiply-adds for q·k and again for p·v.</param>
 /// <param name="KvBytesPerTokenPosition">Bytes of K and V (in the cache's type, f32 or f16) one cached token position holds over all layers; a decode step at context n reads n of them.</param>
-public sealed record ModelCost(long WeightBytesPerDecodedToken, long NumMatrixParametersPerToken, long NumLmHeadParameters, int NumLayers, int AttentionWidth, long KvBytesPerTokenPosition)
+/// <param name="NumLogitsRowsOnlyParameters">
+/// Of <paramref name="NumMatrixParametersPerToken"/>, the weights the last layer multiplies only for the tokens that need
+/// logits (<see cref="CompiledModel.LastLayerLogitsRowsWeights"/>); null when the forward pass computes every row (its
+/// last layer's attention then also runs for every token).
+/// </param>
+public sealed record ModelCost(long WeightBytesPerDecodedToken, long NumMatrixParametersPerToken, long NumLmHeadParameters, int NumLayers, int AttentionWidth, long KvBytesPerTokenPosition,
+    long? NumLogitsRowsOnlyParameters = null)
 {
     /// <summary>The graph weight name of the token embedding (a gather per token).</summary>
     public const string EmbeddingWeightName = "tok_embeddings";
@@ -25,7 +31,10 @@ public sealed record ModelCost(long WeightBytesPerDecodedToken, long NumMatrixPa
     public const string LmHeadWeightName = "output";
 
     /// <summary>Computes the cost of <paramref name="model"/> with <paramref name="weights"/> bound.</summary>
-    public static ModelCost Of(CompiledModel model, ModelWeights weights)
+    /// <param name="model">The compiled model.</param>
+    /// <param name="weights">Its bound weights.</param>
+    /// <param name="everyRow">Count every row of the last layer, as the CUDA pass computes them, instead of the generated CPU pass's rows.</param>
+    public static ModelCost Of(CompiledModel model, ModelWeights weights, bool everyRow = false)
     {
         long bytes = 0, matrixParameters = 0, headParameters = 0;
         foreach (var spec in model.WeightSpecs)
@@ -42,21 +51,34 @@ public sealed record ModelCost(long WeightBytesPerDecodedToken, long NumMatrixPa
             if (spec.Name == LmHeadWeightName) headParameters += spec.NumElements;
             else matrixParameters += spec.NumElements;
         }
+        long? logitsRowsOnly = null;
+        if (!everyRow && model.LastLayerLogitsRowsWeights is { } lastLayer)
+        {
+            logitsRowsOnly = 0;
+            foreach (int index in lastLayer) logitsRowsOnly += model.WeightSpecs[index].NumElements;
+        }
         var c = model.Config;
-        return new ModelCost(bytes, matrixParameters, headParameters, c.NumLayers, c.NumHeads * c.HeadDim, (long)c.NumLayers * 2 * c.KvDim * KvCacheDTypes.ElementSizeInBytes(c.KvCacheDType));
+        return new ModelCost(bytes, matrixParameters, headParameters, c.NumLayers, c.NumHeads * c.HeadDim, (long)c.NumLayers * 2 * c.KvDim * KvCacheDTypes.ElementSizeInBytes(c.KvCacheDType), logitsRowsOnly);
     }
 
     /// <summary>
     /// FLOPs of a prefill of <paramref name="numTokens"/> tokens from position 0 with logits for the last:
     /// 2 × matrix parameters × tokens (projections), 2 × LM-head parameters (one row of logits), and causal
     /// attention, where token i attends to i + 1 positions with 2 × 2 × <see cref="AttentionWidth"/> FLOPs
-    /// each (q·k and p·v), in every layer. Softmax, norms, RoPE and SwiGLU are left out (a few per mille).
+    /// each (q·k and p·v), in every layer. Softmax, norms, RoPE and SwiGLU are left out (a few per mille). Work the
+    /// pass does not do is not counted: with <see cref="NumLogitsRowsOnlyParameters"/> set, the last layer's
+    /// attention and the projections after it run for the last token only.
     /// </summary>
     public double PrefillFlops(int numTokens)
     {
         double projections = 2.0 * NumMatrixParametersPerToken * numTokens + 2.0 * NumLmHeadParameters;
         double pairs = numTokens * (numTokens + 1.0) / 2;
         double attention = 4.0 * AttentionWidth * pairs * NumLayers;
+        if (NumLogitsRowsOnlyParameters is long lastLayer && numTokens > 0)
+        {
+            projections -= 2.0 * lastLayer * (numTokens - 1);
+            attention -= 4.0 * AttentionWidth * (pairs - numTokens);
+        }
         return projections + attention;
     }
 

@@ -95,7 +95,7 @@ internal static class BenchCommand
             CudaModelRunner cudaRunner;
             using (host)
             {
-                cost = ModelCost.Of(engine, host);
+                cost = ModelCost.Of(engine, host, everyRow: true);
                 dtypes = $"f32 on {gpu.Name} (stored: {ModelCost.MatrixDTypes(engine, host)})";
                 try
                 {

@@ -88,7 +88,8 @@ internal sealed record BenchReport(
             RunPeakRssBytes is long run ? string.Format(ci, " (after loading: {0:F1} MiB)", run / 1048576.0) : ""));
         w.WriteLine(string.Format(ci, "  weights per token      {0,12:F2} MB (stored types; the embedding counts one row)   KV read per step {1:F2} MB (mean, not in the roofline)",
             Cost.WeightBytesPerDecodedToken / 1e6, MeanKvBytesPerDecodeStep / 1e6));
-        w.WriteLine(string.Format(ci, "  prefill work           {0,12:F3} GFLOP (2 x matrix parameters x tokens + LM head once + causal attention)", PrefillFlops / 1e9));
+        w.WriteLine(string.Format(ci, "  prefill work           {0,12:F3} GFLOP (2 x matrix parameters x tokens + LM head once + causal attention{1})", PrefillFlops / 1e9,
+            Cost.NumLogitsRowsOnlyParameters is null ? "" : "; the last layer past its KV write for the last token only"));
         if (Limits is { } limits)
         {
             w.WriteLine();

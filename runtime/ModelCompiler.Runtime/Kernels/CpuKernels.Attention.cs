@@ -131,11 +131,7 @@ public static partial class CpuKernels
     /// <param name="output"><c>[numTokens, numHeads * headDim]</c> attention output; must not overlap q.</param>
     public static unsafe void PagedAttention(ReadOnlySpan<float> q, int qRowStride, int qOffset, ForwardBatch batch, PagedKvCache cache, int layer, int numHeads, int numKvHeads, int headDim, Span<float> output)
     {
-        if (numKvHeads <= 0 || numHeads % numKvHeads != 0) throw new ArgumentException($"{numHeads} query heads cannot be grouped over {numKvHeads} KV heads.", nameof(numKvHeads));
-        if (numKvHeads * headDim != cache.KvDim) throw new ArgumentException($"{numKvHeads} KV heads of {headDim} do not match the cache's {cache.KvDim} elements per token.", nameof(numKvHeads));
-        if (headDim > PagedAttentionJob<F32Kv>.MaxHeadDim) throw new ArgumentOutOfRangeException(nameof(headDim), $"Head width {headDim} is over {PagedAttentionJob<F32Kv>.MaxHeadDim}.");
-        if ((uint)layer >= (uint)cache.NumLayers) throw new ArgumentOutOfRangeException(nameof(layer), layer, $"The cache has {cache.NumLayers} layers.");
-
+        CheckAttentionShape(cache, layer, numHeads, numKvHeads, headDim);
         int numTokens = batch.NumTokens;
         if (numTokens == 0) return;
         int qDim = numHeads * headDim;
@@ -178,14 +174,93 @@ public static partial class CpuKernels
                     RunPrefillAttention(new PrefillAttentionJob<F32Kv> { Shape = shape, Keys = (byte*)pFloatKeys, Values = (byte*)pFloatValues }, batch, parallel);
                 return;
             }
-            // As many adjacent KV heads per chunk as leave every worker thread a chunk: each block is read as one run.
-            shape.KvHeadsPerChunk = PagedAttentionJob<F32Kv>.KvHeadsPerChunk(numHeads, numKvHeads, headDim, cache.BlockSize, numTokens, parallel ? Threading.WorkerPool.ThreadCount : 1);
-            int numChunks = numTokens * (numKvHeads / shape.KvHeadsPerChunk);
-            if (f16)
-                RunAttention(new PagedAttentionJob<F16Kv> { Shape = shape, Keys = (byte*)pHalfKeys, Values = (byte*)pHalfValues }, numChunks, parallel);
-            else
-                RunAttention(new PagedAttentionJob<F32Kv> { Shape = shape, Keys = (byte*)pFloatKeys, Values = (byte*)pFloatValues }, numChunks, parallel);
+            RunTokenAttention(shape, numTokens, f16 ? (byte*)pHalfKeys : (byte*)pFloatKeys, f16 ? (byte*)pHalfValues : (byte*)pFloatValues, f16, parallel);
         }
+    }
+
+    /// <summary>
+    /// <see cref="PagedAttention(ReadOnlySpan{float}, int, int, ForwardBatch, PagedKvCache, int, int, int, int, Span{float})"/>
+    /// for some of the batch's tokens only: output row i is the attention of token <c>queryRows[i]</c> (over its
+    /// sequence's positions <c>[0, p]</c>, as always). The generated forward pass uses it in the last layer, where only
+    /// the rows that need logits are carried past the KV write.
+    /// </summary>
+    /// <param name="q">Rows holding every batch token's <c>[numHeads, headDim]</c> queries at <paramref name="qOffset"/>.</param>
+    /// <param name="qRowStride">Floats between consecutive tokens' query rows.</param>
+    /// <param name="qOffset">Column of the first query element.</param>
+    /// <param name="batch">The tokens, their sequences, positions and block tables.</param>
+    /// <param name="cache">The KV pool.</param>
+    /// <param name="layer">Layer to read.</param>
+    /// <param name="numHeads">Query heads.</param>
+    /// <param name="numKvHeads">Key/value heads (divides numHeads).</param>
+    /// <param name="headDim">Head width.</param>
+    /// <param name="output"><c>[queryRows.Length, numHeads * headDim]</c> attention output; must not overlap q.</param>
+    /// <param name="queryRows">Batch token indexes whose attention is computed, each in <c>[0, batch.NumTokens)</c>.</param>
+    public static unsafe void PagedAttention(ReadOnlySpan<float> q, int qRowStride, int qOffset, ForwardBatch batch, PagedKvCache cache, int layer, int numHeads, int numKvHeads, int headDim, Span<float> output, ReadOnlySpan<int> queryRows)
+    {
+        CheckAttentionShape(cache, layer, numHeads, numKvHeads, headDim);
+        int numRows = queryRows.Length;
+        if (numRows == 0) return;
+        int qDim = numHeads * headDim;
+        q = q.Slice(0, (batch.NumTokens - 1) * qRowStride + qOffset + qDim);
+        output = output.Slice(0, numRows * qDim);
+        // The rows' queries, positions and sequences, compacted: the per-token job then runs on them as on a batch.
+        var ints = t_queryTiles is { } cached && cached.Length >= 2 * numRows ? cached : (t_queryTiles = new int[2 * numRows]);
+        var floats = t_shortRunRows is { } rows && rows.Length >= numRows * qDim ? rows : (t_shortRunRows = new float[numRows * qDim]);
+        long work = 0;
+        for (int i = 0; i < numRows; i++)
+        {
+            int t = queryRows[i];
+            if ((uint)t >= (uint)batch.NumTokens) throw new ArgumentOutOfRangeException(nameof(queryRows), t, $"The batch has {batch.NumTokens} tokens.");
+            q.Slice(t * qRowStride + qOffset, qDim).CopyTo(floats.AsSpan(i * qDim, qDim));
+            ints[i] = batch.Positions[t];
+            ints[numRows + i] = batch.SequenceOfToken[t];
+            work += (long)(ints[i] + 1) * qDim;
+        }
+        bool parallel = work >= AttentionParallelThreshold && Threading.WorkerPool.ThreadCount > 1;
+        bool f16 = cache.DType == KvCacheDType.F16;
+
+        fixed (float* pq = floats)
+        fixed (float* pOutput = output)
+        fixed (float* pFloatKeys = cache.FloatKeys)
+        fixed (float* pFloatValues = cache.FloatValues)
+        fixed (Half* pHalfKeys = cache.HalfKeys)
+        fixed (Half* pHalfValues = cache.HalfValues)
+        fixed (int* pInts = ints)
+        fixed (int* pTables = batch.BlockTables)
+        {
+            var shape = new AttentionShape
+            {
+                Q = pq, QRowStride = qDim, Output = pOutput,
+                Positions = pInts, SequenceOfToken = pInts + numRows, BlockTables = pTables,
+                MaxBlocksPerSequence = batch.MaxBlocksPerSequence, NumBlocks = cache.NumBlocks, LayerOffset = cache.BlockOffset(layer, 0),
+                NumHeads = numHeads, NumKvHeads = numKvHeads, HeadDim = headDim, KvDim = cache.KvDim, BlockSize = cache.BlockSize,
+                ScoreScale = 1f / MathF.Sqrt(headDim),
+                PrefetchRuns = numRows <= MaxPrefetchTokens,
+            };
+            RunTokenAttention(shape, numRows, f16 ? (byte*)pHalfKeys : (byte*)pFloatKeys, f16 ? (byte*)pHalfValues : (byte*)pFloatValues, f16, parallel);
+        }
+    }
+
+    private static void CheckAttentionShape(PagedKvCache cache, int layer, int numHeads, int numKvHeads, int headDim)
+    {
+        if (numKvHeads <= 0 || numHeads % numKvHeads != 0) throw new ArgumentException($"{numHeads} query heads cannot be grouped over {numKvHeads} KV heads.", nameof(numKvHeads));
+        if (numKvHeads * headDim != cache.KvDim) throw new ArgumentException($"{numKvHeads} KV heads of {headDim} do not match the cache's {cache.KvDim} elements per token.", nameof(numKvHeads));
+        if (headDim > PagedAttentionJob<F32Kv>.MaxHeadDim) throw new ArgumentOutOfRangeException(nameof(headDim), $"Head width {headDim} is over {PagedAttentionJob<F32Kv>.MaxHeadDim}.");
+        if ((uint)layer >= (uint)cache.NumLayers) throw new ArgumentOutOfRangeException(nameof(layer), layer, $"The cache has {cache.NumLayers} layers.");
+    }
+
+    /// <summary>
+    /// Every token of <paramref name="shape"/> on its own (<see cref="PagedAttentionJob{TKv}"/>), with as many adjacent KV
+    /// heads per chunk as leave every worker thread a chunk, so that each block is read as one run.
+    /// </summary>
+    private static unsafe void RunTokenAttention(AttentionShape shape, int numTokens, byte* keys, byte* values, bool f16, bool parallel)
+    {
+        shape.KvHeadsPerChunk = PagedAttentionJob<F32Kv>.KvHeadsPerChunk(shape.NumHeads, shape.NumKvHeads, shape.HeadDim, shape.BlockSize, numTokens, parallel ? Threading.WorkerPool.ThreadCount : 1);
+        int numChunks = numTokens * (shape.NumKvHeads / shape.KvHeadsPerChunk);
+        if (f16)
+            RunAttention(new PagedAttentionJob<F16Kv> { Shape = shape, Keys = keys, Values = values }, numChunks, parallel);
+        else
+            RunAttention(new PagedAttentionJob<F32Kv> { Shape = shape, Keys = keys, Values = values }, numChunks, parallel);
     }
 
     private static void RunAttention<TKv>(PagedAttentionJob<TKv> job, int numChunks, bool parallel) where TKv : struct, IKvElements

@@ -30,7 +30,9 @@ public static partial class CpuKernels
     /// <param name="x"><c>[numTokens, width]</c> input.</param>
     /// <param name="rowIndices"><c>[numRows]</c> row of <paramref name="x"/> for each output row.</param>
     /// <param name="numRows">Number of rows to gather.</param>
-    /// <param name="y"><c>[numRows, width]</c> output; must not overlap <paramref name="x"/>.</param>
+    /// <param name="y"><c>[numRows, width]</c> output. It may be <paramref name="x"/> itself when the indices increase
+    /// (<c>rowIndices[r] ≥ r</c>, as the rows that need logits do): the rows are then compacted in place, each moved
+    /// down before anything overwrites it. Otherwise it must not overlap <paramref name="x"/>.</param>
     /// <param name="width">Row width.</param>
     public static void GatherRows(ReadOnlySpan<float> x, ReadOnlySpan<int> rowIndices, int numRows, Span<float> y, int width)
     {

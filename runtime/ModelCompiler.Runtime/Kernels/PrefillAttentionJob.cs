@@ -24,7 +24,7 @@ namespace ModelCompiler.Runtime.Kernels;
 /// <para>The causal mask is per lane: position p counts for row r only if p ≤ the row's position; masked scores
 /// are replaced (not computed with), so slots past the last attended position, which may hold anything, never reach
 /// a sum. Lanes without a row (a tile of fewer than 16) have position −1 and are never written out.</para>
-/// <para>Needs AVX-512 and a block size that is a multiple of 16; <see cref="CpuKernels.PagedAttention"/> takes
+/// <para>Needs AVX-512 and a block size that is a multiple of 16; <see cref="CpuKernels.PagedAttention(System.ReadOnlySpan{float}, int, int, ForwardBatch, PagedKvCache, int, int, int, int, System.Span{float})"/> takes
 /// <see cref="PagedAttentionJob{TKv}"/> otherwise. Every chunk does the same arithmetic on whichever thread runs it.</para>
 /// </remarks>
 [SkipLocalsInit] // every stack buffer is written before it is read

@@ -32,6 +32,14 @@ public abstract class CompiledModel
     public abstract void Forward(ForwardBatch batch, ModelWeights weights, PagedKvCache kvCache, Span<float> arena, Span<float> logits);
 
     /// <summary>
+    /// Null when <see cref="Forward"/> computes every row in every layer. Otherwise its last layer carries only the rows
+    /// that need logits past its KV write (their attention, and every projection after it): these are the indexes in
+    /// <see cref="WeightSpecs"/> of the matrices that layer multiplies for those rows only. The cost model counts a
+    /// prefill's work with it; the CUDA pass computes every row.
+    /// </summary>
+    public virtual IReadOnlyList<int>? LastLayerLogitsRowsWeights => null;
+
+    /// <summary>
     /// The CUDA forward pass (kernel source and launch plan) the generator emitted beside the CPU pass, or
     /// null for an engine compiled without one.
     /// </summary>

@@ -95,6 +95,37 @@ public sealed class PlanTests
         Assert.Equal(fused.Count, fused.Distinct().Count());
     }
 
+    // ------------------------------------------------------------------ last layer's rows
+
+    [Fact]
+    public void The_last_layer_compacts_the_residual_stream_after_its_attention()
+    {
+        var plan = PlanOf(Stories260K);
+        var rows = LastLayerRows.Of(plan);
+        Assert.NotNull(rows);
+        Assert.IsType<AttentionStep>(plan.Block[rows.AttentionIndex]);
+        Assert.Equal(new[] { "x" }, rows.Compacted.Select(b => b.Name));
+    }
+
+    [Fact]
+    public void A_parallel_block_also_compacts_the_normalized_input_its_mlp_reads_after_the_attention()
+    {
+        var rows = LastLayerRows.Of(PlanOf(ParallelBlock));
+        Assert.NotNull(rows);
+        Assert.Equal(new[] { "x", "h" }, rows.Compacted.Select(b => b.Name));
+    }
+
+    [Fact]
+    public void No_row_compaction_when_a_step_after_the_attention_reads_positions()
+    {
+        var plan = PlanOf(Stories260K);
+        var attention = plan.Block.OfType<AttentionStep>().Single();
+        var output = attention.Output;
+        Assert.Null(LastLayerRows.Of(plan with { Block = [.. plan.Block, new RopeStep(output, output.Width)] }));
+        Assert.Null(LastLayerRows.Of(plan with { Block = [.. plan.Block, attention] }));
+        Assert.Null(LastLayerRows.Of(plan with { Block = plan.Block.Where(s => s is not AttentionStep).ToList() }));
+    }
+
     // ------------------------------------------------------------------ memory
 
     public static TheoryData<string> Models => new() { "Stories260K", "TinyExplicit", "ParallelBlock", "TinyAsLlama" };

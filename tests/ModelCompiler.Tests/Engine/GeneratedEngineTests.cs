@@ -131,6 +131,51 @@ public class GeneratedEngineTests
     }
 
     [Fact]
+    public void Stories260K_batch_that_needs_few_logits_rows_matches_the_reference_and_caches_every_rows_keys()
+    {
+        // The generated pass carries only the rows that need logits past the last layer's attention. A prompt with
+        // logits for its last token, a chunk with none, and a decode token share a step; then the chunked prompt
+        // goes on, reading the last layer's keys and values of the rows that were not carried.
+        var engine = new Stories260KTestEngine();
+        var random = new Random(261);
+        int[] lengths = [40, 50, 20];
+        var tokens = lengths.Select(n => Enumerable.Range(0, n).Select(i => i == 0 ? 1 : random.Next(3, 512)).ToArray()).ToArray();
+        float[][][] expected;
+        using (var checkpoint = OpenStories())
+            expected = tokens.Select(t => ReferenceLogits(engine.Config, checkpoint, t)).ToArray();
+
+        using var runner = new ModelRunner(engine, OpenStories());
+        long[] ids = [20, 21, 22];
+        AllocateInterleaved(runner.Blocks, ids, lengths);
+        int vocab = engine.Config.VocabSize;
+        var batch = runner.CreateBatch();
+
+        // Sequence 2's first 19 tokens are cached beforehand, so that its 20th is a decode token in the mixed step.
+        batch.AddSequence(tokens[2].AsSpan(0, 19), 0, runner.Blocks.BlockTable(ids[2]), LogitsRows.None);
+        runner.Forward(batch);
+
+        batch.Clear();
+        batch.AddSequence(tokens[0], 0, runner.Blocks.BlockTable(ids[0]), LogitsRows.Last);
+        batch.AddSequence(tokens[1].AsSpan(0, 30), 0, runner.Blocks.BlockTable(ids[1]), LogitsRows.None);
+        batch.AddSequence(tokens[2].AsSpan(19, 1), 19, runner.Blocks.BlockTable(ids[2]), LogitsRows.Last);
+        Assert.Equal(2, batch.NumLogits);
+        var logits = runner.Forward(batch);
+        AssertRow(logits, 0, expected[0][39], "last token of the whole prompt");
+        AssertRow(logits, 1, expected[2][19], "decode token");
+
+        batch.Clear();
+        batch.AddSequence(tokens[1].AsSpan(30, 20), 30, runner.Blocks.BlockTable(ids[1]), LogitsRows.All);
+        logits = runner.Forward(batch);
+        for (int i = 0; i < 20; i++) AssertRow(logits, i, expected[1][30 + i], $"rest of the chunked prompt, position {30 + i}");
+
+        void AssertRow(ReadOnlySpan<float> all, int row, float[] reference, string what)
+        {
+            double error = MaxAbsDifference(all.Slice(row * vocab, vocab), reference);
+            Assert.True(error <= LogitsTolerance, $"{what}: max |engine - reference| = {error:E3}");
+        }
+    }
+
+    [Fact]
     public void Stories260K_greedy_generation_of_256_tokens_gives_the_reference_token_ids()
     {
         var engine = new Stories260KTestEngine();

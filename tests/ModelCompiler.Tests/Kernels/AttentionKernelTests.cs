@@ -123,6 +123,19 @@ public class AttentionKernelTests
             var expected = NaiveAttention(rows.AsSpan(t * rowStride + qOffset, qDim), storedKeys[s], storedValues[s], batch.Positions[t], numHeads, numKvHeads, headDim);
             AssertClose(expected, output.AsSpan(t * qDim, qDim), what: $"token {t} (sequence {s}, position {batch.Positions[t]})");
         }
+
+        // The last layer's form: the rows that need logits (each sequence's last token) alone, compacted in order,
+        // and nothing written past them.
+        int[] logitsRows = batch.LogitsTokenIndices.AsSpan(0, batch.NumLogits).ToArray();
+        var compact = Enumerable.Repeat(float.NaN, (logitsRows.Length + 1) * qDim).ToArray();
+        CpuKernels.PagedAttention(rows, rowStride, qOffset, batch, cache, Layer, numHeads, numKvHeads, headDim, compact, logitsRows);
+        for (int i = 0; i < logitsRows.Length; i++)
+        {
+            int t = logitsRows[i], s = batch.SequenceOfToken[t];
+            var expected = NaiveAttention(rows.AsSpan(t * rowStride + qOffset, qDim), storedKeys[s], storedValues[s], batch.Positions[t], numHeads, numKvHeads, headDim);
+            AssertClose(expected, compact.AsSpan(i * qDim, qDim), what: $"row {i}: token {t} (sequence {s}, position {batch.Positions[t]})");
+        }
+        Assert.All(compact.Skip(logitsRows.Length * qDim), x => Assert.True(float.IsNaN(x), "written past the selected rows"));
     }
 
     [Theory]
@@ -194,6 +207,9 @@ public class AttentionKernelTests
         var output = new float[24];
         Assert.Throws<ArgumentException>(() => CpuKernels.PagedAttention(q, 24, 0, batch, cache, 0, 3, 2, 4, output));
         Assert.Throws<ArgumentException>(() => CpuKernels.PagedAttention(q, 24, 0, batch, cache, 0, 6, 3, 4, output));
+        Assert.Throws<ArgumentException>(() => CpuKernels.PagedAttention(q, 24, 0, batch, cache, 0, 3, 2, 4, output, [0]));
+        var outside = Assert.Throws<ArgumentOutOfRangeException>(() => CpuKernels.PagedAttention(q, 8, 0, batch, cache, 0, 2, 2, 4, output, [1]));
+        Assert.Contains("1 tokens", outside.Message);
     }
 
     /// <summary>
