@@ -17,6 +17,7 @@ internal static class QuickRun
         }
         if (args.Length > 0 && args[0] == "step") { StepRun.Run(args.Skip(1).ToArray()); return; }
         if (args.Length > 0 && args[0] == "decode-attention") { DecodeAttentionRun.Run(args.Skip(1).ToArray()); return; }
+        if (args.Length > 0 && args[0] == "forward") { ForwardRun.Run(args.Skip(1).ToArray()); return; }
         string[] dtypes = args.Length > 0 ? args[0].Split(',') : ["f32", "bf16", "f16", "q8_0", "q4_0"];
         string[] shapes = args.Length > 1 ? args[1].Split(',') : ["768x2304", "2048x768", "768x32000"];
         int[] tokens = args.Length > 2 ? args[2].Split(',').Select(int.Parse).ToArray() : [1, 16, 128];
