@@ -55,14 +55,6 @@ public static partial class CpuKernels
         if (kvDim != cache.KvDim) throw new ArgumentException($"{numKvHeads} KV heads of {headDim} do not match the cache's {cache.KvDim} floats per token.", nameof(numKvHeads));
         int qkvDim = qDim + 2 * kvDim;
 
-        // Decode-sized batches: the slots' cache lines load during the projection (see PagedKvCache.PrefetchToken).
-        if (numTokens <= MaxPrefetchTokens)
-            for (int t = 0; t < numTokens; t++)
-            {
-                var blockTable = batch.BlockTable(batch.SequenceOfToken[t]);
-                int position = batch.Positions[t], logicalBlock = position / cache.BlockSize;
-                if ((uint)logicalBlock < (uint)blockTable.Length) cache.PrefetchToken(layer, blockTable[logicalBlock], position % cache.BlockSize);
-            }
         RmsNormLinear(x, numTokens, normWeight, eps, wqkv, qkv, dim, qkvDim, normalized);
 
         // Epilogue per token: one set of angles serves the q and k heads; then the rotated keys and the values go to

@@ -212,39 +212,6 @@ public sealed class PagedKvCache
         return Vector256.ConditionalSelect(isSubnormal, subnormal, normal) | sign;
     }
 
-    /// <summary>
-    /// Starts loading the cache lines that <see cref="WriteToken"/> will write for slot <paramref name="offset"/> of
-    /// <paramref name="block"/> into L2, without waiting (a hint: out-of-range arguments do nothing). Why: in the transposed
-    /// layout one token's key and value touch one line per channel (Llama110M: 1,536 per layer), and at one token per step those
-    /// lines have left the caches since the previous step, so the write is a string of DRAM read-for-ownership misses on
-    /// the calling thread while the workers wait. Issued before the layer's q|k|v projection, they arrive during it.
-    /// </summary>
-    public unsafe void PrefetchToken(int layer, int block, int offset)
-    {
-        if ((uint)layer >= (uint)NumLayers || (uint)block >= (uint)NumBlocks || (uint)offset >= (uint)BlockSize || !System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
-        long start = BlockOffset(layer, block) + offset;
-        int elementSize = KvCacheDTypes.ElementSizeInBytes(DType);
-        nint channelBytes = (nint)BlockSize * elementSize;
-        // One prefetch per line: a channel's slots span channelBytes; several channels share a line when that is under 64.
-        nint step = Math.Max(channelBytes, 64);
-        nint totalBytes = (nint)KvDim * channelBytes;
-        byte* keyBase, valueBase;
-        if (FloatKeys is not null)
-        {
-            fixed (float* k = FloatKeys, v = FloatValues) { keyBase = (byte*)(k + start); valueBase = (byte*)(v + start); }
-        }
-        else
-        {
-            fixed (Half* k = HalfKeys, v = HalfValues) { keyBase = (byte*)(k + start); valueBase = (byte*)(v + start); }
-        }
-        // The arrays are pinned (AllocatePool), so the addresses stay valid outside the fixed blocks.
-        for (nint o = 0; o < totalBytes; o += step)
-        {
-            System.Runtime.Intrinsics.X86.Sse.Prefetch1(keyBase + o);
-            System.Runtime.Intrinsics.X86.Sse.Prefetch1(valueBase + o);
-        }
-    }
-
     /// <summary>Reads back one token's key and value (widened to f32) from slot <paramref name="offset"/> of <paramref name="block"/>.</summary>
     public void ReadToken(int layer, int block, int offset, Span<float> key, Span<float> value)
     {
