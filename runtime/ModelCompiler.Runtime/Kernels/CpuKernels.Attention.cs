@@ -136,37 +136,26 @@ public static partial class CpuKernels
         for (int t = 0; t < numTokens; t++) work += (long)(batch.Positions[t] + 1) * qDim;
         bool parallel = work >= AttentionParallelThreshold && Threading.WorkerPool.ThreadCount > 1;
 
+        byte* keys = cache.KeyData, values = cache.ValueData;
         fixed (float* pq = q)
         fixed (float* pOutput = output)
-        fixed (float* pFloatKeys = cache.FloatKeys)
-        fixed (float* pFloatValues = cache.FloatValues)
-        fixed (Half* pHalfKeys = cache.HalfKeys)
-        fixed (Half* pHalfValues = cache.HalfValues)
         fixed (int* pPositions = batch.Positions)
         fixed (int* pSequences = batch.SequenceOfToken)
         fixed (int* pTables = batch.BlockTables)
         {
-            var shape = new AttentionShape
-            {
-                Q = pq + qOffset, QRowStride = qRowStride, Output = pOutput,
-                Positions = pPositions, SequenceOfToken = pSequences, BlockTables = pTables,
-                MaxBlocksPerSequence = batch.MaxBlocksPerSequence, NumBlocks = cache.NumBlocks, LayerOffset = cache.BlockOffset(layer, 0),
-                NumHeads = numHeads, NumKvHeads = numKvHeads, HeadDim = headDim, KvDim = cache.KvDim, BlockSize = cache.BlockSize,
-                ScoreScale = 1f / MathF.Sqrt(headDim),
-                PrefetchRuns = numTokens <= MaxPrefetchTokens,
-            };
+            var shape = ShapeOf(pq + qOffset, qRowStride, pOutput, pPositions, pSequences, numTokens, pTables, batch, cache, layer, numHeads, numKvHeads, headDim);
             bool f16 = cache.DType == KvCacheDType.F16;
             // A prefill (or a chunk of one) in the batch: query tiles against shared keys (see PrefillAttentionJob).
             if (CpuFeatures.UseVector512 && cache.BlockSize % PrefillAttentionJob<F32Kv>.Lanes == 0 && headDim <= PrefillAttentionJob<F32Kv>.MaxHeadDim
                 && LongestQueryRun(batch) >= MinPrefillQueryRun)
             {
                 if (f16)
-                    RunPrefillAttention(new PrefillAttentionJob<F16Kv> { Shape = shape, Keys = (byte*)pHalfKeys, Values = (byte*)pHalfValues }, batch, parallel);
+                    RunPrefillAttention(new PrefillAttentionJob<F16Kv> { Shape = shape, Keys = keys, Values = values }, batch, parallel);
                 else
-                    RunPrefillAttention(new PrefillAttentionJob<F32Kv> { Shape = shape, Keys = (byte*)pFloatKeys, Values = (byte*)pFloatValues }, batch, parallel);
+                    RunPrefillAttention(new PrefillAttentionJob<F32Kv> { Shape = shape, Keys = keys, Values = values }, batch, parallel);
                 return;
             }
-            RunTokenAttention(shape, numTokens, f16 ? (byte*)pHalfKeys : (byte*)pFloatKeys, f16 ? (byte*)pHalfValues : (byte*)pFloatValues, f16, parallel);
+            RunTokenAttention(shape, numTokens, keys, values, f16, parallel);
         }
     }
 
@@ -213,25 +202,25 @@ public static partial class CpuKernels
 
         fixed (float* pq = floats)
         fixed (float* pOutput = output)
-        fixed (float* pFloatKeys = cache.FloatKeys)
-        fixed (float* pFloatValues = cache.FloatValues)
-        fixed (Half* pHalfKeys = cache.HalfKeys)
-        fixed (Half* pHalfValues = cache.HalfValues)
         fixed (int* pInts = ints)
         fixed (int* pTables = batch.BlockTables)
         {
-            var shape = new AttentionShape
-            {
-                Q = pq, QRowStride = qDim, Output = pOutput,
-                Positions = pInts, SequenceOfToken = pInts + numRows, BlockTables = pTables,
-                MaxBlocksPerSequence = batch.MaxBlocksPerSequence, NumBlocks = cache.NumBlocks, LayerOffset = cache.BlockOffset(layer, 0),
-                NumHeads = numHeads, NumKvHeads = numKvHeads, HeadDim = headDim, KvDim = cache.KvDim, BlockSize = cache.BlockSize,
-                ScoreScale = 1f / MathF.Sqrt(headDim),
-                PrefetchRuns = numRows <= MaxPrefetchTokens,
-            };
-            RunTokenAttention(shape, numRows, f16 ? (byte*)pHalfKeys : (byte*)pFloatKeys, f16 ? (byte*)pHalfValues : (byte*)pFloatValues, f16, parallel);
+            var shape = ShapeOf(pq, qDim, pOutput, pInts, pInts + numRows, numRows, pTables, batch, cache, layer, numHeads, numKvHeads, headDim);
+            RunTokenAttention(shape, numRows, cache.KeyData, cache.ValueData, f16, parallel);
         }
     }
+
+    /// <summary>The attention of <paramref name="numTokens"/> query rows at <paramref name="q"/> (their positions and sequences beside them) over layer <paramref name="layer"/> of the cache.</summary>
+    private static unsafe AttentionShape ShapeOf(float* q, int qRowStride, float* output, int* positions, int* sequences, int numTokens, int* blockTables,
+        ForwardBatch batch, PagedKvCache cache, int layer, int numHeads, int numKvHeads, int headDim) => new()
+    {
+        Q = q, QRowStride = qRowStride, Output = output,
+        Positions = positions, SequenceOfToken = sequences, BlockTables = blockTables,
+        MaxBlocksPerSequence = batch.MaxBlocksPerSequence, NumBlocks = cache.NumBlocks, LayerOffset = cache.BlockOffset(layer, 0),
+        NumHeads = numHeads, NumKvHeads = numKvHeads, HeadDim = headDim, KvDim = cache.KvDim, BlockSize = cache.BlockSize,
+        ScoreScale = 1f / MathF.Sqrt(headDim),
+        PrefetchRuns = numTokens <= MaxPrefetchTokens,
+    };
 
     private static void CheckAttentionShape(PagedKvCache cache, int layer, int numHeads, int numKvHeads, int headDim)
     {

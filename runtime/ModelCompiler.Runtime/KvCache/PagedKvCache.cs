@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -78,6 +79,11 @@ public sealed class PagedKvCache
         fixed (T* p = array) Interop.LargePages.Advise(p, (nuint)(length * sizeof(T)));
         return array;
     }
+
+    /// <summary>Address of the keys' first element, in <see cref="DType"/>; the pool is pinned, so it never moves.</summary>
+    internal unsafe byte* KeyData => FloatKeys is not null ? (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(FloatKeys)) : (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(HalfKeys!));
+    /// <summary>Address of the values' first element, as <see cref="KeyData"/>.</summary>
+    internal unsafe byte* ValueData => FloatValues is not null ? (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(FloatValues)) : (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(HalfValues!));
 
     /// <summary>Number of layers.</summary>
     public int NumLayers { get; }
