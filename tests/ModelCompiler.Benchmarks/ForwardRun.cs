@@ -16,7 +16,7 @@ internal sealed partial class Llama110MBenchEngine;
 /// new tokens each, ending at position <c>context - 1</c> (<c>f32 16 192 1</c>: a serving step of 16 decodes; <c>f32 1 128
 /// 128</c>: a 128-token prefill; <c>f32 1 256 1</c>: one decode step). Prints the median, p10 and fastest pass.
 /// <para>With <c>MC_AB=Namespace.Type.field</c> (a static int or bool of the runtime, e.g. a temporary switch) the field is
-/// set on every odd pass and cleared on every even one, and the median of the per-pair ratios (set ÷ cleared) is
+/// set (to true, or to <c>MC_AB_VALUE</c>, default 1) on every odd pass and cleared on every even one, and the median of the per-pair ratios (set ÷ cleared) is
 /// printed as well: the two variants then share every disturbance of a noisy machine.</para>
 /// </summary>
 internal static class ForwardRun
@@ -68,10 +68,11 @@ internal static class ForwardRun
             var type = typeof(ModelRunner).Assembly.GetType(name[..dot]) ?? throw new ArgumentException($"MC_AB: no type {name[..dot]}");
             field = type.GetField(name[(dot + 1)..], BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic) ?? throw new ArgumentException($"MC_AB: no static field {name}");
         }
+        int setValue = int.TryParse(Environment.GetEnvironmentVariable("MC_AB_VALUE"), out int v) ? v : 1;
         void Switch(bool on)
         {
             if (field is null) return;
-            field.SetValue(null, field.FieldType == typeof(bool) ? on : (object)(on ? 1 : 0));
+            field.SetValue(null, field.FieldType == typeof(bool) ? on : (object)(on ? setValue : 0));
         }
 
         var cleared = new List<double>();
