@@ -14,7 +14,8 @@ internal sealed partial class Llama110MBenchEngine;
 /// <c>quick forward [dtype] [sequences] [context] [tokens] [passes]</c>: whole forward passes of the generated Llama110M
 /// engine on random weights (two threads), the same batch pass after pass: <c>sequences</c> sequences of <c>tokens</c>
 /// new tokens each, ending at position <c>context - 1</c> (<c>f32 16 192 1</c>: a serving step of 16 decodes; <c>f32 1 128
-/// 128</c>: a 128-token prefill; <c>f32 1 256 1</c>: one decode step). Prints the median, p10 and fastest pass.
+/// 128</c>: a 128-token prefill; <c>f32 1 256 1</c>: one decode step), the sequences' KV blocks dealt round-robin as a serving
+/// engine's are. Prints the median, p10 and fastest pass.
 /// <para>With <c>MC_AB=Namespace.Type.field</c> (a static int or bool of the runtime, e.g. a temporary switch) the field is
 /// set (to true, or to <c>MC_AB_VALUE</c>, default 1) on every odd pass and cleared on every even one, and the median of the per-pair ratios (set ÷ cleared) is
 /// printed as well: the two variants then share every disturbance of a noisy machine.</para>
@@ -37,9 +38,14 @@ internal static class ForwardRun
         using var runner = new ModelRunner(engine, source);
         var batch = runner.CreateBatch();
         var random = new Random(2);
+        // Blocks dealt one at a time round-robin, as sequences that grow side by side take them in a serving engine, so
+        // that no sequence's blocks are contiguous.
+        int blockSize = runner.Blocks.BlockSize;
+        for (int s = 0; s < numSequences; s++) runner.Blocks.Allocate(s, Math.Min(context, blockSize));
+        for (int filled = blockSize; filled < context; filled += blockSize)
+            for (int s = 0; s < numSequences; s++) runner.Blocks.Append(s, Math.Min(context, filled + blockSize));
         for (int s = 0; s < numSequences; s++)
         {
-            runner.Blocks.Allocate(s, context);
             var ids = Enumerable.Range(0, tokens).Select(_ => random.Next(3, engine.Config.VocabSize)).ToArray();
             batch.AddSequence(ids, context - tokens, runner.Blocks.BlockTable(s));
         }
