@@ -153,7 +153,7 @@ internal sealed class CSharpEmitter
         _w.Line();
         if (_lastLayerRows is not null)
         {
-            var weights = _plan.Block.Skip(_lastLayerRows.AttentionIndex + 1).OfType<LinearStep>().Select(s => Int(_plan.TableIndex(s.Weight, _h.NumLayers - 1)));
+            var weights = _lastLayerRows.RowsOnlyWeights.Select(w => Int(_plan.TableIndex(w, _h.NumLayers - 1)));
             _w.Line("// The matrices the last layer multiplies only for the rows that need logits (see Forward).");
             _w.Line($"private static readonly int[] s_lastLayerLogitsRowsWeights = new int[] {{ {string.Join(", ", weights)} }};");
             _w.Line();

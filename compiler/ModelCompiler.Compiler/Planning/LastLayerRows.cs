@@ -13,7 +13,8 @@ namespace ModelCompiler.Compiler.Planning;
 /// </summary>
 /// <param name="AttentionIndex">Index in <see cref="KernelPlan.Block"/> of the attention step: its KV write (if any) still takes every row, its attention only the logits rows.</param>
 /// <param name="Compacted">Buffers that must be compacted to the logits rows once the attention is done: every buffer still to be read after it that was written before it (the residual stream always: the logits read it).</param>
-internal sealed record LastLayerRows(int AttentionIndex, IReadOnlyList<Buffer> Compacted)
+/// <param name="RowsOnlyWeights">The block's matrices after the attention, which the last layer multiplies for the logits rows only (the cost model counts them so).</param>
+internal sealed record LastLayerRows(int AttentionIndex, IReadOnlyList<Buffer> Compacted, IReadOnlyList<WeightRef> RowsOnlyWeights)
 {
     /// <summary>The plan's pruning point, or null when its block does not allow one.</summary>
     public static LastLayerRows? Of(KernelPlan plan)
@@ -36,6 +37,7 @@ internal sealed record LastLayerRows(int AttentionIndex, IReadOnlyList<Buffer> C
         var residual = plan.Buffers[plan.ResidualBufferIndex];
         // Declaration order, so that the generated code does not depend on hashing.
         var compacted = plan.Buffers.Where(b => !ReferenceEquals(b, output) && (ReferenceEquals(b, residual) || before.Contains(b) && after.Contains(b))).ToList();
-        return new LastLayerRows(attention, compacted);
+        var rowsOnlyWeights = block.Skip(attention + 1).OfType<LinearStep>().Select(s => s.Weight).ToList();
+        return new LastLayerRows(attention, compacted, rowsOnlyWeights);
     }
 }

@@ -236,12 +236,21 @@ public static partial class CpuKernels
     /// </summary>
     private static unsafe void RunTokenAttention(AttentionShape shape, int numTokens, byte* keys, byte* values, bool f16, bool parallel)
     {
-        shape.KvHeadsPerChunk = PagedAttentionJob<F32Kv>.KvHeadsPerChunk(shape.NumHeads, shape.NumKvHeads, shape.HeadDim, shape.BlockSize, numTokens, parallel ? Threading.WorkerPool.ThreadCount : 1);
-        int numChunks = numTokens * (shape.NumKvHeads / shape.KvHeadsPerChunk);
+        int numChunks = SplitTokenChunks(ref shape, numTokens, parallel);
         if (f16)
             RunAttention(new PagedAttentionJob<F16Kv> { Shape = shape, Keys = keys, Values = values }, numChunks, parallel);
         else
             RunAttention(new PagedAttentionJob<F32Kv> { Shape = shape, Keys = keys, Values = values }, numChunks, parallel);
+    }
+
+    /// <summary>
+    /// Sets the KV heads per chunk of the per-token job over <paramref name="numTokens"/> tokens (see
+    /// <see cref="PagedAttentionJob{TKv}.KvHeadsPerChunk"/>) and returns its number of chunks.
+    /// </summary>
+    private static int SplitTokenChunks(ref AttentionShape shape, int numTokens, bool parallel)
+    {
+        shape.KvHeadsPerChunk = PagedAttentionJob<F32Kv>.KvHeadsPerChunk(shape.NumHeads, shape.NumKvHeads, shape.HeadDim, shape.BlockSize, numTokens, parallel ? Threading.WorkerPool.ThreadCount : 1);
+        return numTokens * (shape.NumKvHeads / shape.KvHeadsPerChunk);
     }
 
     private static void RunAttention<TKv>(PagedAttentionJob<TKv> job, int numChunks, bool parallel) where TKv : struct, IKvElements
@@ -304,6 +313,7 @@ public static partial class CpuKernels
             job.NumTiles = numTiles;
             var mixed = new MixedAttentionJob<TKv> { Tiles = job, TileChunks = job.NumChunks };
             float* shortQ = pFloats, shortOutput = pFloats + numShort * qDim;
+            int tokenChunks = 0;
             if (numShort > 0)
             {
                 int* shortTokens = pInts + 2 * numTokens;
@@ -318,10 +328,10 @@ public static partial class CpuKernels
                 // The decode tokens of a serving step: their KV comes cold from DRAM like a decode step's, so they
                 // prefetch and read several KV heads per chunk the same way (see PagedAttentionJob.KvHeadsPerChunk).
                 tokenShape.PrefetchRuns = numShort <= MaxPrefetchTokens;
-                tokenShape.KvHeadsPerChunk = PagedAttentionJob<F32Kv>.KvHeadsPerChunk(shape.NumHeads, shape.NumKvHeads, shape.HeadDim, shape.BlockSize, numShort, parallel ? Threading.WorkerPool.ThreadCount : 1);
+                tokenChunks = SplitTokenChunks(ref tokenShape, numShort, parallel);
                 mixed.Tokens = new PagedAttentionJob<TKv> { Shape = tokenShape, Keys = job.Keys, Values = job.Values };
             }
-            int numChunks = mixed.TileChunks + (numShort > 0 ? numShort * (shape.NumKvHeads / mixed.Tokens.Shape.KvHeadsPerChunk) : 0);
+            int numChunks = mixed.TileChunks + tokenChunks;
             if (!parallel)
                 for (int chunk = 0; chunk < numChunks; chunk++) mixed.Execute(chunk);
             else

@@ -105,6 +105,7 @@ public sealed class PlanTests
         Assert.NotNull(rows);
         Assert.IsType<AttentionStep>(plan.Block[rows.AttentionIndex]);
         Assert.Equal(new[] { "x" }, rows.Compacted.Select(b => b.Name));
+        Assert.Equal(new[] { "attention.wo", "feed_forward.w1|feed_forward.w3", "feed_forward.w2" }, rows.RowsOnlyWeights.Select(w => w.Name));
     }
 
     [Fact]
