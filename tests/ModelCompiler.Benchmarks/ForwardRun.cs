@@ -11,11 +11,12 @@ namespace ModelCompiler.Benchmarks;
 internal sealed partial class Llama110MBenchEngine;
 
 /// <summary>
-/// <c>quick forward [dtype] [sequences] [context] [tokens] [passes]</c>: whole forward passes of the generated Llama110M
+/// <c>quick forward [dtype] [sequences] [context] [tokens] [passes] [prompt]</c>: whole forward passes of the generated Llama110M
 /// engine on random weights (two threads), the same batch pass after pass: <c>sequences</c> sequences of <c>tokens</c>
 /// new tokens each, ending at position <c>context - 1</c> (<c>f32 16 192 1</c>: a serving step of 16 decodes; <c>f32 1 128
 /// 128</c>: a 128-token prefill; <c>f32 1 256 1</c>: one decode step), the sequences' KV blocks dealt round-robin as a serving
-/// engine's are. Prints the median, p10 and fastest pass.
+/// engine's are; with <c>prompt</c> above 0, one more sequence brings a whole prompt of that many tokens (<c>f32 15 192 1 40
+/// 128</c>: a serving step that admits a request beside 15 decodes). Prints the median, p10 and fastest pass.
 /// <para>With <c>MC_AB=Namespace.Type.field</c> (a static int or bool of the runtime, e.g. a temporary switch) the field is
 /// set (to true, or to <c>MC_AB_VALUE</c>, default 1) on every odd pass and cleared on every even one, and the median of the per-pair ratios (set ÷ cleared) is
 /// printed as well: the two variants then share every disturbance of a noisy machine.</para>
@@ -29,6 +30,7 @@ internal static class ForwardRun
         int context = args.Length > 2 ? int.Parse(args[2]) : 192;
         int tokens = args.Length > 3 ? int.Parse(args[3]) : 1;
         int passes = args.Length > 4 ? int.Parse(args[4]) : 60;
+        int promptTokens = args.Length > 5 ? int.Parse(args[5]) : 0;
         if (!WeightDTypes.TryParse(dtypeName, out var dtype)) throw new ArgumentException($"unknown dtype {dtypeName}");
         ModelCompiler.Runtime.Threading.WorkerPool.SetThreadCount(2);
 
@@ -48,6 +50,12 @@ internal static class ForwardRun
         {
             var ids = Enumerable.Range(0, tokens).Select(_ => random.Next(3, engine.Config.VocabSize)).ToArray();
             batch.AddSequence(ids, context - tokens, runner.Blocks.BlockTable(s));
+        }
+        if (promptTokens > 0)
+        {
+            runner.Blocks.Allocate(numSequences, promptTokens);
+            var ids = Enumerable.Range(0, promptTokens).Select(_ => random.Next(3, engine.Config.VocabSize)).ToArray();
+            batch.AddSequence(ids, 0, runner.Blocks.BlockTable(numSequences));
         }
         // Every position before the batch's gets keys and values once (what earlier steps would have cached).
         if (context > tokens)
@@ -102,7 +110,8 @@ internal static class ForwardRun
         void Report(string label, List<double> times)
         {
             var sorted = times.Order().ToList();
-            Console.WriteLine($"{label}{dtypeName} forward, {numSequences} sequence(s) x {tokens} token(s) ending at position {context - 1}: " +
+            Console.WriteLine($"{label}{dtypeName} forward, {numSequences} sequence(s) x {tokens} token(s) ending at position {context - 1}" +
+                (promptTokens > 0 ? $" and a prompt of {promptTokens}: " : ": ") +
                 $"median {sorted[sorted.Count / 2] * 1e3:F3} ms  p10 {sorted[sorted.Count / 10] * 1e3:F3} ms  fastest {sorted[0] * 1e3:F3} ms");
         }
     }

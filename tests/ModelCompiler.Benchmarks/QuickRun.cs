@@ -174,13 +174,13 @@ internal static class StepRun
 }
 
 /// <summary>
-/// <c>quick decode-attention [f32,f16] [sequences] [context] [passes] [queries]</c>: the attention of a batched Llama110M decode
+/// <c>quick decode-attention [f32,f16] [sequences] [context] [passes] [queries] [threads]</c>: the attention of a batched Llama110M decode
 /// step (12 heads of 64, blocks of 16) for every one of 12 layers, each sequence one new token at position
 /// <c>context - 1</c>, their blocks scattered over the pool as a serving engine's are. The 12 layers' KV
 /// (16 sequences of 192 positions: 226 MB in f32) is DRAM-resident, so this is the step's KV read on its own:
 /// median and fastest pass, and KV bytes read per second. With <c>queries</c> above 1 each sequence brings that many
 /// tokens ending at <c>context - 1</c> instead (<c>f32 1 128 40 128</c>: a 128-token prompt's attention, the
-/// query-tile kernel).
+/// query-tile kernel). <c>threads</c> (default 2) sizes the worker pool: one thread shows a core's own rate.
 /// </summary>
 internal static class DecodeAttentionRun
 {
@@ -193,7 +193,7 @@ internal static class DecodeAttentionRun
         // Query tokens per sequence, ending at the context's last position: 1 is a decode step, more a prefill chunk.
         int queryTokens = args.Length > 4 ? int.Parse(args[4]) : 1;
         const int numLayers = 12, numHeads = 12, headDim = 64, blockSize = 16, kvDim = numHeads * headDim;
-        ModelCompiler.Runtime.Threading.WorkerPool.SetThreadCount(2);
+        ModelCompiler.Runtime.Threading.WorkerPool.SetThreadCount(args.Length > 5 ? int.Parse(args[5]) : 2);
         int blocksPerSequence = (context + blockSize - 1) / blockSize;
         int numBlocks = numSequences * blocksPerSequence;
         foreach (string name in dtypes)

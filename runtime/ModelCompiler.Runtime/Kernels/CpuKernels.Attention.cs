@@ -155,7 +155,7 @@ public static partial class CpuKernels
                     RunPrefillAttention(new PrefillAttentionJob<F32Kv> { Shape = shape, Keys = keys, Values = values }, batch, parallel);
                 return;
             }
-            RunTokenAttention(shape, numTokens, keys, values, f16, parallel);
+            RunTokenAttention(shape, numTokens, cache, parallel);
         }
     }
 
@@ -198,7 +198,6 @@ public static partial class CpuKernels
             work += (long)(ints[i] + 1) * qDim;
         }
         bool parallel = work >= AttentionParallelThreshold && Threading.WorkerPool.ThreadCount > 1;
-        bool f16 = cache.DType == KvCacheDType.F16;
 
         fixed (float* pq = floats)
         fixed (float* pOutput = output)
@@ -206,7 +205,7 @@ public static partial class CpuKernels
         fixed (int* pTables = batch.BlockTables)
         {
             var shape = ShapeOf(pq, qDim, pOutput, pInts, pInts + numRows, numRows, pTables, batch, cache, layer, numHeads, numKvHeads, headDim);
-            RunTokenAttention(shape, numRows, cache.KeyData, cache.ValueData, f16, parallel);
+            RunTokenAttention(shape, numRows, cache, parallel);
         }
     }
 
@@ -232,15 +231,19 @@ public static partial class CpuKernels
 
     /// <summary>
     /// Every token of <paramref name="shape"/> on its own (<see cref="PagedAttentionJob{TKv}"/>), with as many adjacent KV
-    /// heads per chunk as leave every worker thread a chunk, so that each block is read as one run.
+    /// heads per chunk as leave every worker thread a chunk, so that each block is read as one run. An f16 cache that
+    /// holds no NaN is read with the short widening of finite values (<see cref="FiniteF16Kv"/>, same results).
     /// </summary>
-    private static unsafe void RunTokenAttention(AttentionShape shape, int numTokens, byte* keys, byte* values, bool f16, bool parallel)
+    private static unsafe void RunTokenAttention(AttentionShape shape, int numTokens, PagedKvCache cache, bool parallel)
     {
         int numChunks = SplitTokenChunks(ref shape, numTokens, parallel);
-        if (f16)
-            RunAttention(new PagedAttentionJob<F16Kv> { Shape = shape, Keys = keys, Values = values }, numChunks, parallel);
-        else
+        byte* keys = cache.KeyData, values = cache.ValueData;
+        if (cache.DType == KvCacheDType.F32)
             RunAttention(new PagedAttentionJob<F32Kv> { Shape = shape, Keys = keys, Values = values }, numChunks, parallel);
+        else if (!cache.MayHoldNaN)
+            RunAttention(new PagedAttentionJob<FiniteF16Kv> { Shape = shape, Keys = keys, Values = values }, numChunks, parallel);
+        else
+            RunAttention(new PagedAttentionJob<F16Kv> { Shape = shape, Keys = keys, Values = values }, numChunks, parallel);
     }
 
     /// <summary>

@@ -1,6 +1,7 @@
 using System;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using ModelCompiler.Runtime.Kernels.MatMul;
 using ModelCompiler.Runtime.KvCache;
 
@@ -15,6 +16,11 @@ internal unsafe interface IKvElements
     static abstract Vector512<float> Load16(byte* p);
     /// <summary>One element.</summary>
     static abstract float Load1(byte* p);
+    /// <summary>
+    /// What the loads leave out: a loaded element times this power of two is the stored value, exactly. The kernels
+    /// multiply the factor each element is paired with (query elements, softmax weights) by it instead.
+    /// </summary>
+    static abstract float LoadScale { get; }
 }
 
 /// <summary>An f32 cache: plain loads.</summary>
@@ -25,6 +31,7 @@ internal unsafe struct F32Kv : IKvElements
     public static Vector512<float> Load16(byte* p) => Vector512.Load((float*)p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Load1(byte* p) => *(float*)p;
+    public static float LoadScale => 1f;
 }
 
 /// <summary>An f16 cache: widened in registers (exact: every f16 value is an f32 value).</summary>
@@ -38,6 +45,26 @@ internal unsafe struct F16Kv : IKvElements
         : Vector512.Create(HalfBits.HalfToSingle(Vector128.Load((ushort*)p)), HalfBits.HalfToSingle(Vector128.Load((ushort*)p + 8)));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Load1(byte* p) => HalfBits.HalfToSingle(*(ushort*)p);
+    public static float LoadScale => 1f;
+}
+
+/// <summary>
+/// An f16 cache that holds no NaN (<see cref="KvCache.PagedKvCache.MayHoldNaN"/>; infinities are saturated when written), read in
+/// three instructions per 16 elements instead of the general widening's eleven, each element 2^-112 times its value
+/// (<see cref="HalfBits.ScaledFiniteHalfToSingle(Vector256{short})"/>): the kernels fold <see cref="LoadScale"/> into
+/// the query elements and softmax weights, so every product, and so every result, is the one <see cref="F16Kv"/> gives.
+/// The general widening bounded a decode step's attention over an f16 cache by its arithmetic, not by memory.
+/// </summary>
+internal unsafe struct FiniteF16Kv : IKvElements
+{
+    public static int Size => sizeof(ushort);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load16(byte* p) => CpuFeatures.UseVector512
+        ? HalfBits.ScaledFiniteHalfToSingle(Vector256.Load((short*)p))
+        : Vector512.Create(HalfBits.ScaledFiniteHalfToSingle(Vector128.Load((short*)p)), HalfBits.ScaledFiniteHalfToSingle(Vector128.Load((short*)p + 8)));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Load1(byte* p) => HalfBits.ScaledFiniteHalfToSingle(*(ushort*)p);
+    public static float LoadScale => HalfBits.FiniteHalfScale;
 }
 
 /// <summary>What <see cref="PagedAttentionJob{TKv}"/> reads and writes, independent of the cache's element type.</summary>
@@ -133,6 +160,13 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
         // partial sums); running max and sum and the tile's max [headsPerPass]; scores [headsPerPass, ScoreStride]; and the tile's runs
         // of consecutive slots: first position in the tile, and element offset of the run's first slot of channel 0
         // of KV head 0.
+        // A query element scaled for the loads (FiniteF16Kv) must stay finite; a chunk with one at 2^16 or more after
+        // ScoreScale (far beyond what a model's attention produces) takes the exact widening instead.
+        if (TKv.LoadScale != 1f && !QueriesFitLoadScale(queryRow + chunkFirstHead * headDim, (chunkEndHead - chunkFirstHead) * headDim, s.ScoreScale))
+        {
+            new PagedAttentionJob<F16Kv> { Shape = Shape, Keys = Keys, Values = Values }.Execute(chunk);
+            return;
+        }
         float* query = stackalloc float[headsPerPass * headDim];
         int accumulatorFloats = headDim * lanes;
         float* accumulators = stackalloc float[headsPerPass * accumulatorFloats];
@@ -149,7 +183,7 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
             // The KV heads this pass reads: their query heads are pass heads [j0, j1) (a part of a group when a large
             // group takes several passes).
             int firstPassKvHead = firstHead / groupSize, endPassKvHead = (firstHead + numPassHeads - 1) / groupSize + 1;
-            for (int i = 0; i < numPassHeads * headDim; i++) query[i] = queryRow[firstHead * headDim + i] * s.ScoreScale;
+            ScaleQueries(queryRow + firstHead * headDim, query, numPassHeads * headDim, s.ScoreScale);
             new Span<float>(accumulators, numPassHeads * accumulatorFloats).Clear();
             for (int j = 0; j < numPassHeads; j++) { runningMax[j] = float.NegativeInfinity; runningSum[j] = 0; }
 
@@ -215,6 +249,13 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                 for (; h < numPassHeads; h++)
                     runningSum[h] += vector ? AttentionMath.ExpSubtractPadded(scores + h * ScoreStride, tileLength, runningMax[h]) : AttentionMath.ExpSubtract(scores + h * ScoreStride, tileLength, runningMax[h]);
 
+                // The weights (at most 1) take the loads' scale; the running sums above did not.
+                if (TKv.LoadScale != 1f)
+                    for (int j = 0; j < numPassHeads; j++)
+                    {
+                        var weights = new Span<float>(scores + j * ScoreStride, (tileLength + lanes - 1) / lanes * lanes);
+                        CpuKernels.Scale(weights, TKv.LoadScale, weights);
+                    }
                 for (int kvHead = firstPassKvHead; kvHead < endPassKvHead; kvHead++)
                 {
                     var (j0, j1) = PassHeadsOf(kvHead, groupSize, firstHead, numPassHeads);
@@ -239,11 +280,57 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                 float* acc = accumulators + j * accumulatorFloats;
                 float* output = outputRow + (firstHead + j) * headDim;
                 if (vector)
-                    for (int d = 0; d < headDim; d++) output[d] = AttentionMath.Sum(Vector512.Load(acc + d * Lanes)) * inverseSum;
+                {
+                    int d = 0;
+                    if (Avx512F.IsSupported)
+                        for (; d + Lanes <= headDim; d += Lanes) (AttentionMath.SumEach16(acc + d * Lanes) * inverseSum).Store(output + d);
+                    for (; d < headDim; d++) output[d] = AttentionMath.Sum(Vector512.Load(acc + d * Lanes)) * inverseSum;
+                }
                 else
                     for (int d = 0; d < headDim; d++) output[d] = acc[d] * inverseSum;
             }
         }
+    }
+
+    /// <summary>
+    /// Whether every one of <paramref name="count"/> queries times <paramref name="scoreScale"/> and then
+    /// <see cref="IKvElements.LoadScale"/> stays finite (or was not finite already).
+    /// </summary>
+    private static bool QueriesFitLoadScale(float* queries, int count, float scoreScale)
+    {
+        // |x| < 2^128 / LoadScale after the score scale; x × LoadScale is then below the largest float's rounding edge.
+        float limit = float.MaxValue / TKv.LoadScale;
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var tooLarge = Vector512<float>.Zero;
+            for (; i + 16 <= count; i += 16)
+            {
+                var x = Vector512.Abs(Vector512.Load(queries + i) * scoreScale);
+                tooLarge |= Vector512.GreaterThan(x, Vector512.Create(limit)) & Vector512.LessThan(x, Vector512.Create(float.PositiveInfinity));
+            }
+            if (tooLarge != Vector512<float>.Zero) return false;
+        }
+        for (; i < count; i++)
+        {
+            float x = MathF.Abs(queries[i] * scoreScale);
+            if (x > limit && float.IsFinite(x)) return false;
+        }
+        return true;
+    }
+
+    /// <summary><c>query[i] = queryRow[i] × scoreScale × LoadScale</c> (the second product exact), 16 at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScaleQueries(float* queryRow, float* query, int count, float scoreScale)
+    {
+        int i = 0;
+        for (; i + 16 <= count; i += 16)
+        {
+            var x = Vector512.Load(queryRow + i) * scoreScale;
+            if (TKv.LoadScale != 1f) x *= TKv.LoadScale;
+            x.Store(query + i);
+        }
+        for (; i < count; i++) query[i] = TKv.LoadScale != 1f ? queryRow[i] * scoreScale * TKv.LoadScale : queryRow[i] * scoreScale;
     }
 
     /// <summary>Query heads of one KV head's group in one pass: the whole group when its running outputs fit.</summary>
@@ -357,22 +444,25 @@ internal unsafe struct PagedAttentionJob<TKv> : Threading.IParallelJob where TKv
                 {
                     // A lone head (every head of a model without GQA): four chains, so that the FMA latency is not the
                     // bound of the 64-channel sums.
+                    // Pointers stepped four channels at a time (indexes multiplied per load were half the loop's instructions).
                     float* qa = query + j * headDim;
+                    byte* k = k0;
+                    nint channel2 = 2 * channelBytes, channel3 = 3 * channelBytes, channel4 = 4 * channelBytes;
                     Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
                     int d = 0;
-                    for (; d <= headDim - 4; d += 4)
+                    for (; d <= headDim - 4; d += 4, qa += 4, k += channel4)
                     {
                         if (prefetch && j == 0)
                         {
-                            Trickle(k0 + d * channelBytes, channelBytes, keyAhead, valueAhead);
-                            Trickle(k0 + (d + 2) * channelBytes, channelBytes, keyAhead, valueAhead);
+                            Trickle(k, channelBytes, keyAhead, valueAhead);
+                            Trickle(k + channel2, channelBytes, keyAhead, valueAhead);
                         }
-                        a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), TKv.Load16(k0 + d * channelBytes), a0);
-                        a1 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 1]), TKv.Load16(k0 + (d + 1) * channelBytes), a1);
-                        a2 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 2]), TKv.Load16(k0 + (d + 2) * channelBytes), a2);
-                        a3 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d + 3]), TKv.Load16(k0 + (d + 3) * channelBytes), a3);
+                        a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[0]), TKv.Load16(k), a0);
+                        a1 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[1]), TKv.Load16(k + channelBytes), a1);
+                        a2 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[2]), TKv.Load16(k + channel2), a2);
+                        a3 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[3]), TKv.Load16(k + channel3), a3);
                     }
-                    for (; d < headDim; d++) a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[d]), TKv.Load16(k0 + d * channelBytes), a0);
+                    for (; d < headDim; d++, qa++, k += channelBytes) a0 = Vector512.FusedMultiplyAdd(Vector512.Create(qa[0]), TKv.Load16(k), a0);
                     ((a0 + a1) + (a2 + a3)).Store(scores + j * ScoreStride + c);
                 }
             }

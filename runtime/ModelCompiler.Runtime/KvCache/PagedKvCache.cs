@@ -159,11 +159,13 @@ public sealed class PagedKvCache
             for (int j0 = 0; j0 < count; j0 += rowsPerPass)
             {
                 int rows = Math.Min(rowsPerPass, count - j0);
+                bool nan = false;
                 for (int j = 0; j < rows; j++)
                 {
-                    ToHalfBits(keys.Slice((j0 + j) * keyStride, kvDim), keyBits.Slice(j * kvDim, kvDim));
-                    ToHalfBits(values.Slice((j0 + j) * valueStride, kvDim), valueBits.Slice(j * kvDim, kvDim));
+                    nan |= ToHalfBits(keys.Slice((j0 + j) * keyStride, kvDim), keyBits.Slice(j * kvDim, kvDim));
+                    nan |= ToHalfBits(values.Slice((j0 + j) * valueStride, kvDim), valueBits.Slice(j * kvDim, kvDim));
                 }
+                if (nan) MayHoldNaN = true;
                 for (int c = 0; c < kvDim; c++)
                 {
                     int slot = c * blockSize + offset + j0;
@@ -183,23 +185,35 @@ public sealed class PagedKvCache
     /// <summary>
     /// <see cref="ToHalf"/> of every element of <paramref name="source"/>, as bits, into <paramref name="destination"/>:
     /// eight at a time where Vector256 is accelerated, with the same results (round to nearest even, saturated at
-    /// ±65504); a vector holding a NaN, and the tail, go through <see cref="ToHalf"/> itself.
+    /// ±65504); a vector holding a NaN, and the tail, go through <see cref="ToHalf"/> itself. Returns whether any element
+    /// was NaN.
     /// </summary>
-    internal static void ToHalfBits(ReadOnlySpan<float> source, Span<ushort> destination)
+    internal static bool ToHalfBits(ReadOnlySpan<float> source, Span<ushort> destination)
     {
         int i = 0;
+        bool nan = false;
         if (Vector256.IsHardwareAccelerated)
         {
             for (; i <= source.Length - 8; i += 8)
             {
                 var x = Vector256.Create(source.Slice(i, 8));
-                if (!Vector256.EqualsAll(x, x)) { for (int k = i; k < i + 8; k++) destination[k] = BitConverter.HalfToUInt16Bits(ToHalf(source[k])); continue; }
+                if (!Vector256.EqualsAll(x, x))
+                {
+                    nan = true;
+                    for (int k = i; k < i + 8; k++) destination[k] = BitConverter.HalfToUInt16Bits(ToHalf(source[k]));
+                    continue;
+                }
                 var halves = ToHalfBits(x);
                 // The eight 16-bit results sit in the low halves of the 32-bit lanes.
                 Vector128.Narrow(halves.GetLower(), halves.GetUpper()).CopyTo(destination.Slice(i, 8));
             }
         }
-        for (; i < source.Length; i++) destination[i] = BitConverter.HalfToUInt16Bits(ToHalf(source[i]));
+        for (; i < source.Length; i++)
+        {
+            nan |= float.IsNaN(source[i]);
+            destination[i] = BitConverter.HalfToUInt16Bits(ToHalf(source[i]));
+        }
+        return nan;
     }
 
     // f32 → f16 bits for eight non-NaN values, round to nearest even, saturated at ±65504 (F. Giesen's
@@ -217,6 +231,14 @@ public sealed class PagedKvCache
         var isSubnormal = Vector256.LessThan(magnitude, Vector256.Create(0x38800000u));
         return Vector256.ConditionalSelect(isSubnormal, subnormal, normal) | sign;
     }
+
+    /// <summary>
+    /// True once a NaN key or value was written to an f16 pool (it stays true: nothing tracks which slots hold them).
+    /// Until then every stored f16 value is finite, since the writes saturate infinities (<see cref="ToHalf"/>), and
+    /// attention reads the pool with the three-instruction widening of finite values (see <c>FiniteF16Kv</c>); after, with
+    /// the general one, so that a NaN still reads as NaN.
+    /// </summary>
+    public bool MayHoldNaN { get; private set; }
 
     /// <summary>Reads back one token's key and value (widened to f32) from slot <paramref name="offset"/> of <paramref name="block"/>.</summary>
     public void ReadToken(int layer, int block, int offset, Span<float> key, Span<float> value)

@@ -212,6 +212,69 @@ public class AttentionKernelTests
         Assert.Contains("1 tokens", outside.Message);
     }
 
+    // An f16 pool without NaN is read with the short widening (FiniteF16Kv), one that may hold a NaN with the general one
+    // (F16Kv): the same bits either way, also when queries are so large that the short read's scaled queries would
+    // overflow (those chunks take the general widening themselves); and a NaN written to an attended slot still reads
+    // as NaN.
+    [Theory]
+    [InlineData(2, 2, 64, 16, true)]   // Llama's heads in a decode step: lone heads, prefetching, both KV heads per chunk
+    [InlineData(4, 2, 64, 16, true)]   // head pairs
+    [InlineData(8, 4, 8, 16, true)]    // narrow heads: the 8-wide key scores
+    [InlineData(6, 2, 10, 16, true)]   // value sums in memory
+    [InlineData(3, 1, 8, 8, false)]    // blocks below 16 slots: one slot at a time
+    [InlineData(4, 4, 64, 16, false)]  // decode tokens beside prefill runs
+    public void An_f16_cache_without_NaN_is_read_to_the_same_bits_as_with_the_general_widening(int numHeads, int numKvHeads, int headDim, int blockSize, bool decodeStep)
+    {
+        var sequences = decodeStep ? DecodeSequences : PrefillSequences;
+        foreach (float queryScale in new[] { 3f, 3e6f })
+        {
+            var (fast, fastCache) = AttendOverF16(sequences, numHeads, numKvHeads, headDim, blockSize, queryScale, poisonSlot: null);
+            Assert.False(fastCache.MayHoldNaN);
+            var (general, generalCache) = AttendOverF16(sequences, numHeads, numKvHeads, headDim, blockSize, queryScale, poisonSlot: (Attended: false, Channel: 0));
+            Assert.True(generalCache.MayHoldNaN);
+            for (int i = 0; i < fast.Length; i++)
+                if (BitConverter.SingleToInt32Bits(fast[i]) != BitConverter.SingleToInt32Bits(general[i]))
+                    Assert.Fail($"query scale {queryScale}: output {i} is {fast[i]:R} with the short widening, {general[i]:R} with the general one");
+        }
+        // Sequence 0's first key, channel 1 (KV head 0): every head of KV head 0 of its tokens reads NaN, others stay finite.
+        var (poisoned, _) = AttendOverF16(sequences, numHeads, numKvHeads, headDim, blockSize, 3f, poisonSlot: (Attended: true, Channel: 1));
+        int qDim = numHeads * headDim, groupSize = numHeads / numKvHeads;
+        Assert.True(float.IsNaN(poisoned[0]));
+        Assert.All(poisoned.AsSpan(0, qDim).ToArray().Skip(groupSize * headDim), x => Assert.True(float.IsFinite(x)));
+    }
+
+    /// <summary>
+    /// The attention of <paramref name="sequences"/>' new tokens (queries scaled by <paramref name="queryScale"/>) over an
+    /// f16 pool holding every position; <paramref name="poisonSlot"/> writes a NaN value into a slot no sequence reads, or
+    /// a NaN key into sequence 0's position 0 at the given channel.
+    /// </summary>
+    private static (float[] Output, PagedKvCache Cache) AttendOverF16((int Start, int NumNew)[] sequences, int numHeads, int numKvHeads, int headDim, int blockSize,
+        float queryScale, (bool Attended, int Channel)? poisonSlot)
+    {
+        var random = new Random(7);
+        int qDim = numHeads * headDim, kvDim = numKvHeads * headDim;
+        var tables = DealShuffledBlockTables(random, blockSize, out int numBlocks, sequences);
+        var cache = new PagedKvCache(NumLayers, numBlocks, blockSize, kvDim, KvCacheDType.F16);
+        var all = new ForwardBatch(sequences.Sum(x => x.Start + x.NumNew), sequences.Length, MaxBlocksPerSequence, blockSize);
+        for (int s = 0; s < sequences.Length; s++) all.AddSequence(new int[sequences[s].Start + sequences[s].NumNew], 0, tables[s]);
+        var keys = RandomFloats(random, all.NumTokens * kvDim);
+        var values = RandomFloats(random, all.NumTokens * kvDim);
+        if (poisonSlot is { Attended: true, Channel: int channel }) keys[channel] = float.NaN;
+        CpuKernels.KvWrite(keys, kvDim, 0, values, kvDim, 0, all, cache, Layer);
+        if (poisonSlot is { Attended: false })
+        {
+            int unused = Enumerable.Range(0, numBlocks).First(b => !tables.Any(t => t.Contains(b)));
+            var nan = Enumerable.Repeat(float.NaN, kvDim).ToArray();
+            cache.WriteToken(Layer, unused, 0, nan, nan);
+        }
+        var batch = new ForwardBatch(MaxBatchTokens, sequences.Length, MaxBlocksPerSequence, blockSize);
+        for (int s = 0; s < sequences.Length; s++) batch.AddSequence(new int[sequences[s].NumNew], sequences[s].Start, tables[s]);
+        var q = RandomFloats(random, batch.NumTokens * qDim, queryScale);
+        var output = new float[batch.NumTokens * qDim];
+        CpuKernels.PagedAttention(q, qDim, 0, batch, cache, Layer, numHeads, numKvHeads, headDim, output);
+        return (output, cache);
+    }
+
     /// <summary>
     /// Block tables for <see cref="Sequences"/> dealt round-robin, one block at a time, from a shuffled pool
     /// that is larger than needed: tables interleave and skip ids.

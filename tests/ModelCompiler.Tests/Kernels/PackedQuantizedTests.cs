@@ -134,6 +134,29 @@ public class PackedQuantizedTests
         }
     }
 
+    [Fact]
+    public void Scaled_finite_half_widening_times_its_scale_is_the_value_for_every_finite_pattern()
+    {
+        // The attention's short f16 read (FiniteF16Kv): 2^-112 times the value, exact, in all three forms.
+        var halves = new short[16];
+        for (int h = 0; h < 65536; h += 16)
+        {
+            for (int i = 0; i < 16; i++) halves[i] = (short)(h + i);
+            var wide = System.Runtime.Intrinsics.X86.Avx512F.IsSupported ? HalfBits.ScaledFiniteHalfToSingle(System.Runtime.Intrinsics.Vector256.Create(halves)) : default;
+            var low = System.Runtime.Intrinsics.X86.Avx2.IsSupported ? HalfBits.ScaledFiniteHalfToSingle(System.Runtime.Intrinsics.Vector128.Create(halves, 0)) : default;
+            for (int i = 0; i < 16; i++)
+            {
+                ushort bits = (ushort)(h + i);
+                if ((bits & 0x7C00) == 0x7C00) continue; // infinity and NaN: excluded by contract
+                float value = (float)BitConverter.UInt16BitsToHalf(bits);
+                float scaled = HalfBits.ScaledFiniteHalfToSingle(bits);
+                Assert.Equal(BitConverter.SingleToUInt32Bits(value), BitConverter.SingleToUInt32Bits(scaled * HalfBits.FiniteHalfScale));
+                if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported) Assert.Equal(BitConverter.SingleToUInt32Bits(scaled), BitConverter.SingleToUInt32Bits(wide[i]));
+                if (System.Runtime.Intrinsics.X86.Avx2.IsSupported && i < 8) Assert.Equal(BitConverter.SingleToUInt32Bits(scaled), BitConverter.SingleToUInt32Bits(low[i]));
+            }
+        }
+    }
+
     [Theory]
     [InlineData(WeightDType.Q8_0, 0x7C00)]
     [InlineData(WeightDType.Q4_0, 0xFC00)]

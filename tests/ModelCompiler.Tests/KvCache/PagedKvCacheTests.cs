@@ -81,6 +81,31 @@ public class PagedKvCacheTests
         Assert.Equal([65504f, -65504f, 65504f, (float)(Half)(1f / 3)], key);
         Assert.True(float.IsNaN(value[0]));
         Assert.Equal([65504f, -0f, 2.5f], value[1..]);
+        Assert.True(cache.MayHoldNaN);
+    }
+
+    [Fact]
+    public void An_f16_pool_notes_when_a_NaN_is_written_and_only_then()
+    {
+        // Attention reads a pool without NaN with the short widening of finite halves (FiniteF16Kv), so the flag must
+        // catch every NaN write, by the vector conversion and by the tail alike, and infinities (saturated) must not set it.
+        var cache = new PagedKvCache(1, 2, 4, 9, KvCacheDType.F16);
+        Assert.False(cache.MayHoldNaN);
+        var keys = Enumerable.Range(0, 4 * 9).Select(i => i % 5 == 0 ? float.PositiveInfinity : -i * 1e4f).ToArray();
+        cache.WriteTokens(0, 0, 0, 4, keys, 9, keys, 9);
+        cache.CopyBlock(0, 1);
+        Assert.False(cache.MayHoldNaN);
+        foreach (int at in new[] { 3, 8 }) // inside the first 8 (a vector), the ninth (the tail)
+        {
+            var withNaN = new PagedKvCache(1, 2, 4, 9, KvCacheDType.F16);
+            var row = new float[9];
+            row[at] = float.NaN;
+            withNaN.WriteTokens(0, 1, 2, 1, new float[9], 9, row, 9);
+            Assert.True(withNaN.MayHoldNaN, $"a NaN at {at}");
+        }
+        var f32 = new PagedKvCache(1, 1, 1, 2, KvCacheDType.F32);
+        f32.WriteToken(0, 0, 0, [float.NaN, 1], [1, 2]);
+        Assert.False(f32.MayHoldNaN); // read as stored: nothing to note
     }
 
     [Theory]

@@ -80,6 +80,33 @@ internal static class HalfBits
         return (bits & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle() * Vector256.Create(TwoPow112);
     }
 
+    /// <summary>
+    /// What <see cref="ScaledFiniteHalfToSingle(Vector256{short})"/> and its siblings leave out: each of their results times
+    /// this power of two is the f16 value, exactly.
+    /// </summary>
+    public const float FiniteHalfScale = TwoPow112;
+
+    /// <summary>
+    /// 16 finite f16 values as f32 times 2^-112 (needs AVX-512F), in three instructions: <see cref="FiniteHalfToSingle"/>
+    /// without its multiply. A caller that pairs every element with a factor of its own (a query element, a softmax
+    /// weight) multiplies that factor by <see cref="FiniteHalfScale"/> instead: scaling by a power of two is exact, so
+    /// the product, and every sum built from it, is the same as with the widened value, as long as the scaled factor
+    /// stays finite. Exact for every finite f16 (subnormal ones become f32 subnormals); infinity and NaN come out finite
+    /// and wrong.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ScaledFiniteHalfToSingle(Vector256<short> halves) =>
+        ((Avx512F.ConvertToVector512Int32(halves) << 13) & Vector512.Create(unchecked((int)0x8FFFE000))).AsSingle();
+
+    /// <summary><see cref="ScaledFiniteHalfToSingle(Vector256{short})"/> for 8 values (needs AVX2).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> ScaledFiniteHalfToSingle(Vector128<short> halves) =>
+        ((Avx2.ConvertToVector256Int32(halves) << 13) & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle();
+
+    /// <summary><see cref="ScaledFiniteHalfToSingle(Vector256{short})"/> for one value.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float ScaledFiniteHalfToSingle(ushort h) => BitConverter.Int32BitsToSingle(((short)h << 13) & unchecked((int)0x8FFFE000));
+
     /// <summary>4 f16 values (one per 32-bit lane) to f32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> HalfToSingle(Vector128<uint> h)
