@@ -116,6 +116,8 @@ public sealed unsafe class ModelWeights : IDisposable
         }
         if (floatsOfAnySize ? Kernels.MatMul.FloatPanelLayout.Supports(matrix.DType) : Kernels.MatMul.FloatPanelLayout.ShouldPack(matrix.DType, matrix.Rows, matrix.Cols))
         {
+            // An f16 infinity or NaN (a damaged file, or a model that overflowed f16) keeps the rows and the general widening.
+            if (!Kernels.MatMul.FloatPanelLayout.HasFiniteHalves(matrix)) return false;
             long size = Kernels.MatMul.FloatPanelLayout.SizeInBytes(matrix.DType, matrix.Rows, matrix.Cols);
             nint p = (nint)Interop.LargePages.Allocate((nuint)size);
             _owned.Add(p);

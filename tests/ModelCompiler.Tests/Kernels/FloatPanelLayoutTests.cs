@@ -113,6 +113,48 @@ public class FloatPanelLayoutTests
         Assert.Equal(decoded.AsSpan(3 * cols, cols).ToArray(), x.AsSpan(cols, cols).ToArray());
     }
 
+    // f16 panels widen to 2^-112 times each weight and rescale the sums at the end (F16Panel): every product is exact, so
+    // sums that never come near zero (positive weights and activations) have the bits of f32 panels of the widened
+    // weights, one token and many, on every panel kernel.
+    [Theory]
+    [InlineData(1, 96, 45)]
+    [InlineData(12, 96, 64)]
+    [InlineData(5, 768, 70)]
+    public void F16_panels_give_the_bits_of_f32_panels_when_no_partial_sum_comes_near_zero(int numTokens, int inDim, int outDim)
+    {
+        if (!FloatPanelLayout.Supports(WeightDType.F16)) return;
+        var random = new Random(numTokens * 1000 + inDim);
+        var x = KernelTestData.RandomFloats(random, numTokens * inDim).Select(v => 0.75f + 0.25f * v).ToArray();
+        var weights = KernelTestData.RandomFloats(random, outDim * inDim).Select(v => 0.75f + 0.25f * v).ToArray();
+        var f16 = Packed(TestMatrix.Encoded(weights, inDim, WeightDType.F16, out var decoded));
+        var f32 = Packed(TestMatrix.Encoded(decoded, inDim, WeightDType.F32, out _));
+        Assert.True(FloatPanelLayout.IsPacked(f16));
+        var expected = new float[numTokens * outDim];
+        var actual = new float[numTokens * outDim];
+        CpuKernels.Linear(x, numTokens, f32, expected, inDim, outDim);
+        CpuKernels.Linear(x, numTokens, f16, actual, inDim, outDim);
+        Assert.Equal(expected, actual);
+    }
+
+    [Theory]
+    [InlineData(0x7C00, 5)]    // +infinity inside a vector of 16
+    [InlineData(0xFE01, 17)]   // a NaN in the tail of a 19-wide row
+    public unsafe void An_f16_matrix_with_an_infinity_or_NaN_keeps_its_rows_and_propagates_it(int bits, int column)
+    {
+        var random = new Random(3);
+        const int rows = 40, cols = 19;
+        var raw = TestMatrix.Encoded(KernelTestData.RandomFloats(random, rows * cols), cols, WeightDType.F16, out _);
+        Assert.True(FloatPanelLayout.HasFiniteHalves(raw));
+        ((ushort*)((byte*)raw.Data + 33 * raw.RowSizeInBytes))[column] = (ushort)bits;
+        Assert.False(FloatPanelLayout.HasFiniteHalves(raw));
+        var kept = Packed(raw);
+        Assert.False(FloatPanelLayout.IsPacked(kept));
+        var y = new float[rows];
+        CpuKernels.Linear(Enumerable.Repeat(1f, cols).ToArray(), 1, kept, y, cols, rows);
+        Assert.False(float.IsFinite(y[33]));
+        Assert.All(y.Where((_, r) => r != 33), v => Assert.True(float.IsFinite(v)));
+    }
+
     [Fact]
     public void Small_matrices_keep_their_rows_by_default()
     {

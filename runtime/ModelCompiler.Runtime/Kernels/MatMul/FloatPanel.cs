@@ -25,6 +25,11 @@ internal unsafe interface IPanelElement
     static abstract Vector512<float> High(byte* p);
     /// <summary>Rows <c>8·quarter</c> to <c>8·quarter + 7</c> of the k at <paramref name="p"/> (the AVX2 kernels, <see cref="FloatPanel256"/>).</summary>
     static abstract Vector256<float> Quarter(byte* p, int quarter);
+    /// <summary>
+    /// What the loads leave out: the weights they return times this power of two are the stored ones, so the kernels
+    /// multiply their sums by it before storing them (1 but for f16).
+    /// </summary>
+    static abstract float OutputScale { get; }
 }
 
 /// <summary>f32 panels (load-time f32 matrices, and the per-call scratch panels of every float type).</summary>
@@ -34,6 +39,7 @@ internal unsafe struct F32Panel : IPanelElement
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Low(byte* p) => Vector512.Load((float*)p);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> High(byte* p) => Vector512.Load((float*)p + 16);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Quarter(byte* p, int quarter) => Vector256.Load((float*)p + 8 * quarter);
+    public static float OutputScale => 1f;
 }
 
 /// <summary>bf16 panels, widened in registers (a shift): half the bytes of f32 per k.</summary>
@@ -43,15 +49,24 @@ internal unsafe struct Bf16Panel : IPanelElement
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Low(byte* p) => HalfBits.BFloat16ToSingle(Vector256.Load((ushort*)p));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> High(byte* p) => HalfBits.BFloat16ToSingle(Vector256.Load((ushort*)p + 16));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Quarter(byte* p, int quarter) => HalfBits.BFloat16ToSingle(Vector128.Load((ushort*)p + 8 * quarter));
+    public static float OutputScale => 1f;
 }
 
-/// <summary>f16 panels, widened in registers (vcvtph2ps).</summary>
+/// <summary>
+/// f16 panels, widened in registers in three instructions per vector (<see cref="HalfBits.ScaledFiniteHalfToSingle(Vector256{short})"/>:
+/// each weight 2^-112 times its value, exactly), the sums rescaled once at the end (<see cref="OutputScale"/>); the general
+/// widening's eleven instructions made f16 decode ~1.5× slower than bf16 for the same bytes. Only for panels without
+/// infinity or NaN, which <see cref="FloatPanelLayout.HasFiniteHalves"/> checks before packing. Each product is exact, and
+/// so is every partial sum whose magnitude stays at 2^-14 or more; below that the scaled sums are f32 subnormals,
+/// rounded to 2^-149 (2^-37 at the true scale) instead of to 24 bits.
+/// </summary>
 internal unsafe struct F16Panel : IPanelElement
 {
     public static int BytesPerK => 64;
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Low(byte* p) => HalfBits.HalfToSingle(Vector256.Load((ushort*)p));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> High(byte* p) => HalfBits.HalfToSingle(Vector256.Load((ushort*)p + 16));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Quarter(byte* p, int quarter) => HalfBits.HalfToSingle(Vector128.Load((ushort*)p + 8 * quarter));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Low(byte* p) => HalfBits.ScaledFiniteHalfToSingle(Vector256.Load((short*)p));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> High(byte* p) => HalfBits.ScaledFiniteHalfToSingle(Vector256.Load((short*)p + 16));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Quarter(byte* p, int quarter) => HalfBits.ScaledFiniteHalfToSingle(Vector128.Load((short*)p + 8 * quarter));
+    public static float OutputScale => HalfBits.FiniteHalfScale;
 }
 
 /// <summary>
@@ -224,23 +239,28 @@ internal static unsafe class FloatPanel
             if (n > 10) { b = Vector512.Create(xp[10 * s]); c10a = Vector512.FusedMultiplyAdd(w0, b, c10a); c10b = Vector512.FusedMultiplyAdd(w1, b, c10b); }
             if (n > 11) { b = Vector512.Create(xp[11 * s]); c11a = Vector512.FusedMultiplyAdd(w0, b, c11a); c11b = Vector512.FusedMultiplyAdd(w1, b, c11b); }
         }
-        Store(c0a, c0b, y + 0 * yStride, accumulate);
-        if (n > 1) Store(c1a, c1b, y + 1 * yStride, accumulate);
-        if (n > 2) Store(c2a, c2b, y + 2 * yStride, accumulate);
-        if (n > 3) Store(c3a, c3b, y + 3 * yStride, accumulate);
-        if (n > 4) Store(c4a, c4b, y + 4 * yStride, accumulate);
-        if (n > 5) Store(c5a, c5b, y + 5 * yStride, accumulate);
-        if (n > 6) Store(c6a, c6b, y + 6 * yStride, accumulate);
-        if (n > 7) Store(c7a, c7b, y + 7 * yStride, accumulate);
-        if (n > 8) Store(c8a, c8b, y + 8 * yStride, accumulate);
-        if (n > 9) Store(c9a, c9b, y + 9 * yStride, accumulate);
-        if (n > 10) Store(c10a, c10b, y + 10 * yStride, accumulate);
-        if (n > 11) Store(c11a, c11b, y + 11 * yStride, accumulate);
+        Store(c0a, c0b, y + 0 * yStride, accumulate, TPanel.OutputScale);
+        if (n > 1) Store(c1a, c1b, y + 1 * yStride, accumulate, TPanel.OutputScale);
+        if (n > 2) Store(c2a, c2b, y + 2 * yStride, accumulate, TPanel.OutputScale);
+        if (n > 3) Store(c3a, c3b, y + 3 * yStride, accumulate, TPanel.OutputScale);
+        if (n > 4) Store(c4a, c4b, y + 4 * yStride, accumulate, TPanel.OutputScale);
+        if (n > 5) Store(c5a, c5b, y + 5 * yStride, accumulate, TPanel.OutputScale);
+        if (n > 6) Store(c6a, c6b, y + 6 * yStride, accumulate, TPanel.OutputScale);
+        if (n > 7) Store(c7a, c7b, y + 7 * yStride, accumulate, TPanel.OutputScale);
+        if (n > 8) Store(c8a, c8b, y + 8 * yStride, accumulate, TPanel.OutputScale);
+        if (n > 9) Store(c9a, c9b, y + 9 * yStride, accumulate, TPanel.OutputScale);
+        if (n > 10) Store(c10a, c10b, y + 10 * yStride, accumulate, TPanel.OutputScale);
+        if (n > 11) Store(c11a, c11b, y + 11 * yStride, accumulate, TPanel.OutputScale);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store(Vector512<float> a, Vector512<float> b, float* y, bool accumulate)
+    private static void Store(Vector512<float> a, Vector512<float> b, float* y, bool accumulate, float scale = 1f)
     {
+        if (scale != 1f)
+        {
+            a *= scale;
+            b *= scale;
+        }
         if (accumulate)
         {
             a += Vector512.Load(y);
@@ -285,6 +305,11 @@ internal static unsafe class FloatPanel
         }
         var low = (a0 + a1) + (a2 + a3);
         var high = (b0 + b1) + (b2 + b3);
+        if (TPanel.OutputScale != 1f)
+        {
+            low *= TPanel.OutputScale;
+            high *= TPanel.OutputScale;
+        }
         if (numRows == PanelRows)
         {
             Store(low, high, y, accumulate);

@@ -50,17 +50,23 @@ internal static unsafe class FloatPanel256
             if (n > 5) { b = Vector256.Create(xp[5 * s]); c5a = Vector256.FusedMultiplyAdd(w0, b, c5a); c5b = Vector256.FusedMultiplyAdd(w1, b, c5b); }
         }
         float* yh = y + 16 * half;
-        Store(c0a, c0b, yh, accumulate);
-        if (n > 1) Store(c1a, c1b, yh + yStride, accumulate);
-        if (n > 2) Store(c2a, c2b, yh + 2 * yStride, accumulate);
-        if (n > 3) Store(c3a, c3b, yh + 3 * yStride, accumulate);
-        if (n > 4) Store(c4a, c4b, yh + 4 * yStride, accumulate);
-        if (n > 5) Store(c5a, c5b, yh + 5 * yStride, accumulate);
+        float scale = TPanel.OutputScale;
+        Store(c0a, c0b, yh, accumulate, scale);
+        if (n > 1) Store(c1a, c1b, yh + yStride, accumulate, scale);
+        if (n > 2) Store(c2a, c2b, yh + 2 * yStride, accumulate, scale);
+        if (n > 3) Store(c3a, c3b, yh + 3 * yStride, accumulate, scale);
+        if (n > 4) Store(c4a, c4b, yh + 4 * yStride, accumulate, scale);
+        if (n > 5) Store(c5a, c5b, yh + 5 * yStride, accumulate, scale);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store(Vector256<float> a, Vector256<float> b, float* y, bool accumulate)
+    private static void Store(Vector256<float> a, Vector256<float> b, float* y, bool accumulate, float scale = 1f)
     {
+        if (scale != 1f)
+        {
+            a *= scale;
+            b *= scale;
+        }
         if (accumulate)
         {
             a += Vector256.Load(y);
@@ -211,13 +217,14 @@ internal static unsafe class FloatPanel256
             a2 = Vector256.FusedMultiplyAdd(TPanel.Quarter(panel, 2), xi, a2);
             a3 = Vector256.FusedMultiplyAdd(TPanel.Quarter(panel, 3), xi, a3);
         }
+        float scale = TPanel.OutputScale;
         if (numRows == FloatPanel.PanelRows)
         {
-            Store(a0 + b0, a1 + b1, y, accumulate);
-            Store(a2 + b2, a3 + b3, y + 16, accumulate);
+            Store(a0 + b0, a1 + b1, y, accumulate, scale);
+            Store(a2 + b2, a3 + b3, y + 16, accumulate, scale);
             return;
         }
-        StoreRows(a0 + b0, a1 + b1, a2 + b2, a3 + b3, numRows, y, accumulate);
+        StoreRows((a0 + b0) * scale, (a1 + b1) * scale, (a2 + b2) * scale, (a3 + b3) * scale, numRows, y, accumulate);
     }
 
     // A last panel of fewer than 32 rows. Kept out of Single: a stackalloc there made the JIT keep Single's eight

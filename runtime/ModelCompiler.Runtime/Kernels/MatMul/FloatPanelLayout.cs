@@ -43,6 +43,26 @@ internal static unsafe class FloatPanelLayout
     public static bool IsPacked(WeightMatrix matrix) =>
         matrix.PackedData != 0 && matrix.DType is WeightDType.F32 or WeightDType.F16 or WeightDType.BF16;
 
+    /// <summary>
+    /// Whether an f16 matrix holds no infinity or NaN, which its panels' short widening (<see cref="F16Panel"/>) would
+    /// read as finite values: a matrix that does keeps its rows (and the general widening). Other types: true.
+    /// </summary>
+    public static bool HasFiniteHalves(WeightMatrix matrix)
+    {
+        if (matrix.DType != WeightDType.F16) return true;
+        for (int row = 0; row < matrix.Rows; row++)
+        {
+            var halves = new ReadOnlySpan<ushort>((byte*)matrix.Data + (long)row * matrix.RowSizeInBytes, matrix.Cols);
+            int i = 0;
+            var exponent = System.Runtime.Intrinsics.Vector256.Create((ushort)0x7C00);
+            for (; i <= halves.Length - 16; i += 16)
+                if (System.Runtime.Intrinsics.Vector256.EqualsAny(System.Runtime.Intrinsics.Vector256.Create(halves.Slice(i, 16)) & exponent, exponent)) return false;
+            for (; i < halves.Length; i++)
+                if ((halves[i] & 0x7C00) == 0x7C00) return false;
+        }
+        return true;
+    }
+
     /// <summary>Bytes of one weight.</summary>
     public static int ElementSize(WeightDType dtype) => dtype == WeightDType.F32 ? 4 : 2;
 
