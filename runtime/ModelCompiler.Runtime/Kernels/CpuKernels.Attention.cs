@@ -149,7 +149,10 @@ public static partial class CpuKernels
             if (CpuFeatures.UseVector512 && cache.BlockSize % PrefillAttentionJob<F32Kv>.Lanes == 0 && headDim <= PrefillAttentionJob<F32Kv>.MaxHeadDim
                 && LongestQueryRun(batch) >= MinPrefillQueryRun)
             {
-                if (f16)
+                // An f16 cache without NaN: the short widening for the tiles' copies and the decode tokens beside them.
+                if (f16 && !cache.MayHoldNaN)
+                    RunPrefillAttention(new PrefillAttentionJob<FiniteF16Kv> { Shape = shape, Keys = keys, Values = values }, batch, parallel);
+                else if (f16)
                     RunPrefillAttention(new PrefillAttentionJob<F16Kv> { Shape = shape, Keys = keys, Values = values }, batch, parallel);
                 else
                     RunPrefillAttention(new PrefillAttentionJob<F32Kv> { Shape = shape, Keys = keys, Values = values }, batch, parallel);

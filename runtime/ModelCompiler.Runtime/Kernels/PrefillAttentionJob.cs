@@ -112,12 +112,12 @@ internal unsafe struct PrefillAttentionJob<TKv> : Threading.IParallelJob where T
                     Scores((float*)k, blockSize, queries, headDim, scores + g * Lanes * Lanes);
                 else
                 {
-                    for (int c = 0; c < headDim; c++) TKv.Load16(k + c * channelBytes).Store(keys + c * Lanes);
+                    for (int c = 0; c < headDim; c++) Widened(k + c * channelBytes).Store(keys + c * Lanes);
                     Scores(keys, Lanes, queries, headDim, scores + g * Lanes * Lanes);
                 }
                 byte* v = Values + offset * TKv.Size;
                 float* groupValues = values + g * headDim * Lanes;
-                for (int c = 0; c < headDim; c++) TKv.Load16(v + c * channelBytes).Store(groupValues + c * Lanes);
+                for (int c = 0; c < headDim; c++) Widened(v + c * channelBytes).Store(groupValues + c * Lanes);
             }
 
             // Mask (replace, so that a slot holding anything is never used) and the tile's max per row.
@@ -178,6 +178,10 @@ internal unsafe struct PrefillAttentionJob<TKv> : Threading.IParallelJob where T
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private readonly float* OutputRow(int r, int numHeads, int firstToken, int firstHead, int qDim) =>
         Shape.Output + (nint)(firstToken + r / numHeads) * qDim + (firstHead + r % numHeads) * Shape.HeadDim;
+
+    /// <summary>16 stored elements as f32: the load, times the scale it leaves out (exact: a power of two; see <see cref="FiniteF16Kv"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Widened(byte* p) => TKv.LoadScale == 1f ? TKv.Load16(p) : TKv.Load16(p) * TKv.LoadScale;
 
     /// <summary>
     /// Transposes 16 × 16 floats in place (vector i, lane j ↔ vector j, lane i): four rounds of swapping the off-diagonal
