@@ -212,6 +212,24 @@ public class AttentionKernelTests
         Assert.Contains("1 tokens", outside.Message);
     }
 
+    [Fact]
+    public unsafe void SumEach16_gives_every_vector_its_lane_sum_in_the_documented_order()
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx512F.IsSupported) return; // the decode kernel's AVX-512 path only
+        var random = new Random(5);
+        // Magnitudes spread over 2^±20 so that a different order of additions rounds differently.
+        var vectors = Enumerable.Range(0, 16 * 16).Select(_ => (float)((random.NextDouble() - 0.5) * Math.Pow(2, random.Next(-20, 21)))).ToArray();
+        float[] sums = new float[16];
+        fixed (float* p = vectors) System.Runtime.Intrinsics.Vector512.CopyTo(AttentionMath.SumEach16(p), sums);
+        for (int i = 0; i < 16; i++)
+        {
+            float Lane(int l) => vectors[i * 16 + l];
+            float Quarter(int q) => (Lane(4 * q) + Lane(4 * q + 2)) + (Lane(4 * q + 1) + Lane(4 * q + 3));
+            float expected = (Quarter(0) + Quarter(1)) + (Quarter(2) + Quarter(3));
+            Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(sums[i]));
+        }
+    }
+
     // An f16 pool without NaN is read with the short widening (FiniteF16Kv), one that may hold a NaN with the general one
     // (F16Kv): the same bits either way, also when queries are so large that the short read's scaled queries would
     // overflow (those chunks take the general widening themselves); and a NaN written to an attended slot still reads
