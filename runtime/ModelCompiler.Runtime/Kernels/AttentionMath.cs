@@ -1,7 +1,6 @@
 using System;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using ModelCompiler.Runtime.Kernels.MatMul;
 
 namespace ModelCompiler.Runtime.Kernels;
@@ -207,32 +206,14 @@ internal static unsafe class AttentionMath
 
     /// <summary>
     /// The lane sums of 16 consecutive vectors at <paramref name="vectors"/> as one vector (lane i: the sum of vector i's
-    /// lanes), needs AVX-512F: a transposing tree of 30 shuffles and 15 additions instead of 16 horizontal sums of about
-    /// ten instructions each. Per vector the lanes are added in pairs (j, j + 2) within each 128-bit quarter, then the
-    /// pairs, then the quarters (0 + 1) + (2 + 3).
+    /// lanes; <see cref="LaneSums.Of16"/>, needs AVX-512F): a head's per-channel outputs of decode attention, 16 channels at a time.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe Vector512<float> SumEach16(float* vectors)
-    {
-        // Within each 128-bit quarter: [v_2k lanes (0+2, 1+3) interleaved with v_2k+1's].
-        var p0 = Pair(vectors, 0); var p1 = Pair(vectors, 2); var p2 = Pair(vectors, 4); var p3 = Pair(vectors, 6);
-        var p4 = Pair(vectors, 8); var p5 = Pair(vectors, 10); var p6 = Pair(vectors, 12); var p7 = Pair(vectors, 14);
-        // Per quarter q: the quarter's sums of four vectors, [v_4k, v_4k+1, v_4k+2, v_4k+3].
-        var q0 = Quad(p0, p1); var q1 = Quad(p2, p3); var q2 = Quad(p4, p5); var q3 = Quad(p6, p7);
-        // Quarters (0 + 1) and (2 + 3) of two quads side by side, then the two halves.
-        var h0 = Avx512F.Shuffle4x128(q0, q1, 0b10_00_10_00) + Avx512F.Shuffle4x128(q0, q1, 0b11_01_11_01);
-        var h1 = Avx512F.Shuffle4x128(q2, q3, 0b10_00_10_00) + Avx512F.Shuffle4x128(q2, q3, 0b11_01_11_01);
-        return Avx512F.Shuffle4x128(h0, h1, 0b10_00_10_00) + Avx512F.Shuffle4x128(h0, h1, 0b11_01_11_01);
-
-        static Vector512<float> Pair(float* v, int i)
-        {
-            var a = Vector512.Load(v + i * 16);
-            var b = Vector512.Load(v + (i + 1) * 16);
-            return Avx512F.UnpackLow(a, b) + Avx512F.UnpackHigh(a, b);
-        }
-        static Vector512<float> Quad(Vector512<float> a, Vector512<float> b) =>
-            Avx512F.Shuffle(a, b, 0b01_00_01_00) + Avx512F.Shuffle(a, b, 0b11_10_11_10);
-    }
+    public static unsafe Vector512<float> SumEach16(float* vectors) => LaneSums.Of16(
+        Vector512.Load(vectors), Vector512.Load(vectors + 16), Vector512.Load(vectors + 32), Vector512.Load(vectors + 48),
+        Vector512.Load(vectors + 64), Vector512.Load(vectors + 80), Vector512.Load(vectors + 96), Vector512.Load(vectors + 112),
+        Vector512.Load(vectors + 128), Vector512.Load(vectors + 144), Vector512.Load(vectors + 160), Vector512.Load(vectors + 176),
+        Vector512.Load(vectors + 192), Vector512.Load(vectors + 208), Vector512.Load(vectors + 224), Vector512.Load(vectors + 240));
 
     /// <summary>The sum of 16 lanes: <c>Vector512.Sum</c>, or on AVX2 the two halves added first (one call, not sixteen elements).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -97,15 +97,7 @@ internal static unsafe class SmallDecode
             a14 = Vector512.FusedMultiplyAdd(Vector512.Load(p + 14 * k), xTail, a14);
             a15 = Vector512.FusedMultiplyAdd(Vector512.Load(p + 15 * k), xTail, a15);
         }
-        // Per 128-bit lane L: four rows' sums of that lane, then the lanes transposed and added.
-        var g0 = Quad(a0, a1, a2, a3);
-        var g1 = Quad(a4, a5, a6, a7);
-        var g2 = Quad(a8, a9, a10, a11);
-        var g3 = Quad(a12, a13, a14, a15);
-        // Lanes (g0.L0+L1, g0.L2+L3, g1.L0+L1, g1.L2+L3) and likewise for g2, g3; then one lane per group.
-        var k01 = Avx512F.Shuffle4x128(g0, g1, 0x88) + Avx512F.Shuffle4x128(g0, g1, 0xDD);
-        var k23 = Avx512F.Shuffle4x128(g2, g3, 0x88) + Avx512F.Shuffle4x128(g2, g3, 0xDD);
-        return Avx512F.Shuffle4x128(k01, k23, 0x88) + Avx512F.Shuffle4x128(k01, k23, 0xDD);
+        return LaneSums.Of16(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15);
     }
 
     /// <summary>
@@ -168,12 +160,4 @@ internal static unsafe class SmallDecode
         return Avx.Permute2x128(q0123, q4567, 0x20) + Avx.Permute2x128(q0123, q4567, 0x31);
     }
 
-    /// <summary>In each 128-bit lane: (Σ lane of a, Σ lane of b, Σ lane of c, Σ lane of d).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Quad(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
-    {
-        var ab = Avx512F.UnpackLow(a, b) + Avx512F.UnpackHigh(a, b);   // (a0+a2, b0+b2, a1+a3, b1+b3)
-        var cd = Avx512F.UnpackLow(c, d) + Avx512F.UnpackHigh(c, d);
-        return Avx512F.Shuffle(ab, cd, 0x44) + Avx512F.Shuffle(ab, cd, 0xEE);
-    }
 }
